@@ -1,0 +1,52 @@
+# Set-up, demo and tests in the project's own virtual environment.
+#   make demo      generate scenes, train a teacher on a short budget, evaluate all 15 combinations
+#   make test      run the test suite
+# Overridable: PYTHON (interpreter for the venv), TORCH_SPEC (e.g. "torch==2.13.0" or a CUDA build),
+# EXTRAS (drop "ros" on a machine whose ROS 2 install already provides rclpy and the messages).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= ros,test
+DEMO_DIR ?= runs/demo
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py setup.cfg Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m robustseg_core.demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q test
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs
+
+# ---- Reproducing docs/results.md (2-core CPU figures; see that file for times and machines) ----
+BENCH_DATA ?= data/sim128
+TEACHER_RUN ?= runs/teacher_cpu
+
+$(BENCH_DATA)/meta.json: | $(STAMP)
+	$(VENV)/bin/generate_dataset --out $(BENCH_DATA) --size 128 --seed 0 --train-scenes 80 --val-scenes 20 \
+		--test-scenes 20 --frames-per-scene 8 --workers 2 --quiet
+
+benchmark-data: $(BENCH_DATA)/meta.json
+
+teacher-results: $(BENCH_DATA)/meta.json
+	$(VENV)/bin/train_teacher --config config/teacher_cpu.yaml --set data.root=$(BENCH_DATA) \
+		train.output_dir=$(TEACHER_RUN) --resume auto
+	$(VENV)/bin/evaluate --checkpoint $(TEACHER_RUN)/best.pt --data-root $(BENCH_DATA) --split test \
+		--json $(TEACHER_RUN)/eval_test.json --markdown $(TEACHER_RUN)/eval_test.md
+
+.PHONY: benchmark-data teacher-results

@@ -1,0 +1,45 @@
+"""Dataset-wide constants: DELIVER's 25 classes, their palette, the ignore label and the modality order.
+
+Class ids, names and palette follow DELIVER (`semseg/datasets/deliver.py`); see
+``shared/reference/mmss_anchors.md`` §1.1. Modality order follows DELIVER and RobustSeg:
+``rgb, depth, event, lidar`` (tensor index 0..3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = (
+    "Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk",
+    "Vegetation", "Cars", "Wall", "TrafficSign", "Sky", "Ground", "Bridge", "RailTrack",
+    "GroundRail", "TrafficLight", "Static", "Dynamic", "Water", "Terrain", "TwoWheeler",
+    "Bus", "Truck",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IGNORE_INDEX = 255
+
+#: RGB colour of each class id, shape [25, 3], uint8.
+PALETTE = np.array(
+    [
+        (70, 70, 70), (100, 40, 40), (55, 90, 80), (220, 20, 60), (153, 153, 153),
+        (157, 234, 50), (128, 64, 128), (244, 35, 232), (107, 142, 35), (0, 0, 142),
+        (102, 102, 156), (220, 220, 0), (70, 130, 180), (81, 0, 81), (150, 100, 100),
+        (230, 150, 140), (180, 165, 180), (250, 170, 30), (110, 190, 160), (170, 120, 50),
+        (45, 60, 150), (145, 170, 100), (0, 0, 230), (0, 60, 100), (0, 0, 70),
+    ],
+    dtype=np.uint8,
+)
+
+#: Class id by name, e.g. ``CLASS_ID["Road"] == 6``.
+CLASS_ID: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+MODALITIES: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
+#: One-letter codes used in combination names such as ``"RDEL"``.
+MODALITY_LETTERS: tuple[str, ...] = ("R", "D", "E", "L")
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Class-id map [H, W] (255 = unknown, drawn black) -> RGB image [H, W, 3] uint8."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:NUM_CLASSES] = PALETTE
+    return lut[labels]

@@ -1,0 +1,203 @@
+"""DELIVER-layout multimodal segmentation dataset (real DELIVER and generated scenes alike).
+
+On disk (DELIVER's layout, see shared/reference/mmss_anchors.md §1.1)::
+
+    <root>/img/<condition>/<split>/<scene>/<frame>_rgb_front.png
+    <root>/hha/.../<frame>_depth_front.png        # HHA-encoded depth, the "depth" input
+    <root>/event/.../<frame>_event_front.png
+    <root>/lidar/.../<frame>_lidar_front.png
+    <root>/semantic/.../<frame>_semantic_front.png  # class id + 1 in channel 0, 0 = unlabeled
+
+Every modality is decoded to a uint8 RGB image [H, W, 3] (4 channels -> first 3, 1 channel ->
+repeated); event images of another size (DELIVER's low-resolution event case) are resized to the
+RGB size by nearest neighbour. Labels: raw 1..25 -> class 0..24, raw 0 and 255 -> ignore (255).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..classes import IGNORE_INDEX, MODALITIES
+
+CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
+FAILURE_CASES: tuple[str, ...] = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Folder and file-name tag of each modality, relative to the RGB path (DELIVER's replacements).
+MODALITY_LOCATION: dict[str, tuple[str, str]] = {
+    "rgb": ("img", "_rgb"),
+    "depth": ("hha", "_depth"),
+    "event": ("event", "_event"),
+    "lidar": ("lidar", "_lidar"),
+    "semantic": ("semantic", "_semantic"),
+}
+
+
+class DatasetError(RuntimeError):
+    """A data set file is missing, unreadable or inconsistent; the message names it."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG as uint8 RGB [H, W, 3] (4 channels -> first 3; 1 channel -> repeated)."""
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path}: missing or not a readable image")
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path}: expected an 8-bit image, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Read a DELIVER semantic PNG -> class ids uint8 [H, W] with 255 = ignore."""
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path}: missing or not a readable label image")
+    raw = image if image.ndim == 2 else image[:, :, 2]  # channel 0 of RGB(A) is index 2 in BGR(A)
+    labels = raw.astype(np.int16) - 1
+    labels[(raw == 0) | (raw == 255)] = IGNORE_INDEX
+    return labels.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Paths of one frame: modality name -> file, plus the label file."""
+
+    name: str
+    condition: str
+    case: str | None
+    files: dict[str, Path]
+    label: Path
+
+
+def modality_path(rgb_path: Path, root: Path, target: str) -> Path:
+    """Path of modality ``target`` (or "semantic") for the frame whose RGB file is ``rgb_path``."""
+    folder, tag = MODALITY_LOCATION[target]
+    relative = rgb_path.relative_to(root / "img")
+    return root / folder / relative.parent / relative.name.replace("_rgb", tag)
+
+
+def failure_case(path: Path) -> str | None:
+    """The failure case named in ``path`` (DELIVER tags them by substring), or None."""
+    text = path.as_posix()
+    return next((case for case in FAILURE_CASES if case in text), None)
+
+
+def scan_split(
+    root: str | os.PathLike,
+    split: str,
+    modalities: Sequence[str] = MODALITIES,
+    conditions: Sequence[str] | None = None,
+    cases: Sequence[str] | None = None,
+) -> list[Sample]:
+    """List the frames of ``split`` and check that every needed file exists.
+
+    ``conditions`` keeps those weather folders (None: all); ``cases`` keeps frames whose path names
+    one of those failure cases, where ``"none"`` means frames without a failure case (None: all).
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"modalities {list(modalities)}: expected a non-empty subset of {MODALITIES}")
+    for name, chosen, allowed in (("condition", conditions, CONDITIONS), ("case", cases, FAILURE_CASES + ("none",))):
+        bad = [c for c in chosen or () if c not in allowed]
+        if bad:
+            raise ValueError(f"unknown {name} {bad}: expected some of {allowed}")
+    if not (root / "img").is_dir():
+        raise DatasetError(f"{root}: not a DELIVER-layout data set (no img/ folder)")
+
+    samples = []
+    for rgb_path in sorted((root / "img").glob(f"*/{split}/*/*_rgb_front.png")):
+        condition = rgb_path.relative_to(root / "img").parts[0]
+        case = failure_case(rgb_path.relative_to(root))
+        if conditions is not None and condition not in conditions:
+            continue
+        if cases is not None and (case or "none") not in cases:
+            continue
+        files = {m: modality_path(rgb_path, root, m) for m in modalities}
+        label = modality_path(rgb_path, root, "semantic")
+        for path in (*files.values(), label):
+            if not path.is_file():
+                raise DatasetError(f"{path}: missing file (needed by {rgb_path})")
+        name = rgb_path.relative_to(root / "img").as_posix()[: -len("_rgb_front.png")]
+        samples.append(Sample(name, condition, case, files, label))
+    if not samples:
+        raise DatasetError(
+            f"{root}: split {split!r} is empty for conditions={conditions}, cases={cases}"
+        )
+    return samples
+
+
+class DeliverDataset(Dataset):
+    """The frames of one split, optionally filtered by condition and failure case.
+
+    Without a transform an item is ``{"images": list of M uint8 arrays [H, W, 3], "label": uint8
+    [H, W], "name": str}``; the transforms in :mod:`robustseg_core.data.transforms` turn that into
+    normalised tensors ``images [M, 3, H, W]`` and ``label [H, W]`` (int64).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        modalities: Sequence[str] = MODALITIES,
+        conditions: Sequence[str] | None = None,
+        cases: Sequence[str] | None = None,
+        transform: Callable[[dict], dict] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.modalities = tuple(modalities)
+        self.samples = scan_split(root, split, self.modalities, conditions, cases)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> dict:
+        """Decoded frame ``index`` before any transform."""
+        sample = self.samples[index]
+        label = read_label(sample.label)
+        height, width = label.shape
+        images = []
+        for modality in self.modalities:
+            path = sample.files[modality]
+            image = read_image(path)
+            if image.shape[:2] != (height, width):
+                if modality != "event":
+                    raise DatasetError(
+                        f"{path}: size {image.shape[1]}x{image.shape[0]} does not match the label "
+                        f"{sample.label} ({width}x{height})"
+                    )
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+            images.append(image)
+        return {"images": images, "label": label, "name": sample.name}
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.load(index)
+        return self.transform(item) if self.transform is not None else item
+
+    def __repr__(self) -> str:
+        return f"DeliverDataset({str(self.root)!r}, split={self.split!r}, modalities={self.modalities}, n={len(self)})"
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack transformed items: images [B, M, 3, H, W], label [B, H, W], names list."""
+    return {
+        "images": torch.stack([item["images"] for item in batch]),
+        "label": torch.stack([item["label"] for item in batch]),
+        "name": [item["name"] for item in batch],
+    }

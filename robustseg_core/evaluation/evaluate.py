@@ -1,0 +1,102 @@
+"""``evaluate``: mIoU of a checkpoint on a DELIVER-layout split under all modality combinations.
+
+    evaluate --checkpoint runs/teacher/best.pt --data-root data/sim --split val \\
+        --conventions drop zero --json results/teacher.json --markdown results/teacher.md
+
+Writes JSON (every metric, per-class IoU, per combination and convention) and a Markdown table,
+both atomically, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..classes import CLASS_NAMES
+from ..data import DeliverDataset, EvalTransform, collate
+from ..models import MISSING_CONVENTIONS
+from ..training.checkpoint import build_model_from_checkpoint
+from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint under all 15 modality combinations.")
+    parser.add_argument("--checkpoint", required=True, help="robustseg checkpoint (.pt)")
+    parser.add_argument("--data-root", required=True, help="DELIVER-layout data set root")
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--conditions", nargs="*", help="weather folders to keep (default: all)")
+    parser.add_argument("--cases", nargs="*", help="failure cases to keep, 'none' for clean frames (default: all)")
+    parser.add_argument("--combinations", nargs="*", default=list(COMBINATIONS), help="e.g. R RD RDEL (default: all 15)")
+    parser.add_argument("--conventions", nargs="*", default=["drop", "zero"], choices=MISSING_CONVENTIONS)
+    parser.add_argument("--eval-size", type=int, help="short side at evaluation (default: the checkpoint's data.eval_size)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--json", type=Path, help="write all metrics here")
+    parser.add_argument("--markdown", type=Path, help="write the Markdown tables here")
+    return parser
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temp_name, path)
+
+
+def per_class_table(summary: dict, convention: str, combination: str) -> str:
+    """Markdown table of per-class IoU for one combination."""
+    ious = summary[convention]["combinations"][combination]["per_class_iou"]
+    rows = [f"| {name} | {'absent' if iou is None else f'{iou:.2f}'} |" for name, iou in zip(CLASS_NAMES, ious)]
+    return "\n".join(["| class | IoU |", "|---|---:|", *rows])
+
+
+def report_markdown(summary: dict, title: str) -> str:
+    """The combination tables in both mIoU conventions and the per-class table of the full combination."""
+    first = next(iter(summary))
+    parts = [
+        f"## {title}",
+        "mIoU (%) per modality combination, DELIVER convention (absent classes count 0, mean over 25):",
+        markdown_table(summary, "miou"),
+        "mIoU (%) over the classes present in label or prediction:",
+        markdown_table(summary, "miou_present"),
+    ]
+    if FULL_COMBINATION in summary[first]["combinations"]:
+        parts += [f"Per-class IoU (%), {FULL_COMBINATION}, {first} convention:", per_class_table(summary, first, FULL_COMBINATION)]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args_parser().parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
+    model.to(device).eval()
+    eval_size = args.eval_size or checkpoint["meta"].get("config", {}).get("data", {}).get("eval_size")
+    if not eval_size:
+        raise SystemExit(f"{args.checkpoint}: no data.eval_size in its config; pass --eval-size")
+    dataset = DeliverDataset(args.data_root, args.split, conditions=args.conditions, cases=args.cases,
+                             transform=EvalTransform(eval_size))
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
+    matrices = evaluate_combinations(model, loader, device, args.combinations, args.conventions)
+    summary = summarize(matrices)
+    title = f"{args.checkpoint} on {args.data_root} {args.split} ({len(dataset)} frames, short side {eval_size})"
+    markdown = report_markdown(summary, title)
+    result = {"checkpoint": str(args.checkpoint), "data_root": str(args.data_root), "split": args.split,
+              "frames": len(dataset), "eval_size": eval_size, "classes": list(CLASS_NAMES), "results": summary}
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_text_atomic(args.markdown, markdown)
+    print(markdown)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Segmenter: encoded modality images + which are present -> class ids and confidence.
+
+The serving half of training/serving parity: it resizes and normalises exactly as the evaluation
+transform does (:mod:`robustseg_core.data.transforms`), so a frame gives the same network input
+whether it comes from a data set on disk or from live sensors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classes import CLASS_NAMES
+from .data.transforms import eval_size, resize_modality, to_network_input
+from .models import MISSING_CONVENTIONS, apply_missing_convention
+from .training.checkpoint import build_model_from_checkpoint
+
+
+@dataclass
+class SegmentationResult:
+    """One frame's output at the requested resolution."""
+
+    labels: np.ndarray  #: uint8 [H, W] class ids
+    confidence: np.ndarray  #: float32 [H, W] max softmax probability
+    present: tuple[bool, ...]  #: modalities that fed the frame, in model order
+    timings_ms: dict[str, float] = field(default_factory=dict)  #: preprocess, infer, postprocess
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+class Segmenter:
+    """Runs a checkpoint on one frame of (possibly incomplete) modality images.
+
+    Args:
+        checkpoint: robustseg checkpoint path.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        fp16: half precision; default: on CUDA only.
+        short_side: network input short side (px); default: the checkpoint's ``data.eval_size``.
+        convention: how missing modalities reach the model, "drop" or "zero".
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        fp16: bool | None = None,
+        short_side: int | None = None,
+        convention: str = "drop",
+    ) -> None:
+        if convention not in MISSING_CONVENTIONS:
+            raise ValueError(f"convention {convention!r}: expected one of {MISSING_CONVENTIONS}")
+        self.device = resolve_device(device)
+        self.fp16 = self.device.type == "cuda" if fp16 is None else fp16
+        model, state = build_model_from_checkpoint(checkpoint, self.device)
+        self.model = model.to(self.device).eval()
+        if self.fp16:
+            self.model.half()
+        self.meta = state.get("meta", {})
+        self.modalities: tuple[str, ...] = tuple(state["architecture"]["modalities"])
+        self.class_names: tuple[str, ...] = tuple(self.meta.get("classes", CLASS_NAMES))
+        config_size = self.meta.get("config", {}).get("data", {}).get("eval_size")
+        self.short_side = short_side or config_size
+        if not self.short_side:
+            raise ValueError(f"{checkpoint}: no data.eval_size in its config; pass short_side")
+        self.convention = convention
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input (height, width) for a camera frame of (height, width)."""
+        return eval_size(height, width, self.short_side)
+
+    def prepare(self, images: Mapping[str, np.ndarray | None], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images [h, w, 3] by modality name (None or missing = absent) -> (images [1, M, 3, H', W'],
+        present [1, M]) on the device, resized and normalised like the evaluation transform."""
+        net_h, net_w = self.input_size(height, width)
+        keep = [images.get(m) is not None for m in self.modalities]
+        if not any(keep):
+            raise ValueError(f"no modality present; expected at least one of {self.modalities}")
+        blank = np.zeros((net_h, net_w, 3), np.uint8)
+        resized = [
+            resize_modality(images[m], m, net_w, net_h) if present else blank
+            for m, present in zip(self.modalities, keep)
+        ]
+        tensor = to_network_input(resized, self.modalities)[None].to(self.device, non_blocking=True)
+        keep_mask = torch.tensor([keep], device=self.device)
+        return apply_missing_convention(tensor, keep_mask, self.convention)
+
+    @torch.inference_mode()
+    def predict(self, images: Mapping[str, np.ndarray | None], output_size: tuple[int, int] | None = None) -> SegmentationResult:
+        """Segment one frame; ``output_size`` (height, width) defaults to the RGB image's, else the
+        first present image's size."""
+        start = time.perf_counter()
+        if output_size is None:
+            reference = images.get("rgb")
+            if reference is None:
+                reference = next(im for im in images.values() if im is not None)
+            output_size = reference.shape[:2]
+        tensor, present = self.prepare(images, *output_size)
+        if self.fp16:
+            tensor = tensor.half()
+        prepared = time.perf_counter()
+        logits = self.model(tensor, present)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        inferred = time.perf_counter()
+        logits = F.interpolate(logits.float(), size=tuple(output_size), mode="bilinear", align_corners=False)
+        confidence, labels = logits.softmax(dim=1).max(dim=1)
+        result = SegmentationResult(
+            labels=labels[0].to(torch.uint8).cpu().numpy(),
+            confidence=confidence[0].cpu().numpy(),
+            present=tuple(images.get(m) is not None for m in self.modalities),
+            timings_ms={},
+        )
+        done = time.perf_counter()
+        result.timings_ms = {
+            "preprocess": (prepared - start) * 1e3, "infer": (inferred - prepared) * 1e3, "postprocess": (done - inferred) * 1e3,
+        }
+        return result
+
+    def warmup(self, height: int, width: int, iterations: int = 2) -> None:
+        """Run a few all-modality dummy frames so the first real frame is not slow."""
+        dummy = {m: np.zeros((height, width, 3), np.uint8) for m in self.modalities}
+        for _ in range(iterations):
+            self.predict(dummy)

@@ -1,0 +1,431 @@
+"""Stage-2 ("student") distillation losses of RobustSeg v1: logit KL, HPDM and RRM
+(paper_spec §2.3, §4.2-4.4, §6 items 1-5, §7).
+
+Conventions shared by the three losses
+--------------------------------------
+* Divergence: KL(teacher || student) with PyTorch ``KLDivLoss(reduction="mean")`` semantics, i.e.
+  the sum of p_t * (log p_t - log p_s) divided by the number of elements, the softmax axis included
+  (pitfall 3). The released loss weights 50 / 100 / 12 were tuned against this normalisation.
+  Every KL is clamped at >= 0.
+* The teacher is frozen: teacher inputs are detached, no gradient reaches them.
+* The feature losses take the per-modality stage features [B, M, C, h, w] of student and teacher
+  (``SegmentorOutput.features``; the teacher sees all M modalities) and the student presence mask
+  ``student_present`` [B, M] bool. One term per (sample, stage, present student modality);
+  total = (1/B) * sum over samples, stages and present modalities. Absent student modalities
+  contribute nothing.
+* Pairing: ``teacher_index`` [B, M] int64 names, for each student modality s of each sample, the
+  teacher modality that supervises it. Identity is the released code; ``sample_cross_modal_pairing``
+  is the paper's hybrid pairing, a random permutation pi of the sample's present modalities with
+  student pi(m) supervised by teacher m, i.e. ``teacher_index[n, pi(m)] = m``.
+* Everything is vectorised over samples, modalities and classes; only the 4 stages are a loop
+  (plus, for RRM and only if asked, blocks of items that bound the size of single allocations).
+
+Logit KL (§4.4): class softmax of full-resolution logits, mean over B*K*H*W. With a temperature
+T != 1 both logits are divided by T and the result is multiplied by T**2 (Hinton et al.), which
+keeps gradient sizes comparable across temperatures; T = 1 is the released setting.
+
+HPDM (§4.2): per-class prototypes (masked mean of the features over the pixels of each class,
+labels nearest-downsampled to the stage size, absent classes = zero rows, which still take part in
+the softmax), softmaxed over the class axis for every channel, KL "mean" over the K*C entries.
+``reference_scaling=True`` reproduces the released code, which divides the class sum by the pixel
+count twice (sum f / N_c**2) and so makes the prototypes, and the loss, orders of magnitude smaller
+(§6 item 2). The temperature is handled as in the logit KL.
+
+RRM (§4.3, "what the code actually computes"), per item (sample, stage, present student modality)
+with features F_s, F_t of shape [C, H, W], S = ``n_samples`` and N = S*C*H*W:
+  1. X = every channel repeated S times (copies adjacent) -> [S*C, H, W]; per pixel, sigma(h, w) =
+     unbiased std over the S*C rows; X~ = X + sigma * eps, eps ~ N(0, 1), for student and teacher
+     independently (sigma stays in the autograd graph, as in the released code).
+  2. log q = log_softmax(X~_s) and p = softmax(X~_t) over the H (row) axis.
+  3. L = mean over the N elements of p * (log p - log q), clamped >= 0; log p is taken of
+     max(p, smallest normal float) so that an underflowed p = 0 contributes 0 (as xlogy would).
+  4. G_q = dL/d(log q), G_p = dL/dp via ``torch.autograd.grad(create_graph=True)``; the teacher's
+     X~_t is made to require grad for this. The gradients are those of the unclamped mean (identical
+     unless rounding makes L slightly negative, where the clamp would zero them and make the Fisher
+     estimate 0).
+  5. Fisher ("ent"): I = mean over (row copy, w) of (sum_h G**2) / max(L, eps), eps = 1e-12; the
+     clamp only matters when L = 0 exactly (H = 1, or student equal to teacher with zero noise std),
+     where it turns a division by zero into a large finite I and thus a vanishing 1/I.
+  6. R = ||(1/I_q, 1/I_p)||_2 ("max_ent", norm 2); term = lam * R.
+
+Size normalisation of RRM (``normalize="size"``)
+-----------------------------------------------
+G_q = -p/N does not depend on the student, so exactly
+    1/I_q = L * kappa,   kappa = N**2 * (S*C*W) / sum(p**2)   (sum over the N elements).
+Because every column of p sums to 1 over H, sum(p**2) lies in [S*C*W/H, S*C*W], hence
+kappa lies in [N**2, N**2 * H]: the raw term grows like (SCHW)**2 * H, from ~1e6 at 8x8 features to
+~1e11 at stage 1 of a 256 crop, and by another ~256x at a 1024 crop. ``normalize="size"`` divides each
+item's R by its own kappa, computed from the detached teacher distribution p (so it is a constant
+rescaling per item that depends on no student parameter):
+    R / kappa = L * sqrt(1 + (I_q / I_p)**2).
+1/I_p is about 1/H**2 of 1/I_q in practice (p is ~1/H while log p - log q + 1 is O(1)), so the
+normalised term is the per-element row-softmax feature KL L up to a tiny correction: O(KL), in the same
+"mean" units as the logit KL and HPDM, at any C, H, W. Each item's gradient is its raw gradient divided
+by its kappa. This choice (rather than one fixed size-only factor such as N**2 * H) makes the
+normalised value exactly interpretable and removes the dependence on how peaked p is. What remains is
+the dependence of L itself: as a "mean" over an H-way softmax it scales like 1/H for a given per-column
+KL (stage 1 of a 256 crop, H = 64, weighs ~8x less than stage 4, H = 8), the same convention as the
+division by K in the logit KL and HPDM. A lam of order 1 makes the normalised term comparable to them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..classes import IGNORE_INDEX, NUM_CLASSES
+
+#: Pairings accepted by ``hpdm_loss``: the paper's hybrid cross-modal one and the released code's.
+PAIRINGS: tuple[str, ...] = ("random", "identity")
+#: ``normalize`` options of ``rrm_loss``.
+RRM_NORMALIZATIONS: tuple[str, ...] = ("none", "size")
+#: Lower bound on the RRM feature KL where it divides (Fisher estimate).
+RRM_LOSS_EPSILON = 1e-12
+
+
+def logit_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) of class softmaxes, "mean" over every element, clamped >= 0.
+
+    Args:
+        student_logits: [B, K, ...] (class axis 1), typically [B, K, H, W].
+        teacher_logits: same shape; detached here.
+        temperature: T > 0; softmax of logits / T, result scaled by T**2.
+
+    Returns:
+        scalar: sum of p_t (log p_t - log p_s) / (B*K*H*W) * T**2.
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.ndim < 2:
+        raise ValueError(
+            "student and teacher logits must share a shape [B, K, ...], got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    _check_temperature(temperature)
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    divergence = _kl_elements(student_log_probs, teacher_log_probs).mean()
+    return divergence.clamp_min(0.0) * temperature**2
+
+
+def class_prototypes(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+    reference_scaling: bool = False,
+) -> Tensor:
+    """Per-sample, per-modality class prototypes.
+
+    Args:
+        features: [B, M, C, h, w].
+        labels: [B, H, W] int64 class ids in [0, K) or ``ignore_index``; nearest-downsampled to (h, w).
+        num_classes: K.
+        ignore_index: label of unlabeled pixels, left out of every class.
+        reference_scaling: False = masked mean sum f / N_c (paper); True = sum f / N_c**2 (released code).
+
+    Returns:
+        prototypes [B, M, K, C]; classes without pixels in a sample give zero rows.
+    """
+    if features.ndim != 5:
+        raise ValueError(f"features must be [B, M, C, h, w], got shape {tuple(features.shape)}")
+    class_masks = _class_masks(labels, features.shape[-2:], num_classes, ignore_index, features.shape[0])
+    return _prototypes_from_masks(features, class_masks.to(features.dtype), reference_scaling)
+
+
+def sample_cross_modal_pairing(present: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Paper's hybrid pairing: a uniformly random permutation of each sample's present modalities.
+
+    Args:
+        present: [B, M] bool student presence mask.
+        generator: random source on ``present``'s device.
+
+    Returns:
+        teacher_index [B, M] int64: for each present student modality s, the teacher modality that
+        supervises it, a random bijection of the present set onto itself; absent s map to themselves.
+    """
+    _check_present(present)
+    num_modalities = present.shape[1]
+    slots = torch.arange(num_modalities, device=present.device).expand_as(present)
+    present_first_by_index = torch.argsort((~present).to(torch.int64), dim=1, stable=True)
+    scores = torch.rand(present.shape, generator=generator, device=present.device)
+    absent_keys = 2.0 + slots.to(scores.dtype) / num_modalities
+    present_first_shuffled = torch.argsort(torch.where(present, scores, absent_keys), dim=1)
+    return torch.empty_like(slots).scatter_(1, present_first_by_index, present_first_shuffled)
+
+
+def hpdm_loss(
+    student_features: Sequence[Tensor],
+    teacher_features: Sequence[Tensor],
+    labels: Tensor,
+    student_present: Tensor,
+    pairing: str = "random",
+    temperature: float = 1.0,
+    reference_scaling: bool = False,
+    generator: torch.Generator | None = None,
+    teacher_index: Tensor | None = None,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Hybrid prototype distillation over the stages.
+
+    Args:
+        student_features: per stage [B, M, C_i, h_i, w_i] (absent modalities ignored).
+        teacher_features: same shapes, all modalities real; detached here.
+        labels: [B, H, W] int64 ground truth.
+        student_present: [B, M] bool, the student modalities that take part.
+        pairing: "random" (paper, via ``sample_cross_modal_pairing``) or "identity" (released code).
+        temperature: T > 0 of the class softmax; the KL is scaled by T**2.
+        reference_scaling: prototypes divided by the pixel count twice (released code).
+        generator: random source of the "random" pairing.
+        teacher_index: explicit [B, M] pairing; overrides ``pairing``.
+        num_classes, ignore_index: label space.
+
+    Returns:
+        (loss, details): loss = (1/B) sum_n sum_stages sum_present KL_mean(teacher || student);
+        details = {"per_stage": [num_stages] detached stage contributions (they sum to loss),
+        "teacher_index": [B, M] int64 pairing used}.
+    """
+    _check_stage_features(student_features, teacher_features, student_present)
+    _check_temperature(temperature)
+    teacher_index = _resolve_pairing(pairing, teacher_index, student_present, generator)
+    batch = student_present.shape[0]
+    weights = student_present.to(student_features[0].dtype)
+    stage_losses = []
+    for student_stage, teacher_stage in zip(student_features, teacher_features):
+        class_masks = _class_masks(labels, student_stage.shape[-2:], num_classes, ignore_index, batch)
+        class_masks = class_masks.to(student_stage.dtype)
+        student_prototypes = _prototypes_from_masks(student_stage, class_masks, reference_scaling)
+        with torch.no_grad():
+            teacher_prototypes = _prototypes_from_masks(teacher_stage.detach(), class_masks, reference_scaling)
+            paired_teacher = teacher_prototypes.gather(
+                1, teacher_index[:, :, None, None].expand_as(teacher_prototypes)
+            )
+        student_log_probs = F.log_softmax(student_prototypes / temperature, dim=2)
+        teacher_log_probs = F.log_softmax(paired_teacher / temperature, dim=2)
+        terms = _kl_elements(student_log_probs, teacher_log_probs).mean(dim=(2, 3)).clamp_min(0.0)
+        stage_losses.append((terms * weights).sum() * temperature**2 / batch)
+    per_stage = torch.stack(stage_losses)
+    return per_stage.sum(), {"per_stage": per_stage.detach(), "teacher_index": teacher_index}
+
+
+def rrm_loss(
+    student_features: Sequence[Tensor],
+    teacher_features: Sequence[Tensor],
+    student_present: Tensor,
+    lam: float = 1e-5,
+    n_samples: int = 10,
+    normalize: str = "none",
+    generator: torch.Generator | None = None,
+    teacher_index: Tensor | None = None,
+    max_block_elements: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Representation regularisation (Gat et al. "max_ent" on perturbed row-softmaxed features).
+
+    Args:
+        student_features: per stage [B, M, C_i, H_i, W_i].
+        teacher_features: same shapes; detached here.
+        student_present: [B, M] bool, the student modalities that take part.
+        lam: lambda multiplying every item's regulariser R (1e-5 in the released main script).
+        n_samples: S copies per channel for the perturbation (needs S*C >= 2).
+        normalize: "none" (released code) or "size" (R / kappa, see the module docstring).
+        generator: random source of the noise, on the features' device. Per stage it draws the
+            student noise [P, S*C, H, W] for the P present items in row-major (sample, modality)
+            order, then the teacher noise of the same shape.
+        teacher_index: [B, M] pairing, identity (released code) when None.
+        max_block_elements: None = all present items of a stage in one batch (best on GPUs); else
+            items go through in blocks of at most this many perturbed elements (S*C*H*W per item,
+            at least one item per block). Values and gradients do not depend on it. On CPUs a
+            budget of about 2**22 avoids the page faults of very large allocations.
+
+    Returns:
+        (loss, details): loss = (1/B) sum_n sum_stages sum_present lam * R (normalised or not);
+        details = {"per_stage": [num_stages] detached stage contributions (they sum to loss),
+        "raw_per_stage": the same without size normalisation, "feature_kl": [num_stages] mean over
+        items of the perturbed feature KL L, "teacher_index": [B, M] int64 pairing used}.
+    """
+    _check_stage_features(student_features, teacher_features, student_present)
+    if normalize not in RRM_NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; expected one of {RRM_NORMALIZATIONS}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if max_block_elements is not None and max_block_elements < 1:
+        raise ValueError(f"max_block_elements must be >= 1 or None, got {max_block_elements}")
+    teacher_index = _resolve_pairing("identity", teacher_index, student_present, generator)
+    batch = student_present.shape[0]
+    sample_of_item, student_modality = student_present.nonzero(as_tuple=True)
+    teacher_modality = teacher_index[sample_of_item, student_modality]
+    stage_losses, raw_stage_losses, feature_kls = [], [], []
+    with torch.enable_grad():
+        for student_stage, teacher_stage in zip(student_features, teacher_features):
+            student_items = student_stage[sample_of_item, student_modality]
+            teacher_items = teacher_stage.detach()[sample_of_item, teacher_modality]
+            student_noise = _standard_noise(student_items, n_samples, generator)
+            teacher_noise = _standard_noise(teacher_items, n_samples, generator)
+            block = _items_per_block(student_noise, max_block_elements)
+            blocks = [
+                _rrm_items(
+                    student_items[start:start + block], teacher_items[start:start + block],
+                    student_noise[start:start + block], teacher_noise[start:start + block],
+                )
+                for start in range(0, student_items.shape[0], block)
+            ]
+            regulariser, size_factor, feature_kl = (torch.cat(parts) for parts in zip(*blocks))
+            raw_stage_loss = lam * regulariser.sum() / batch
+            if normalize == "size":
+                stage_losses.append(lam * (regulariser / size_factor).sum() / batch)
+            else:
+                stage_losses.append(raw_stage_loss)
+            raw_stage_losses.append(raw_stage_loss.detach())
+            feature_kls.append(feature_kl.detach().mean())
+    per_stage = torch.stack(stage_losses)
+    details = {
+        "per_stage": per_stage.detach(),
+        "raw_per_stage": torch.stack(raw_stage_losses),
+        "feature_kl": torch.stack(feature_kls),
+        "teacher_index": teacher_index,
+    }
+    return per_stage.sum(), details
+
+
+def _rrm_items(
+    student_items: Tensor, teacher_items: Tensor, student_noise: Tensor, teacher_noise: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Independent RRM items [P, C, H, W] with their standard noise [P, C, S, H, W]
+    -> (R [P], kappa [P] detached, clamped feature KL L [P])."""
+    perturbed_student = _perturb(student_items, student_noise)
+    if not perturbed_student.requires_grad:
+        perturbed_student.requires_grad_()
+    perturbed_teacher = _perturb(teacher_items, teacher_noise).requires_grad_()
+    student_log_probs = F.log_softmax(perturbed_student, dim=-2)
+    teacher_probs = F.softmax(perturbed_teacher, dim=-2)
+    teacher_log_probs = teacher_probs.clamp_min(torch.finfo(teacher_probs.dtype).tiny).log()  # 0*log 0 -> 0
+    kl_per_item = (teacher_probs * (teacher_log_probs - student_log_probs)).mean(dim=(1, 2, 3))
+    grad_student, grad_teacher = torch.autograd.grad(
+        kl_per_item.sum(), [student_log_probs, teacher_probs], create_graph=True
+    )
+    clamped_kl = kl_per_item.clamp_min(0.0)
+    divisor = clamped_kl.clamp_min(RRM_LOSS_EPSILON)
+    fisher_student = grad_student.square().sum(dim=-2).mean(dim=(1, 2)) / divisor
+    fisher_teacher = grad_teacher.square().sum(dim=-2).mean(dim=(1, 2)) / divisor
+    regulariser = torch.linalg.vector_norm(torch.stack([1.0 / fisher_student, 1.0 / fisher_teacher]), dim=0)
+    elements = teacher_probs[0].numel()
+    columns = teacher_probs.shape[1] * teacher_probs.shape[-1]
+    size_factor = float(elements) ** 2 * columns / teacher_probs.detach().square().sum(dim=(1, 2, 3))
+    return regulariser, size_factor, clamped_kl
+
+
+def _standard_noise(items: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
+    """N(0, 1) noise [P, C, S, H, W] for items [P, C, H, W] (memory order = the [P, S*C, H, W] rows)."""
+    batch, channels, height, width = items.shape
+    if n_samples * channels < 2:
+        raise ValueError(f"RRM needs n_samples * channels >= 2 for the noise std, got {n_samples * channels}")
+    shape = (batch, channels, n_samples, height, width)
+    return torch.randn(shape, generator=generator, device=items.device, dtype=items.dtype)
+
+
+def _items_per_block(noise: Tensor, max_block_elements: int | None) -> int:
+    """Number of items [P, ...] per block under the element budget (all P when None)."""
+    items = noise.shape[0]
+    if max_block_elements is None:
+        return items
+    return max(1, min(items, max_block_elements // noise[0].numel()))
+
+
+def _perturb(items: Tensor, standard_noise: Tensor) -> Tensor:
+    """[P, C, H, W] -> [P, S*C, H, W]: every channel repeated S times (copies adjacent) plus Gaussian
+    noise whose std at each pixel is the unbiased std over the S*C rows there.
+
+    The repeated tensor is never materialised: its per-pixel std follows from the C channels
+    (S copies of each), and the copies are formed by broadcasting against the noise [P, C, S, H, W].
+    """
+    n_samples, channels = standard_noise.shape[2], items.shape[1]
+    centred = items - items.mean(dim=1, keepdim=True)
+    row_variance = centred.square().sum(dim=1, keepdim=True) * (n_samples / (n_samples * channels - 1))
+    return (items[:, :, None] + standard_noise * row_variance.sqrt()[:, :, None]).flatten(1, 2)
+
+
+def _kl_elements(student_log_probs: Tensor, teacher_log_probs: Tensor) -> Tensor:
+    """Element-wise p_t (log p_t - log p_s) from log-probabilities."""
+    return teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+
+
+def _class_masks(
+    labels: Tensor, size: Sequence[int], num_classes: int, ignore_index: int, batch: int
+) -> Tensor:
+    """Labels [B, H, W] -> class membership [B, K, h*w] bool at ``size`` (nearest neighbour)."""
+    if labels.ndim != 3 or labels.shape[0] != batch:
+        raise ValueError(f"labels must be [B, H, W] with B = {batch}, got shape {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"labels must be int64, got dtype {labels.dtype}")
+    valid = labels != ignore_index
+    if bool(((labels[valid] < 0) | (labels[valid] >= num_classes)).any()):
+        raise ValueError(f"labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
+    resized = F.interpolate(labels[:, None].to(torch.float32), size=tuple(size), mode="nearest")
+    resized = resized.flatten(1).to(torch.int64)
+    classes = torch.arange(num_classes, device=labels.device)
+    return resized[:, None, :] == classes[None, :, None]
+
+
+def _prototypes_from_masks(features: Tensor, class_masks: Tensor, reference_scaling: bool) -> Tensor:
+    """features [B, M, C, h, w], masks [B, K, h*w] (feature dtype) -> prototypes [B, M, K, C]."""
+    class_sums = torch.matmul(class_masks[:, None], features.flatten(3).transpose(-1, -2))
+    pixel_counts = class_masks.sum(dim=-1)
+    divisor = pixel_counts.square() if reference_scaling else pixel_counts
+    return class_sums / divisor.clamp_min(1.0)[:, None, :, None]
+
+
+def _resolve_pairing(
+    pairing: str, teacher_index: Tensor | None, present: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """The [B, M] int64 teacher modality of each student modality."""
+    if teacher_index is not None:
+        if teacher_index.shape != present.shape or teacher_index.dtype != torch.int64:
+            raise ValueError(
+                f"teacher_index must be int64 [B, M] = {tuple(present.shape)}, "
+                f"got {teacher_index.dtype} {tuple(teacher_index.shape)}"
+            )
+        if bool(((teacher_index < 0) | (teacher_index >= present.shape[1])).any()):
+            raise ValueError(f"teacher_index entries must lie in [0, {present.shape[1]})")
+        return teacher_index
+    if pairing == "random":
+        return sample_cross_modal_pairing(present, generator)
+    if pairing == "identity":
+        return torch.arange(present.shape[1], device=present.device).expand_as(present).clone()
+    raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
+
+
+def _check_present(present: Tensor) -> None:
+    if present.dtype != torch.bool or present.ndim != 2:
+        raise ValueError(f"student_present must be a bool tensor [B, M], got {present.dtype} {tuple(present.shape)}")
+    empty_samples = (~present.any(dim=1)).nonzero()[:, 0].tolist()
+    if empty_samples:
+        raise ValueError(f"student_present has no modality for sample(s) {empty_samples}")
+
+
+def _check_stage_features(
+    student_features: Sequence[Tensor], teacher_features: Sequence[Tensor], present: Tensor
+) -> None:
+    _check_present(present)
+    if len(student_features) == 0 or len(student_features) != len(teacher_features):
+        raise ValueError(
+            f"need the same non-zero number of student and teacher stages, got "
+            f"{len(student_features)} and {len(teacher_features)}"
+        )
+    for stage, (student_stage, teacher_stage) in enumerate(zip(student_features, teacher_features)):
+        if student_stage.ndim != 5 or student_stage.shape != teacher_stage.shape:
+            raise ValueError(
+                f"stage {stage}: student and teacher features must share a shape [B, M, C, h, w], got "
+                f"{tuple(student_stage.shape)} and {tuple(teacher_stage.shape)}"
+            )
+        if student_stage.shape[:2] != present.shape:
+            raise ValueError(
+                f"stage {stage}: features have [B, M] = {tuple(student_stage.shape[:2])}, "
+                f"student_present has {tuple(present.shape)}"
+            )
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")

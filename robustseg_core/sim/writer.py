@@ -1,0 +1,219 @@
+"""Write simulated drives as a data set in DELIVER's exact on-disk layout.
+
+::
+
+    <root>/img/<condition>/<split>/<scene>/<frame>_rgb_front.png        RGB, 8-bit, 3 channels
+    <root>/hha/<condition>/<split>/<scene>/<frame>_depth_front.png      HHA (sensors.depth.depth_to_hha)
+    <root>/depth/<condition>/<split>/<scene>/<frame>_depth_front.png    CARLA 24-bit raw depth (encode_depth_png)
+    <root>/lidar/<condition>/<split>/<scene>/<frame>_lidar_front.png    sensors.lidar.lidar_to_image
+    <root>/event/<condition>/<split>/<scene>/<frame>_event_front.png    sensors.events.events_to_frame
+                                                                         (half size for eventlowres scenes)
+    <root>/semantic/<condition>/<split>/<scene>/<frame>_semantic_front.png  RGBA: R = class id + 1
+                                                                         (0 = unlabeled), G = B = 0, A = 255
+    <root>/meta.json
+
+``<frame>`` is the zero-padded 6-digit frame number, ``<scene>`` e.g. ``SIM_0007`` or, for a
+sensor-failure scene, ``SIM_0012_motionblur`` (DELIVER loaders select failure cases by substring).
+PNG files hold RGB(A) in the standard order. Every file is written to a temporary name in its
+folder and renamed into place, so an interrupted run leaves no partial PNG and a re-run overwrites.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+
+from robustseg_core import __version__
+from robustseg_core.classes import CLASS_NAMES, NUM_CLASSES
+from robustseg_core.sensors.camera import CameraIntrinsics
+from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
+from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
+
+SPLITS = ("train", "val", "test")
+#: folder -> (file suffix, key of ``encode_frame``'s output)
+MODALITY_FILES = {
+    "img": ("_rgb_front.png", "rgb"),
+    "hha": ("_depth_front.png", "hha"),
+    "depth": ("_depth_front.png", "depth_png"),
+    "lidar": ("_lidar_front.png", "lidar"),
+    "event": ("_event_front.png", "event"),
+    "semantic": ("_semantic_front.png", "semantic"),
+}
+GENERATOR_NAME = "robustseg_core.sim"
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene of the data set: a drive rendered for ``frames`` consecutive frames."""
+
+    split: str
+    name: str
+    seed: int
+    condition: str
+    failure: str | None
+    frames: int
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {self.condition!r}; expected one of {CONDITIONS}")
+        if self.failure is not None and self.failure not in FAILURES:
+            raise ValueError(f"unknown failure case {self.failure!r}")
+        if self.failure is not None and self.failure not in self.name:
+            raise ValueError(f"scene name {self.name!r} must contain its failure case {self.failure!r}")
+
+
+def scene_name(number: int, failure: str | None) -> str:
+    """``SIM_0007`` or ``SIM_0012_motionblur``."""
+    return f"SIM_{number:04d}" + (f"_{failure}" if failure else "")
+
+
+def frame_path(root: str, folder: str, job: SceneJob, frame: int) -> str:
+    """Path of one modality file of one frame."""
+    suffix = MODALITY_FILES[folder][0]
+    return os.path.join(root, folder, job.condition, job.split, job.name, f"{frame:06d}{suffix}")
+
+
+def semantic_rgba(labels: np.ndarray) -> np.ndarray:
+    """Class ids uint8 [H, W] (255 = unlabeled) -> DELIVER semantic RGBA [H, W, 4]."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [H, W], got {labels.shape}")
+    stored = np.where(labels < NUM_CLASSES, labels.astype(np.int32) + 1, 0).astype(np.uint8)
+    rgba = np.zeros(labels.shape + (4,), dtype=np.uint8)
+    rgba[..., 0] = stored
+    rgba[..., 3] = 255
+    return rgba
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """Write an RGB, RGBA or grey uint8 image atomically (temporary file in the same folder + rename)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"PNG images must be uint8, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def write_bytes_atomic(path: str, payload: bytes) -> None:
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def read_png(path: str) -> np.ndarray:
+    """Read a PNG written by ``write_png`` back in RGB(A) order (unchanged bit depth and channels)."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(path)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def write_scene(root: str, job: SceneJob, config: DriveConfig) -> dict:
+    """Render and write all frames of ``job``; returns the scene's metadata."""
+    drive = Drive(job.seed, replace(config, condition=job.condition, failure=job.failure))
+    for frame in drive.frames(job.frames):
+        images = encode_frame(frame)
+        images["semantic"] = semantic_rgba(images.pop("labels"))
+        for folder, (_, key) in MODALITY_FILES.items():
+            write_png(frame_path(root, folder, job, frame.index), images[key])
+    return {
+        "scene": job.name, "split": job.split, "condition": job.condition, "case": job.failure, "seed": job.seed,
+        "frames": job.frames, "district": drive.scene.style.district,
+        "camera_height_m": round(drive.camera_height_m, 4),
+        "T_cam_lidar": np.round(drive.T_cam_lidar, 6).tolist(),
+        "event_size": list(drive.event_size),
+    }
+
+
+def _write_scene_task(args: tuple[str, SceneJob, DriveConfig]) -> dict:
+    return write_scene(*args)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed: int, workers: int = 1,
+                  progress: Callable[[int, int, int, float], None] | None = None) -> dict:
+    """Write every scene of ``jobs`` under ``root`` (``workers`` processes) and then ``meta.json``.
+
+    ``progress(scenes_done, scenes_total, frames_done, elapsed_s)`` is called after each scene.
+    Returns the metadata written to ``meta.json``.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError("scene names must be unique")
+    os.makedirs(root, exist_ok=True)
+    start = time.perf_counter()
+    results: dict[str, dict] = {}
+    frames_done = 0
+    tasks = [(root, job, config) for job in jobs]
+    if workers == 1:
+        iterator = map(_write_scene_task, tasks)
+        for result in iterator:
+            results[result["scene"]] = result
+            frames_done += result["frames"]
+            if progress:
+                progress(len(results), len(jobs), frames_done, time.perf_counter() - start)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
+            futures = [pool.submit(_write_scene_task, task) for task in tasks]
+            for future in as_completed(futures):
+                result = future.result()
+                results[result["scene"]] = result
+                frames_done += result["frames"]
+                if progress:
+                    progress(len(results), len(jobs), frames_done, time.perf_counter() - start)
+    drive_config = asdict(config)
+    drive_config.pop("condition")
+    drive_config.pop("failure")
+    intrinsics = CameraIntrinsics.from_fov(config.width, config.height, config.hfov_deg)
+    meta = {
+        "generator": GENERATOR_NAME,
+        "version": __version__,
+        "seed": seed,
+        "width": config.width,
+        "height": config.height,
+        "frame_rate": config.frame_rate,
+        "intrinsics": {"width": intrinsics.width, "height": intrinsics.height, "fx": intrinsics.fx,
+                       "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy},
+        "drive_config": drive_config,
+        "classes": list(CLASS_NAMES),
+        "layout": {folder: suffix for folder, (suffix, _) in MODALITY_FILES.items()},
+        "splits": {split: [results[job.name] for job in jobs if job.split == split] for split in SPLITS},
+    }
+    write_json_atomic(os.path.join(root, "meta.json"), meta)
+    return meta

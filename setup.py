@@ -1,0 +1,58 @@
+"""ament_python set-up for robustseg_ros (colcon and pip both use it)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "robustseg_ros"
+
+ROS_WHEELS = [
+    # ROS 2 from the package index, for machines without a ROS install.
+    "ros-rclpy",
+    "ros-sensor-msgs",
+    "ros-std-msgs",
+    "ros-diagnostic-msgs",
+    "ros-geometry-msgs",
+    "ros-rmw-fastrtps-cpp",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["robustseg_core", "robustseg_core.*", "robustseg_ros", "robustseg_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "rosbags>=0.10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "test": ["pytest>=7"],
+    },
+    zip_safe=True,
+    maintainer="robustseg_ros developers",
+    maintainer_email="robustseg@example.com",
+    description="Robust multimodal semantic segmentation (RobustSeg) for ROS 2: camera, depth, LiDAR and events.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "generate_dataset = robustseg_core.sim.generate:main",
+            "train_teacher = robustseg_core.training.train_teacher:main",
+            "evaluate = robustseg_core.evaluation.evaluate:main",
+            "train_student = robustseg_core.training.train_student:main",
+            "perception_node = robustseg_ros.perception_node:main",
+        ],
+    },
+)

@@ -1,0 +1,73 @@
+"""Segmenter: serving gives the same network input and output as the evaluation data path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robustseg_core.data import DeliverDataset, EvalTransform
+from robustseg_core.inference import Segmenter
+from robustseg_core.models import build_segmentor
+from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    meta = checkpoint_meta({"data": {"eval_size": 64}})
+    save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture, "meta": meta})
+    return path
+
+
+def test_same_input_and_output_as_the_dataset_path(mini_dataset, checkpoint):
+    dataset = DeliverDataset(mini_dataset, "val")
+    item = dataset.load(0)
+    expected = EvalTransform(64)(item)
+    segmenter = Segmenter(checkpoint, device="cpu")
+    images = dict(zip(segmenter.modalities, item["images"]))
+    tensor, present = segmenter.prepare(images, *item["label"].shape)
+    assert torch.equal(tensor[0], expected["images"]) and present.all()
+    result = segmenter.predict(images)
+    with torch.inference_mode():
+        logits = segmenter.model(expected["images"][None], present)
+    assert np.array_equal(result.labels, logits.argmax(1)[0].numpy().astype(np.uint8))
+    assert result.labels.shape == item["label"].shape and result.labels.dtype == np.uint8
+    assert result.confidence.dtype == np.float32 and 0.0 < result.confidence.min() <= result.confidence.max() <= 1.0
+    assert set(result.timings_ms) == {"preprocess", "infer", "postprocess"}
+
+
+def test_missing_modalities_are_dropped_and_reported(checkpoint):
+    segmenter = Segmenter(checkpoint, device="cpu")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    lidar = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    with_event = segmenter.predict({"rgb": rgb, "lidar": lidar, "event": None})
+    assert with_event.present == (True, False, False, True)
+    assert with_event.labels.shape == (48, 80)
+    changed_absent = segmenter.predict({"rgb": rgb, "lidar": lidar})
+    assert np.array_equal(with_event.labels, changed_absent.labels)
+    with pytest.raises(ValueError, match="no modality present"):
+        segmenter.predict({"rgb": None}, output_size=(48, 80))
+
+
+def test_zero_fill_convention_and_bad_arguments(checkpoint):
+    segmenter = Segmenter(checkpoint, device="cpu", convention="zero")
+    tensor, present = segmenter.prepare({"depth": np.full((32, 32, 3), 7, np.uint8)}, 32, 32)
+    assert present.all() and tensor[0, 0].abs().sum() == 0 and tensor[0, 1].abs().sum() > 0
+    with pytest.raises(ValueError, match="convention 'half'"):
+        Segmenter(checkpoint, convention="half")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            Segmenter(checkpoint, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fp16 inference path)")
+def test_cuda_fp16_matches_cpu(checkpoint):
+    rng = np.random.default_rng(1)
+    images = {m: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for m in ("rgb", "depth", "event", "lidar")}
+    cpu = Segmenter(checkpoint, device="cpu").predict(images)
+    gpu = Segmenter(checkpoint, device="cuda").predict(images)
+    assert (cpu.labels == gpu.labels).mean() > 0.98

@@ -1,0 +1,161 @@
+"""The launch file's arguments, config/perception.yaml and the node's declared parameters agree."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from robustseg_ros.perception_node import NODE_NAME, declare_perception_parameters, main  # noqa: E402
+from robustseg_ros.pipeline import PARAMETERS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "perception.yaml"
+LAUNCH = ROOT / "launch" / "perception.launch.py"
+DOCS = ROOT / "docs" / "perception_node.md"
+YAML_NODE_KEY = f"/**/{NODE_NAME}"
+LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time"}
+_DOMAINS = itertools.count()
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested YAML parameters -> dotted names."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def yaml_parameters(path: Path = CONFIG) -> dict:
+    document = yaml.safe_load(path.read_text())
+    assert list(document) == [YAML_NODE_KEY], "one node entry, matching the node in any namespace"
+    return flatten(document[YAML_NODE_KEY]["ros__parameters"])
+
+
+@pytest.fixture
+def domain(monkeypatch) -> int:
+    domain_id = 1 + (os.getpid() * 17 + 50 + next(_DOMAINS)) % 100
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return domain_id
+
+
+def declared_with_params_file(path: Path, domain: int, namespace: str = "") -> tuple[dict, Node, rclpy.Context]:
+    context = rclpy.Context()
+    context.init(args=["--ros-args", "--params-file", str(path)], domain_id=domain)
+    node = Node(NODE_NAME, namespace=namespace, context=context)
+    return declare_perception_parameters(node), node, context
+
+
+def test_yaml_keys_are_the_declared_parameters_with_their_types(domain):
+    from_yaml = yaml_parameters()
+    declared, node, context = declared_with_params_file(CONFIG, domain)
+    try:
+        assert set(from_yaml) == set(declared), (f"only in the yaml: {sorted(set(from_yaml) - set(declared))}; "
+                                                 f"only declared: {sorted(set(declared) - set(from_yaml))}")
+        for name, value in from_yaml.items():
+            assert (list(declared[name]) if isinstance(value, list) else declared[name]) == value, name
+        for spec in PARAMETERS:
+            descriptor = node.describe_parameter(spec.name)
+            assert descriptor.description == spec.description and descriptor.read_only
+            assert descriptor.type != ParameterType.PARAMETER_NOT_SET
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+    lines = [line.strip() for line in CONFIG.read_text().splitlines() if line.strip()]
+    for previous, line in zip(lines, lines[1:]):
+        if not line.startswith("#") and not line.endswith(":"):
+            assert previous.startswith("#"), f"no comment above {line!r}"
+
+
+@pytest.mark.parametrize("namespace", ["", "front_camera"])
+def test_params_file_applies_in_any_namespace(tmp_path, domain, namespace):
+    edited = CONFIG.read_text().replace('device: "auto"', 'device: "cpu"').replace("window_s: 0.1", "window_s: 0.05")
+    path = tmp_path / "perception.yaml"
+    path.write_text(edited)
+    declared, node, context = declared_with_params_file(path, domain, namespace)
+    try:
+        assert declared["device"] == "cpu" and declared["events.window_s"] == 0.05
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def launch_calls() -> dict:
+    """Literal arguments of the launch file's DeclareLaunchArgument and Node calls (module-level string
+    constants resolved; other expressions kept as None)."""
+    tree = ast.parse(LAUNCH.read_text())
+    constants = {target.id: statement.value.value for statement in tree.body if isinstance(statement, ast.Assign)
+                 for target in statement.targets
+                 if isinstance(target, ast.Name) and isinstance(statement.value, ast.Constant)}
+
+    def value(expression):
+        if isinstance(expression, ast.Name):
+            return constants.get(expression.id)
+        return expression.value if isinstance(expression, ast.Constant) else None
+
+    calls: dict = {"DeclareLaunchArgument": [], "Node": []}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in calls:
+            calls[node.func.id].append(([value(arg) for arg in node.args],
+                                        {keyword.arg: value(keyword.value) for keyword in node.keywords}))
+    return calls
+
+
+def test_launch_arguments_match_the_node():
+    calls = launch_calls()
+    arguments = {positional[0] for positional, _ in calls["DeclareLaunchArgument"]}
+    assert arguments == LAUNCH_ARGUMENTS
+    assert {"checkpoint", "device"} <= {spec.name for spec in PARAMETERS}, "overridable arguments are parameters"
+    [(_, node)] = calls["Node"]
+    assert node["package"] == "robustseg_ros"
+    assert node["executable"] == "perception_node" and node["name"] == NODE_NAME
+    text = LAUNCH.read_text()
+    assert '"config", "perception.yaml"' in text, "default params_file: the package's config/perception.yaml"
+
+
+def test_launch_description_loads_where_launch_ros_is_installed():
+    if importlib.util.find_spec("launch_ros") is None or importlib.util.find_spec("launch") is None:
+        pytest.skip("launch / launch_ros are not installed (they come with a full ROS 2 install, not from pip)")
+    from launch import LaunchDescription
+
+    spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        description = module.generate_launch_description()
+    except LookupError as error:  # ament_index: the package is not installed in a ROS workspace
+        pytest.skip(f"robustseg_ros is not installed in an ament index: {error}")
+    assert isinstance(description, LaunchDescription)
+    names = {argument.name for argument in description.get_launch_arguments()}
+    assert names == LAUNCH_ARGUMENTS
+
+
+def test_docs_describe_every_parameter_and_output():
+    text = DOCS.read_text()
+    missing = [spec.name for spec in PARAMETERS if f"`{spec.name}`" not in text]
+    assert not missing, f"docs/perception_node.md lacks {missing}"
+    for topic in ("~/segmentation", "~/segmentation_color", "~/confidence", "~/overlay", "~/class_names",
+                  "~/label_info", "~/latency_ms", "~/sensor_status", "/diagnostics", "use_sim_time"):
+        assert topic in text, topic
+
+
+def test_node_without_a_checkpoint_exits_with_a_clear_error(domain, tmp_path, capfd):
+    missing = tmp_path / "missing.pt"
+    code = main(["--ros-args", "-p", f"checkpoint:={missing}", "-p", "warmup_iterations:=0"])
+    assert code == 1
+    assert "checkpoint:=" in capfd.readouterr().err

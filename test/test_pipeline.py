@@ -1,0 +1,419 @@
+"""PerceptionPipeline without DDS: training/serving parity, absent-modality reasons, malformed messages."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rclpy")
+
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from robustseg_core.data import DeliverDataset, EvalTransform  # noqa: E402
+from robustseg_core.inference import Segmenter  # noqa: E402
+from robustseg_core.models import build_segmentor  # noqa: E402
+from robustseg_core.sensors import R_BODY_OPTICAL  # noqa: E402
+from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame  # noqa: E402
+from robustseg_core.sim.writer import SceneJob, write_scene  # noqa: E402
+from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
+from robustseg_ros.conversions import (  # noqa: E402
+    events_to_pointcloud2,
+    intrinsics_to_camera_info,
+    numpy_to_image,
+    numpy_to_pointcloud2,
+    seconds_to_stamp,
+)
+from robustseg_ros.pipeline import (  # noqa: E402
+    CO_LOCATED_LIDAR_TRANSFORM,
+    PARAMETERS,
+    PerceptionParams,
+    PerceptionPipeline,
+    quaternion_to_rotation,
+    resolve_checkpoint,
+    transform_from_parameter,
+)
+
+SEED = 11
+SIZE = (64, 48)  # width, height
+CAMERA_FRAME = "camera_optical"
+LATENCY_S = 0.01
+OK, WARN, ERROR, STALE = (bytes([level]) for level in (0, 1, 2, 3))
+
+
+# ------------------------------------------------------------------ helpers shared with the DDS test and the bench
+
+
+def make_tiny_checkpoint(path) -> str:
+    """A randomly initialised ``mit_cpu`` student (embed 32, eval size 64) saved as a robustseg checkpoint."""
+    torch.manual_seed(0)
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture,
+                           "meta": checkpoint_meta({"data": {"eval_size": 64}})})
+    return str(path)
+
+
+def drive_parameters(drive: Drive) -> dict:
+    """Node parameters describing a ``Drive``'s rig: camera pose for HHA, exact T_cam_lidar, event sensor size."""
+    style = drive.scene.style
+    values = {
+        "camera.height_m": float(drive.camera_height_m),
+        "camera.roll_deg": float(style.camera_roll_deg),
+        "camera.pitch_deg": float(style.camera_pitch_deg),
+        "lidar.transform": tuple(float(value) for value in drive.T_cam_lidar.reshape(-1)),
+    }
+    if drive.event_size != (drive.config.width, drive.config.height):
+        values["events.sensor_width"], values["events.sensor_height"] = (int(size) for size in drive.event_size)
+    return values
+
+
+def drive_messages(frame, stamp: float | None = None, *, camera_encoding: str = "rgb8",
+                   depth_encoding: str = "32FC1") -> dict:
+    """A ``Frame`` as sensor messages stamped ``stamp`` (default the frame's): camera, camera_info, depth, lidar,
+    events. Event times move with the stamp."""
+    offset = 0.0 if stamp is None else stamp - frame.stamp
+    stamp = frame.stamp if stamp is None else stamp
+
+    def header(frame_id: str) -> Header:
+        return Header(stamp=seconds_to_stamp(stamp), frame_id=frame_id)
+
+    pixels = {"rgb8": frame.rgb, "bgr8": frame.rgb[:, :, ::-1]}[camera_encoding]
+    if depth_encoding == "32FC1":
+        depth = numpy_to_image(frame.depth.astype(np.float32), "32FC1", header(CAMERA_FRAME))
+    else:  # millimetres; beyond 65.535 m 16UC1 has no value: 0 (no measurement)
+        millimetres = np.rint(frame.depth * 1000.0)
+        millimetres = np.where(millimetres <= np.iinfo(np.uint16).max, millimetres, 0).astype(np.uint16)
+        depth = numpy_to_image(millimetres, "16UC1", header(CAMERA_FRAME))
+    events = frame.events.copy()
+    events["t"] += offset
+    return {
+        "camera": numpy_to_image(np.ascontiguousarray(pixels), camera_encoding, header(CAMERA_FRAME)),
+        "camera_info": intrinsics_to_camera_info(frame.intrinsics, header(CAMERA_FRAME)),
+        "depth": depth,
+        "lidar": numpy_to_pointcloud2(frame.lidar_points, header("lidar")),
+        "events": events_to_pointcloud2(events, header("event_camera")),
+    }
+
+
+def feed(pipeline: PerceptionPipeline, messages: dict, now: float, sensors=("depth", "lidar", "events", "camera")):
+    """Feed CameraInfo and then ``sensors`` in order; returns the job the last message made (or None)."""
+    pipeline.on_camera_info(messages["camera_info"], now)
+    handlers = {"camera": pipeline.on_camera, "depth": pipeline.on_depth, "lidar": pipeline.on_lidar,
+                "events": pipeline.on_events}
+    job = None
+    for sensor in sensors:
+        job = handlers[sensor](messages[sensor], now)
+    return job
+
+
+class RecordingLogger:
+    """Collects warnings like an rclpy logger."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def info(self, text: str) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def segmenter(checkpoint) -> Segmenter:
+    return Segmenter(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def drive() -> Drive:
+    return Drive(SEED, DriveConfig(width=SIZE[0], height=SIZE[1]))
+
+
+@pytest.fixture(scope="module")
+def frame(drive):
+    return drive.frame(5)  # stamp 0.5 s, event window (0.4, 0.5): exact in binary and in a ROS stamp
+
+
+def spy_on_prepare(segmenter: Segmenter, monkeypatch) -> list:
+    """Record every (images, tensor) that ``Segmenter.prepare`` receives and returns."""
+    calls = []
+    original = segmenter.prepare
+
+    def recording_prepare(images, height, width):
+        tensor, present = original(images, height, width)
+        calls.append({"images": dict(images), "tensor": tensor, "present": present})
+        return tensor, present
+
+    monkeypatch.setattr(segmenter, "prepare", recording_prepare)
+    return calls
+
+
+# ------------------------------------------------------------------ parity with the data set path
+
+
+@pytest.mark.parametrize("failure, camera_encoding", [(None, "rgb8"), ("eventlowres", "bgr8")])
+def test_network_input_equals_the_data_set_path(tmp_path, segmenter, monkeypatch, failure, camera_encoding):
+    """Messages of a generated frame -> pipeline gives the network exactly what DeliverDataset + EvalTransform give."""
+    config = DriveConfig(width=SIZE[0], height=SIZE[1])
+    name = "SIM_0000" + (f"_{failure}" if failure else "")
+    job = SceneJob("val", name, SEED, "sun", failure, frames=6)
+    write_scene(str(tmp_path), job, config)
+    dataset = DeliverDataset(tmp_path, "val")
+    index = next(i for i, sample in enumerate(dataset.samples) if sample.name.endswith("000005"))
+    item = dataset.load(index)
+    expected = EvalTransform(segmenter.short_side)(item)
+
+    drive = Drive(SEED, replace(config, condition="sun", failure=failure))
+    frame = drive.frame(5)
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    calls = spy_on_prepare(segmenter, monkeypatch)
+    frame_job = feed(pipeline, drive_messages(frame, camera_encoding=camera_encoding), frame.stamp + LATENCY_S)
+    output = pipeline.process(frame_job)
+
+    assert output.fed == ("rgb", "depth", "event", "lidar") and output.reasons == {}
+    dataset_images = dict(zip(segmenter.modalities, item["images"]))
+    for modality, image in output.encoded.items():
+        assert np.array_equal(image, dataset_images[modality]), modality
+    stored = encode_frame(frame)
+    assert np.array_equal(output.encoded["depth"], stored["hha"]), "32FC1 metres -> the same HHA as the writer"
+    tensor = calls[-1]["tensor"]
+    assert torch.equal(tensor[0], expected["images"]) and calls[-1]["present"].all()
+    assert output.labels.shape == (SIZE[1], SIZE[0]) and output.labels.dtype == np.uint8
+    assert output.confidence.dtype == np.float32 and output.color.shape == (SIZE[1], SIZE[0], 3)
+    assert set(output.timings_ms) == {"convert", "encode", "preprocess", "infer", "postprocess"}
+
+
+def test_rendered_event_frames_are_fed_as_they_are(segmenter, drive, frame):
+    pipeline = PerceptionPipeline(PerceptionParams({**drive_parameters(drive), "events.input_type": "image"}),
+                                  segmenter)
+    messages = drive_messages(frame)
+    event_image = encode_frame(frame)["event"]
+    messages["events"] = numpy_to_image(event_image[:, :, ::-1].copy(), "bgr8", messages["camera"].header)
+    job = feed(pipeline, messages, frame.stamp + LATENCY_S)
+    assert np.array_equal(pipeline.encode(job)[0]["event"], event_image)
+
+
+def test_16UC1_depth_is_millimetre_quantised_so_hha_is_close_not_equal(segmenter, drive, frame):
+    """16UC1 rounds depth to 1 mm and cannot carry more than 65.535 m, so parity is shown with 32FC1; within
+    its range, disparity and height move by at most one level and the normal angle rarely (at depth edges)."""
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    job = feed(pipeline, drive_messages(frame, depth_encoding="16UC1"), frame.stamp + LATENCY_S)
+    hha = pipeline.encode(job)[0]["depth"]
+    reference = encode_frame(frame)["hha"]
+    in_range = (frame.depth > 0) & (frame.depth < 65.0)
+    difference = np.abs(hha.astype(int) - reference.astype(int))[in_range]
+    assert difference[:, :2].max() <= 1 and difference[:, 2].mean() < 1.0
+
+
+# ------------------------------------------------------------------ absent modalities
+
+
+def test_absent_modalities_are_reported_with_reasons(segmenter, drive, frame):
+    params = PerceptionParams({**drive_parameters(drive), "depth.enabled": False, "lidar.max_age_s": 0.3})
+    pipeline = PerceptionPipeline(params, segmenter)
+    stamp = 100.0
+    pipeline.on_lidar(drive_messages(frame, stamp)["lidar"], stamp + LATENCY_S)
+    later = stamp + 0.5
+    job = feed(pipeline, drive_messages(frame, later), later + LATENCY_S, sensors=("camera",))
+    output = pipeline.process(job)
+    assert output.fed == ("rgb",)
+    assert output.reasons["depth"] == "disabled"
+    assert output.reasons["event"] == "never received"
+    assert output.reasons["lidar"].startswith("stale: last message 0.51 s old > max age 0.30 s")
+    status = {item.name: item for item in pipeline.sensor_status(output).status}
+    assert status["robustseg: camera"].level == OK and status["robustseg: camera"].message == "fed"
+    assert status["robustseg: depth"].level == WARN and status["robustseg: depth"].message == "disabled"
+    assert status["robustseg: events"].level == STALE and status["robustseg: lidar"].level == STALE
+    assert pipeline.sensor_status(output).header.stamp == drive_messages(frame, later)["camera"].header.stamp
+
+    later += 0.1
+    job = feed(pipeline, drive_messages(frame, later), later + LATENCY_S, sensors=("events", "camera"))
+    assert pipeline.process(job).fed == ("rgb", "event")
+
+
+def test_camera_waits_briefly_for_sensors_of_the_same_instant(segmenter, drive, frame):
+    """A camera image that arrives before the depth/LiDAR/events of its instant waits for them (not for a
+    sensor whose next message is not due), and at most sync.camera_wait_s."""
+    params = PerceptionParams({**drive_parameters(drive), "sync.camera_wait_s": 0.05})
+    pipeline = PerceptionPipeline(params, segmenter)
+    stamp = 60.0
+    assert feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S) is not None
+    later = stamp + 0.1
+    messages = drive_messages(frame, later)
+    assert feed(pipeline, messages, later + 0.01, sensors=("camera",)) is None, "depth, LiDAR, events are due"
+    assert pipeline.awaited_sensors(later, later + 0.01) == ("depth", "events", "lidar")
+    assert pipeline.on_depth(messages["depth"], later + 0.02) is None
+    assert pipeline.on_events(messages["events"], later + 0.02) is None
+    job = pipeline.on_lidar(messages["lidar"], later + 0.03)
+    assert job is not None and job.frame.present == ("rgb", "depth", "event", "lidar")
+
+    latest = later + 0.1
+    messages = drive_messages(frame, latest)
+    assert feed(pipeline, messages, latest + 0.01, sensors=("depth", "camera")) is None
+    assert pipeline.on_timer(latest + 0.03) is None, "still within the wait"
+    job = pipeline.on_timer(latest + 0.07)
+    assert job is not None and job.frame.trigger == "pivot" and job.frame.present == ("rgb", "depth")
+    assert job.header.stamp == messages["camera"].header.stamp
+
+    no_wait = PerceptionPipeline(PerceptionParams({**drive_parameters(drive), "sync.camera_wait_s": 0.0}), segmenter)
+    feed(no_wait, drive_messages(frame, stamp), stamp + LATENCY_S)
+    assert feed(no_wait, drive_messages(frame, later), later + 0.01, sensors=("camera",)).frame.present == ("rgb",)
+
+
+def test_timer_frames_when_the_camera_is_silent(segmenter, drive, frame):
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    stamp = 50.0
+    assert feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S) is not None
+    assert pipeline.on_timer(stamp + 0.1) is None, "the camera is still fresh"
+    later = stamp + 1.0
+    messages = drive_messages(frame, later)
+    feed(pipeline, messages, later + LATENCY_S, sensors=("depth", "lidar", "events"))
+    job = pipeline.on_timer(later + 0.05)
+    assert job is not None and job.frame.trigger == "timer"
+    assert job.header.stamp == messages["lidar"].header.stamp and job.header.frame_id == CAMERA_FRAME
+    output = pipeline.process(job, with_overlay=True)
+    assert output.fed == ("depth", "event", "lidar") and output.reasons["rgb"].startswith("stale")
+    assert output.labels.shape == (SIZE[1], SIZE[0]) and np.array_equal(output.overlay, output.color)
+    assert pipeline.on_timer(later + 0.1) is None, "no new data, no new frame"
+
+
+def test_camera_image_disabled_still_uses_camera_info(segmenter, drive, frame):
+    pipeline = PerceptionPipeline(PerceptionParams({**drive_parameters(drive), "camera.enabled": False}), segmenter)
+    stamp = 70.0
+    assert feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S) is None, "the camera image is ignored"
+    job = pipeline.on_timer(stamp + 0.05)
+    output = pipeline.process(job)
+    assert output.fed == ("depth", "event", "lidar") and output.reasons["rgb"] == "disabled"
+    assert job.header.frame_id == CAMERA_FRAME and output.labels.shape == (SIZE[1], SIZE[0])
+    diagnostics = {item.name: item for item in pipeline.diagnostics(stamp + 0.05).status}
+    assert diagnostics["robustseg: camera"].message == "disabled" and diagnostics["robustseg: camera"].level == OK
+
+
+def test_frozen_sensor_is_excluded(segmenter, drive, frame):
+    params = PerceptionParams({**drive_parameters(drive), "health.frozen_warn_repeats": 2,
+                               "health.frozen_stale_repeats": 3})
+    pipeline = PerceptionPipeline(params, segmenter)
+    frozen_depth = drive_messages(frame)["depth"]
+    job = None
+    for index in range(5):
+        stamp = 10.0 + index * 0.1
+        messages = drive_messages(drive.frame(6 + index), stamp)
+        frozen_depth.header.stamp = messages["depth"].header.stamp
+        messages["depth"] = frozen_depth
+        job = feed(pipeline, messages, stamp + LATENCY_S)
+    assert job.frame.reasons["depth"] == "unhealthy: frozen"
+    diagnostics = {item.name: item for item in pipeline.diagnostics(10.45).status}
+    assert diagnostics["robustseg: depth"].level == STALE and "frozen" in diagnostics["robustseg: depth"].message
+
+
+# ------------------------------------------------------------------ malformed messages
+
+
+def test_malformed_messages_are_counted_logged_once_and_survived(segmenter, drive, frame):
+    logger = RecordingLogger()
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)
+    now = 20.0
+    good = drive_messages(frame, now)
+
+    wrong_step = drive_messages(frame, now)["camera"]
+    wrong_step.step = 10
+    unknown_encoding = drive_messages(frame, now)["camera"]
+    unknown_encoding.encoding = "yuv422"
+    truncated = drive_messages(frame, now)["depth"]
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    nan_depth = numpy_to_image(np.full((SIZE[1], SIZE[0]), np.nan, np.float32), "32FC1", good["depth"].header)
+    empty_cloud = numpy_to_pointcloud2(np.zeros((0, 4), np.float32), good["lidar"].header)
+    no_xyz = PointCloud2(header=good["lidar"].header, height=1, width=3, point_step=4, row_step=12)
+    bad_info = drive_messages(frame, now)["camera_info"]
+    bad_info.k = [0.0] * 9
+
+    for _ in range(2):
+        assert pipeline.on_camera(wrong_step, now) is None
+        assert pipeline.on_camera(unknown_encoding, now) is None
+        assert pipeline.on_depth(truncated, now) is None
+        assert pipeline.on_depth(nan_depth, now) is None
+        assert pipeline.on_lidar(empty_cloud, now) is None
+        assert pipeline.on_lidar(no_xyz, now) is None
+        pipeline.on_camera_info(bad_info, now)
+
+    assert pipeline.health["rgb"].error_counts == {"step": 2, "encoding": 2, "camera_info k": 2}
+    assert pipeline.health["depth"].error_counts == {"data": 2, "no valid depth": 2}
+    assert pipeline.health["lidar"].error_counts == {"empty cloud": 2, "fields": 2}
+    assert len(logger.warnings) == 7, "each kind is logged once"
+    diagnostics = {item.name: item for item in pipeline.diagnostics(now).status}
+    lidar_values = {value.key: value.value for value in diagnostics["robustseg: lidar"].values}
+    assert lidar_values["malformed.empty cloud"] == "2" and "malformed empty cloud" in diagnostics[
+        "robustseg: lidar"].message
+
+    job = feed(pipeline, good, now + LATENCY_S)
+    assert pipeline.process(job).fed == ("rgb", "depth", "event", "lidar"), "good messages still work"
+
+
+def test_zero_future_and_backwards_stamps(segmenter, drive, frame):
+    logger = RecordingLogger()
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)
+    now = 30.0
+    assert feed(pipeline, drive_messages(frame, now), now + LATENCY_S) is not None
+    assert pipeline.on_camera(drive_messages(frame, now + 5.0)["camera"], now + 0.1) is None, "future: not fused"
+    assert pipeline.on_lidar(drive_messages(frame, now - 0.05)["lidar"], now + 0.1) is None
+    assert pipeline.health["rgb"].anomaly_counts["future_stamp"] == 1
+    assert pipeline.health["lidar"].anomaly_counts["backwards_stamp"] == 1
+    job = feed(pipeline, drive_messages(frame, now + 0.1), now + 0.11)
+    assert job is not None, "a future stamp does not block later frames"
+    lidar = {item.name: item for item in pipeline.diagnostics(now + 0.12).status}["robustseg: lidar"]
+    assert lidar.level == WARN and "stamp went backwards" in lidar.message
+    assert any("backwards stamp" in text for text in logger.warnings)
+
+
+def test_clock_not_started_and_clock_jump_back(segmenter, drive, frame):
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    assert feed(pipeline, drive_messages(frame, 5.0), 0.0) is None, "ROS time 0: sim time without /clock"
+    assert pipeline.health["rgb"].messages_received == 0
+    assert feed(pipeline, drive_messages(frame, 40.0), 40.01) is not None
+    assert feed(pipeline, drive_messages(frame, 10.0), 10.01) is not None, "replay restarted: state reset"
+    assert pipeline.health["rgb"].messages_received == 1
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def test_parameters_defaults_validation_and_extrinsics():
+    params = PerceptionParams()
+    assert set(params.values) == {spec.name for spec in PARAMETERS}
+    assert all(spec.description for spec in PARAMETERS)
+    assert np.allclose(quaternion_to_rotation(*CO_LOCATED_LIDAR_TRANSFORM[3:]), R_BODY_OPTICAL.T)
+    assert params.inputs["lidar"].sync.tolerance_s == 0.06 and params.inputs["camera"].health.max_age_s == 0.5
+    matrix = transform_from_parameter([1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0])
+    assert np.array_equal(matrix[:3, 3], [1.0, 2.0, 3.0]) and np.array_equal(matrix[:3, :3], np.eye(3))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        PerceptionParams({"camera.topics": "x"})
+    with pytest.raises(ValueError, match="lidar.qos"):
+        PerceptionParams({"lidar.qos": "best"})
+    with pytest.raises(ValueError, match="lidar.transform: expected 7 values"):
+        PerceptionParams({"lidar.transform": (0.0, 0.0, 0.0)})
+    with pytest.raises(ValueError, match="not orthonormal"):
+        PerceptionParams({"lidar.transform": tuple(float(v) for v in range(16))[:12] + (0.0, 0.0, 0.0, 1.0)})
+    with pytest.raises(ValueError, match="max_age_s"):
+        PerceptionParams({"depth.max_age_s": 9.0, "depth.dead_after_s": 1.0})
+
+
+def test_missing_checkpoint_says_how_to_pass_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint:="):
+        resolve_checkpoint(str(tmp_path / "missing.pt"))
+    try:
+        packaged = resolve_checkpoint("")
+    except FileNotFoundError as error:
+        assert "robustseg_student.pt" in str(error) and "checkpoint:=" in str(error)
+    else:
+        assert packaged.name == "robustseg_student.pt"

@@ -1,0 +1,91 @@
+"""Real student training steps: every recipe, resume, bad teachers and bad weights, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustseg_core.models import build_segmentor
+from robustseg_core.training.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from robustseg_core.training.config import ConfigError
+from robustseg_core.training.train_student import main as train_student
+
+from test_train_teacher import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture,
+                           "meta": checkpoint_meta({"data": {"eval_size": 64}})})
+    return path
+
+
+def student_overrides(root, output, teacher, recipe="SPCR", epochs=1):
+    return [*tiny_overrides(root, output, epochs), f"teacher.checkpoint={teacher}", f"student.recipe={recipe}",
+            "train.val_combinations=[RDEL, EL]", "distill.rrm_samples=2"]
+
+
+@pytest.mark.parametrize("recipe, terms", [("S", {"kl"}), ("SR", {"kl", "rrm"}), ("SPC", {"kl", "hpdm"}),
+                                           ("SPCR", {"kl", "hpdm", "rrm"})])
+def test_each_recipe_trains_and_logs_its_terms_and_gradient_norms(mini_dataset, tmp_path, teacher, recipe, terms):
+    best = train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher, recipe)])
+    assert {"miou_RDEL", "miou_EL", "score"} <= set(best)
+    with open(tmp_path / "train.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    logged = {k for k in row if k in {"kl", "hpdm", "rrm"}}
+    assert logged == terms
+    assert all(float(row[f"grad_norm_{t}"]) >= 0 for t in terms | {"ohem_ce"})
+    assert float(row["loss"]) == pytest.approx(sum(float(row[t]) for t in terms | {"ohem_ce"}), rel=1e-4)
+
+
+def test_resume_continues_the_student(mini_dataset, tmp_path, teacher):
+    train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher, "SPC", epochs=1)])
+    train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher, "SPC", epochs=2), "--resume", "auto"])
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.hpdm_weight=-1", "distill.hpdm_weight must be a finite number >= 0"),
+    ("distill.kl_weight=.nan", "distill.kl_weight must be a finite number >= 0"),
+    ("student.recipe=SPX", "student.recipe 'SPX'"),
+    ("teacher.checkpoint=null", "teacher.checkpoint is not set"),
+])
+def test_bad_student_configs(mini_dataset, tmp_path, teacher, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher), override])
+
+
+def test_teacher_mismatches_are_named(mini_dataset, tmp_path, teacher):
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint file not found"):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path, tmp_path / "missing.pt")])
+    model = build_segmentor("mit_cpu", embed_dim=32, modalities=("rgb", "lidar", "event", "depth"))
+    reordered = tmp_path / "reordered.pt"
+    save_checkpoint(reordered, {"model": model.state_dict(), "architecture": model.architecture, "meta": checkpoint_meta()})
+    with pytest.raises(CheckpointError, match="teacher modality order"):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path, reordered)])
+    state = load_checkpoint(teacher)
+    state["meta"]["classes"] = ["road", "not road"] + state["meta"]["classes"][2:]
+    other_classes = tmp_path / "classes.pt"
+    save_checkpoint(other_classes, state)
+    with pytest.raises(CheckpointError, match="teacher classes"):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path, other_classes)])
+    with pytest.raises(CheckpointError, match="encoder must match the teacher's"):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher), "model.preset=mit_b0"])
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_student_ddp_with_two_cpu_processes(mini_dataset, tmp_path, teacher):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "robustseg_core.training.train_student", "--set",
+               *student_overrides(mini_dataset, tmp_path, teacher)]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cpu x2" in result.stdout and load_checkpoint(tmp_path / "last.pt")["epoch"] == 0

@@ -1,0 +1,139 @@
+"""Config, OHEM loss, optimiser groups, schedule and checkpoints: the parts both stages share."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustseg_core.losses import OhemCrossEntropy
+from robustseg_core.models import build_segmentor
+from robustseg_core.training.checkpoint import (
+    CheckpointError, build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint,
+)
+from robustseg_core.training.config import ConfigError, load_config
+from robustseg_core.training.optim import WarmupPolyLR, build_optimizer
+from robustseg_core.training.train_teacher import DEFAULTS
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\nmodel:\n  preset: mit_cpu\n")
+    config = load_config(DEFAULTS, path, ["train.epochs=5", "optim.lr=1e-3", "data.conditions=[sun, fog]"])
+    assert config["train"]["epochs"] == 5 and config["model"]["preset"] == "mit_cpu"
+    assert config["optim"]["lr"] == pytest.approx(1e-3) and config["data"]["conditions"] == ["sun", "fog"]
+    assert DEFAULTS["train"]["epochs"] == 200  # defaults untouched
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epoch: 3\n", "unknown key train.epoch"),
+        ("trainer:\n  epochs: 3\n", "unknown section 'trainer'"),
+        ("train:\n  epochs: many\n", "train.epochs must be a number"),
+        ("train: [1, 2]\n", "must be a mapping"),
+    ],
+)
+def test_config_errors_name_the_key_and_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(DEFAULTS, path)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_config_override_errors():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(DEFAULTS, None, ["epochs=3"])
+    with pytest.raises(ConfigError, match="command line: unknown key optim.learning_rate"):
+        load_config(DEFAULTS, None, ["optim.learning_rate=3"])
+
+
+def reference_ohem(logits, labels, thresh=0.7):
+    """Straight from the description: pixels above -ln(thresh), else the top valid/16."""
+    losses = F.cross_entropy(logits, labels, ignore_index=255, reduction="none").flatten()
+    n_min = int((labels != 255).sum()) // 16
+    hard = [v for v in losses.tolist() if v > -math.log(thresh)]
+    if len(hard) < n_min:
+        hard = sorted(losses.tolist(), reverse=True)[:n_min]
+    return sum(hard) / len(hard)
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_ohem_matches_reference(scale):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 8, 8, generator=generator) * scale
+    labels = torch.randint(0, 5, (2, 8, 8), generator=generator)
+    labels[0, :2] = 255
+    assert float(OhemCrossEntropy()(logits, labels)) == pytest.approx(reference_ohem(logits, labels), rel=1e-5)
+
+
+def test_ohem_with_only_ignored_pixels_is_zero_not_nan():
+    loss = OhemCrossEntropy()(torch.randn(1, 3, 4, 4, requires_grad=True), torch.full((1, 4, 4), 255))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+
+
+def test_no_weight_decay_on_one_dimensional_parameters():
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.01 and all(p.ndim >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_poly_schedule():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = WarmupPolyLR(optimizer, total_steps=20, warmup_steps=10, warmup_ratio=0.1, power=0.9)
+    rates = []
+    for _ in range(20):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.1) and rates[5] == pytest.approx(0.55)
+    assert rates[10] == pytest.approx(1.0) and rates[15] == pytest.approx(0.5**0.9)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def _checkpoint(model):
+    return {"model": model.state_dict(), "architecture": model.architecture, "meta": checkpoint_meta({"x": 1})}
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build_segmentor("mit_cpu", embed_dim=32).eval()
+    save_checkpoint(tmp_path / "m.pt", _checkpoint(model))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+    loaded, checkpoint = build_model_from_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["meta"]["modalities"] == ["rgb", "depth", "event", "lidar"]
+    images, present = torch.randn(1, 4, 3, 64, 64), torch.ones(1, 4, dtype=torch.bool)
+    with torch.inference_mode():
+        assert torch.equal(model(images, present), loaded.eval()(images, present))
+
+
+def test_checkpoint_of_another_architecture_is_named(tmp_path):
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    state = _checkpoint(model)
+    state["architecture"] = {**state["architecture"], "embed_dim": 64}
+    save_checkpoint(tmp_path / "other.pt", state)
+    with pytest.raises(CheckpointError, match=r"(?s)other.pt: weights do not fit the model.*size mismatch"):
+        build_model_from_checkpoint(tmp_path / "other.pt")
+    from robustseg_core.training.checkpoint import load_model_state
+    with pytest.raises(CheckpointError, match="another architecture: embed_dim: checkpoint has 64, model has 32"):
+        load_model_state(model, state, "other.pt")
+
+
+def test_corrupted_and_missing_checkpoints(tmp_path):
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    save_checkpoint(tmp_path / "good.pt", _checkpoint(model))
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt: corrupted"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="nothing.pt: checkpoint file not found"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a robustseg checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
