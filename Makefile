@@ -46,7 +46,26 @@ benchmark-data: $(BENCH_DATA)/meta.json
 teacher-results: $(BENCH_DATA)/meta.json
 	$(VENV)/bin/train_teacher --config config/teacher_cpu.yaml --set data.root=$(BENCH_DATA) \
 		train.output_dir=$(TEACHER_RUN) --resume auto
-	$(VENV)/bin/evaluate --checkpoint $(TEACHER_RUN)/best.pt --data-root $(BENCH_DATA) --split test \
+	$(VENV)/bin/evaluate --checkpoint $(TEACHER_RUN)/best.pt --data-root $(BENCH_DATA) --split test --robustness \
 		--json $(TEACHER_RUN)/eval_test.json --markdown $(TEACHER_RUN)/eval_test.md
 
-.PHONY: benchmark-data teacher-results
+STUDENT_RUN ?= runs/student_cpu
+SHIPPED_STUDENT := robustseg_ros/models/robustseg_student.pt
+
+student-results: $(BENCH_DATA)/meta.json
+	$(VENV)/bin/train_student --config config/student_cpu.yaml --set data.root=$(BENCH_DATA) \
+		teacher.checkpoint=$(TEACHER_RUN)/best.pt train.output_dir=$(STUDENT_RUN) --resume auto
+	$(VENV)/bin/evaluate --checkpoint $(STUDENT_RUN)/best.pt --data-root $(BENCH_DATA) --split test --robustness \
+		--json $(STUDENT_RUN)/eval_test.json --markdown $(STUDENT_RUN)/eval_test.md
+
+shipped-student: student-results
+	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
+		--out $(SHIPPED_STUDENT) --note "make shipped-student on the generated benchmark (data/sim128)"
+
+.PHONY: benchmark-data teacher-results student-results shipped-student
+
+# Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md).
+ablation: $(BENCH_DATA)/meta.json
+	$(PY) -m robustseg_core.training.ablation --out runs/ablation --data-root $(BENCH_DATA) --seeds 0 1 2
+
+.PHONY: ablation

@@ -20,6 +20,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["robustseg_core", "robustseg_core.*", "robustseg_ros", "robustseg_ros.*"]),
+    package_data={"robustseg_ros": ["models/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -52,6 +53,7 @@ setup(
             "train_teacher = robustseg_core.training.train_teacher:main",
             "evaluate = robustseg_core.evaluation.evaluate:main",
             "train_student = robustseg_core.training.train_student:main",
+            "export_checkpoint = robustseg_core.training.export:main",
             "perception_node = robustseg_ros.perception_node:main",
         ],
     },

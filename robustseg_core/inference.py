@@ -42,6 +42,20 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [B, K, h, w] -> class ids uint8 [B, H, W] and max softmax probability float32 [B, H, W].
+
+    Upsamples bilinearly only when (h, w) differs from ``output_size``; the confidence comes from
+    1 / sum_k exp(l_k - l_max), which avoids materialising the softmax.
+    """
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(output_size):
+        logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+    top, labels = logits.max(dim=1)
+    confidence = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal_()
+    return labels.to(torch.uint8), confidence
+
+
 class Segmenter:
     """Runs a checkpoint on one frame of (possibly incomplete) modality images.
 
@@ -116,10 +130,9 @@ class Segmenter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
-        logits = F.interpolate(logits.float(), size=tuple(output_size), mode="bilinear", align_corners=False)
-        confidence, labels = logits.softmax(dim=1).max(dim=1)
+        labels, confidence = labels_and_confidence(logits, output_size)
         result = SegmentationResult(
-            labels=labels[0].to(torch.uint8).cpu().numpy(),
+            labels=labels[0].cpu().numpy(),
             confidence=confidence[0].cpu().numpy(),
             present=tuple(images.get(m) is not None for m in self.modalities),
             timings_ms={},

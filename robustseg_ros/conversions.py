@@ -146,6 +146,23 @@ def _to_byte_array(values: np.ndarray) -> array.array:
     return buffer
 
 
+def _row_buffer(data, *, rows: int, row_bytes: int, stride: int, stride_field: str, row_text: str, content: str,
+                topic: str | None) -> np.ndarray:
+    """uint8 view over a message's ``rows`` rows of ``row_bytes`` bytes, ``stride`` bytes apart.
+
+    Errors name the stride field when it is shorter than a row and ``data`` when bytes are missing.
+    """
+    if stride < row_bytes:
+        raise MessageError(f"{stride_field} {stride} is smaller than {row_text} = {row_bytes} bytes",
+                           topic=topic, field=stride_field)
+    buffer = _message_bytes(data, topic=topic)
+    needed = stride * (rows - 1) + row_bytes
+    if buffer.size < needed:
+        raise MessageError(f"truncated: {buffer.size} bytes, {content} with {stride_field} {stride} need {needed}",
+                           topic=topic, field="data")
+    return buffer
+
+
 def _native(values: np.ndarray) -> np.ndarray:
     """The array in native byte order (a copy only when it is not)."""
     if values.dtype.isnative:
@@ -172,21 +189,11 @@ def image_to_numpy(msg: Image, *, topic: str | None = None) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise MessageError(f"empty image ({width}x{height} pixels)", topic=topic, field="width/height")
-    row_bytes = width * encoding.pixel_bytes
-    if step < row_bytes:
-        raise MessageError(
-            f"{step} bytes per row is smaller than width {width} x {encoding.pixel_bytes} bytes per pixel "
-            f"= {row_bytes} ({msg.encoding})",
-            topic=topic, field="step",
-        )
-    data = _message_bytes(msg.data, topic=topic)
-    needed = step * (height - 1) + row_bytes
-    if data.size < needed:
-        raise MessageError(
-            f"truncated: {data.size} bytes, a {width}x{height} {msg.encoding} image with step {step} "
-            f"needs {step * height}",
-            topic=topic, field="data",
-        )
+    data = _row_buffer(
+        msg.data, rows=height, row_bytes=width * encoding.pixel_bytes, stride=step, stride_field="step",
+        row_text=f"width {width} x {encoding.pixel_bytes} bytes per pixel ({msg.encoding})",
+        content=f"a {width}x{height} {msg.encoding} image", topic=topic,
+    )
     dtype = encoding.dtype.newbyteorder(">" if msg.is_bigendian else "<")
     shape: tuple[int, ...] = (height, width, encoding.channels)
     strides: tuple[int, ...] = (step, encoding.pixel_bytes, dtype.itemsize)
@@ -307,19 +314,11 @@ def _cloud_records(msg: PointCloud2, wanted: dict[str, PointField], *, topic: st
 
     row_bytes = width * point_step
     row_step = int(msg.row_step) or row_bytes
-    if row_step < row_bytes:
-        raise MessageError(
-            f"row_step {row_step} is smaller than width {width} x point_step {point_step} = {row_bytes}",
-            topic=topic, field="row_step",
-        )
-    data = _message_bytes(msg.data, topic=topic)
-    needed = row_step * (height - 1) + row_bytes
-    if data.size < needed:
-        raise MessageError(
-            f"truncated: {data.size} bytes, {width}x{height} points of {point_step} bytes "
-            f"(row_step {row_step}) need {needed}",
-            topic=topic, field="data",
-        )
+    data = _row_buffer(
+        msg.data, rows=height, row_bytes=row_bytes, stride=row_step, stride_field="row_step",
+        row_text=f"width {width} x point_step {point_step}", content=f"{width}x{height} points of {point_step} bytes",
+        topic=topic,
+    )
     if row_step == row_bytes or height == 1:
         return np.ndarray((height * width,), dtype=record, buffer=data, strides=(point_step,))
     rows = np.ndarray((height, width), dtype=record, buffer=data, strides=(row_step, point_step))

@@ -141,12 +141,12 @@ def test_image_errors_name_topic_field_and_problem():
 
     narrow = raw_image(np.zeros((4, 5, 3), np.uint8), "rgb8")
     narrow.step = 14
-    with pytest.raises(MessageError, match=r"field 'step': 14 bytes per row is smaller than width 5 x 3"):
+    with pytest.raises(MessageError, match=r"field .step.: step 14 is smaller than width 5 x 3 bytes per pixel \(rgb8\) = 15 bytes"):
         image_to_numpy(narrow)
 
     truncated = raw_image(np.zeros((4, 5, 3), np.uint8), "rgb8")
     truncated.data = array.array("B", bytes(good.data)[:-1])
-    with pytest.raises(MessageError, match=r"field 'data': truncated: 59 bytes.*needs 60"):
+    with pytest.raises(MessageError, match=r"field .data.: truncated: 59 bytes.*need 60"):
         image_to_numpy(truncated)
 
     empty = Image(height=0, width=5, encoding="rgb8", step=15)

@@ -71,3 +71,15 @@ def test_cuda_fp16_matches_cpu(checkpoint):
     cpu = Segmenter(checkpoint, device="cpu").predict(images)
     gpu = Segmenter(checkpoint, device="cuda").predict(images)
     assert (cpu.labels == gpu.labels).mean() > 0.98
+
+
+def test_labels_and_confidence_match_softmax():
+    from robustseg_core.inference import labels_and_confidence
+
+    logits = torch.randn(2, 25, 12, 16, generator=torch.Generator().manual_seed(0)) * 3
+    labels, confidence = labels_and_confidence(logits, (12, 16))
+    expected_confidence, expected_labels = logits.softmax(1).max(1)
+    assert torch.equal(labels, expected_labels.to(torch.uint8))
+    assert torch.allclose(confidence, expected_confidence, atol=1e-6)
+    upsampled, _ = labels_and_confidence(logits, (24, 32))
+    assert upsampled.shape == (2, 24, 32)

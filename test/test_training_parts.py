@@ -137,3 +137,21 @@ def test_corrupted_and_missing_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a robustseg checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
+    from robustseg_core.training.export import export_checkpoint, headline_scores
+
+    model = build_segmentor("mit_cpu", embed_dim=32).eval()
+    state = {**_checkpoint(model), "optimizer": {"state": {}}, "epoch": 4}
+    save_checkpoint(tmp_path / "best.pt", state)
+    evaluation = {"split": "test", "data_root": "d", "frames": 3, "eval_size": 64, "results": {
+        "drop": {"mean_miou": 12.5, "combinations": {"RDEL": {"miou": 20.0}}}}}
+    export_checkpoint(tmp_path / "best.pt", tmp_path / "shipped.pt", headline_scores(evaluation), "note")
+    shipped = load_checkpoint(tmp_path / "shipped.pt")
+    assert "optimizer" not in shipped and shipped["epoch"] == 4
+    assert shipped["meta"]["evaluation"]["drop_miou"] == {"RDEL": 20.0} and shipped["meta"]["modalities"][3] == "lidar"
+    assert "trained_command" in shipped["meta"]
+    loaded, _ = build_model_from_checkpoint(tmp_path / "shipped.pt")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name])

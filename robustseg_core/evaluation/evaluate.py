@@ -23,6 +23,7 @@ from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
 from ..training.checkpoint import build_model_from_checkpoint
 from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
+from .robustness import evaluate_robustness, robustness_markdown
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the RMM and NM noise")
     parser.add_argument("--json", type=Path, help="write all metrics here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown tables here")
     return parser
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = report_markdown(summary, title)
     result = {"checkpoint": str(args.checkpoint), "data_root": str(args.data_root), "split": args.split,
               "frames": len(dataset), "eval_size": eval_size, "classes": list(CLASS_NAMES), "results": summary}
+    if args.robustness:
+        result["robustness"] = evaluate_robustness(model, loader, device, seed=args.seed)
+        markdown += "\nRobustness protocols (mIoU %, DELIVER convention):\n\n" + robustness_markdown(result["robustness"]) + "\n"
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
     if args.markdown:

@@ -1,0 +1,100 @@
+"""The paper's ablation on one data set: teacher, S, SR, SPC and SPCR, several seeds, mean ± std.
+
+    python -m robustseg_core.training.ablation --out runs/ablation --seeds 0 1 2 \\
+        --teacher-config config/teacher_cpu.yaml --student-config config/student_cpu.yaml
+
+For every seed it trains a teacher, then the four student recipes from that teacher with equal
+budgets (the student config's), evaluates each on the test split (15 combinations in both
+conventions and the EMM / RMM / NM protocols) and writes ``ablation.json`` and ``ablation.md``.
+Finished runs are skipped and interrupted ones resumed, so the command can simply be re-run.
+``--set`` overrides apply to every run (e.g. ``train.epochs=4`` for a quick pass); those of sections
+only the student has (``distill``, ``student``, ``teacher``) skip the teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from ..evaluation.evaluate import main as evaluate
+from ..evaluation.evaluate import write_text_atomic
+from .train_student import RECIPES
+from .train_student import main as train_student
+from .train_teacher import DEFAULTS as TEACHER_DEFAULTS
+from .train_teacher import main as train_teacher
+
+METHODS = ("teacher", *RECIPES)
+#: Table columns: (header, function of an evaluate --json result).
+COLUMNS = {
+    "RDEL": lambda r: r["results"]["drop"]["combinations"]["RDEL"]["miou"],
+    "mean of 15": lambda r: r["results"]["drop"]["mean_miou"],
+    "EL": lambda r: r["results"]["drop"]["combinations"]["EL"]["miou"],
+    "EMM mean": lambda r: r["robustness"]["EMM"]["mean"],
+    "EMM E(0.2)": lambda r: r["robustness"]["EMM"]["E(0.2)"],
+    "RMM r=0.5": lambda r: r["robustness"]["RMM"]["r=0.5"]["mean"],
+    "NM low": lambda r: r["robustness"]["NM"]["low"],
+    "NM mid": lambda r: r["robustness"]["NM"]["mid"],
+    "NM high": lambda r: r["robustness"]["NM"]["high"],
+}
+
+
+def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
+    """Train (or resume, or skip) one method for one seed and return its test evaluation."""
+    run_dir = out / f"{method}_seed{seed}"
+    result_path = run_dir / "eval_test.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    common = [f"data.root={args.data_root}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
+    if method == "teacher":
+        teacher_overrides = [item for item in args.set if item.partition(".")[0] in TEACHER_DEFAULTS]
+        train_teacher(["--config", str(args.teacher_config), "--resume", "auto", "--set", *common, *teacher_overrides])
+    else:
+        teacher = out / f"teacher_seed{seed}" / "best.pt"
+        train_student(["--config", str(args.student_config), "--resume", "auto", "--set", *common, *args.set,
+                       f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
+    return evaluate(["--checkpoint", str(run_dir / "best.pt"), "--data-root", str(args.data_root), "--split", "test",
+                     "--robustness", "--seed", str(seed), "--json", str(result_path),
+                     "--markdown", str(run_dir / "eval_test.md")])
+
+
+def ablation_table(results: dict[str, list[dict]]) -> str:
+    """Markdown: one row per method, mean ± std over seeds of every column (mIoU %)."""
+    header = "| method | seeds | " + " | ".join(COLUMNS) + " |"
+    rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
+    for method, runs in results.items():
+        cells = []
+        for column in COLUMNS.values():
+            values = [column(run) for run in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+        rows.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Teacher / S / SR / SPC / SPCR ablation over seeds.")
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--data-root", type=Path, default=Path("data/sim128"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--teacher-config", type=Path, default=Path("config/teacher_cpu.yaml"))
+    parser.add_argument("--student-config", type=Path, default=Path("config/student_cpu.yaml"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="overrides for every run")
+    args = parser.parse_args(argv)
+    results: dict[str, list[dict]] = {method: [] for method in args.methods}
+    for seed in args.seeds:
+        for method in args.methods:
+            results[method].append(run_method(method, seed, args.out, args))
+    table = ablation_table(results)
+    write_text_atomic(args.out / "ablation.md", f"Test split of {args.data_root}, seeds {args.seeds}; mIoU %, mean ± std.\n\n{table}")
+    write_text_atomic(args.out / "ablation.json", json.dumps(
+        {method: [{name: column(run) for name, column in COLUMNS.items()} for run in runs] for method, runs in results.items()},
+        indent=2) + "\n")
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
