@@ -12,7 +12,6 @@ ROS_WHEELS = [
     "ros-sensor-msgs",
     "ros-std-msgs",
     "ros-diagnostic-msgs",
-    "ros-geometry-msgs",
     "ros-rmw-fastrtps-cpp",
 ]
 

@@ -20,6 +20,7 @@ from .classes import CLASS_NAMES
 from .data.transforms import eval_size, resize_modality, to_network_input
 from .models import MISSING_CONVENTIONS, apply_missing_convention
 from .training.checkpoint import build_model_from_checkpoint
+from .training.distributed import resolve_device
 
 
 @dataclass
@@ -30,16 +31,6 @@ class SegmentationResult:
     confidence: np.ndarray  #: float32 [H, W] max softmax probability
     present: tuple[bool, ...]  #: modalities that fed the frame, in model order
     timings_ms: dict[str, float] = field(default_factory=dict)  #: preprocess, infer, postprocess
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

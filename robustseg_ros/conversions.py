@@ -520,6 +520,9 @@ def camera_info_to_intrinsics(msg: CameraInfo, *, topic: str | None = None) -> C
                            "is not supported", topic=topic, field="roi")
     intrinsics = CameraIntrinsics(width, height, float(fx), float(fy), float(cx), float(cy))
     binning_x, binning_y = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    if binning_x > width or binning_y > height:
+        raise MessageError(f"binning {binning_x}x{binning_y} is larger than the {width}x{height} image",
+                           topic=topic, field="binning_x/binning_y")
     if binning_x > 1 or binning_y > 1:
         intrinsics = intrinsics.scaled(width // binning_x, height // binning_y)
     return intrinsics

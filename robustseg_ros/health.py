@@ -249,7 +249,8 @@ class SensorHealth:
                     anomalies.append(BACKWARDS_STAMP)
                 elif stamp == history.last_nonzero_stamp:
                     anomalies.append(REPEATED_STAMP)
-            history.last_nonzero_stamp = stamp
+            if FUTURE_STAMP not in anomalies:  # one glitched stamp must not make later good ones "backwards"
+                history.last_nonzero_stamp = stamp
         for kind in anomalies:
             occurrences = self._anomalies[kind]
             occurrences.count += 1

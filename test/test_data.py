@@ -35,11 +35,23 @@ def test_condition_and_case_filters(mini_dataset):
     every = scan_split(mini_dataset, "train")
     conditions = sorted({s.condition for s in every})
     only = scan_split(mini_dataset, "train", conditions=[conditions[0]])
-    assert 0 < len(only) <= len(every) and all(s.condition == conditions[0] for s in only)
-    clean = scan_split(mini_dataset, "train", cases=["none"]) if any(s.case is None for s in every) else []
-    assert all(s.case is None for s in clean)
+    assert 0 < len(only) < len(every) and all(s.condition == conditions[0] for s in only)
+    clean = scan_split(mini_dataset, "train", cases=["none"])
+    assert clean and all(s.case is None for s in clean)
+    failure = next(s.case for s in scan_split(mini_dataset, "val") + every if s.case is not None)
+    split = "train" if any(s.case == failure for s in every) else "val"
+    chosen = scan_split(mini_dataset, split, cases=[failure])
+    assert chosen and all(s.case == failure and failure in s.name for s in chosen)
     with pytest.raises(ValueError, match="unknown condition"):
         scan_split(mini_dataset, "train", conditions=["snow"])
+
+
+def test_out_of_range_label_values_are_named(tmp_path):
+    raw = np.zeros((2, 2, 4), np.uint8)
+    raw[0, 0, 0] = 40
+    cv2.imwrite(str(tmp_path / "bad.png"), cv2.cvtColor(raw, cv2.COLOR_RGBA2BGRA))
+    with pytest.raises(DatasetError, match=r"bad.png: label values \[40\] are outside 1..25"):
+        read_label(tmp_path / "bad.png")
 
 
 def test_empty_split_and_missing_root_are_errors(mini_dataset, tmp_path):

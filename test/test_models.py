@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robustseg_core.evaluation import ConfusionMatrix
+
 from robustseg_core.classes import MODALITIES, NUM_CLASSES
 from robustseg_core.models import (
     MODEL_PRESETS,
@@ -322,3 +324,23 @@ def test_architecture_dict_rebuilds_the_same_model():
     rebuilt = build_segmentor(**arguments)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.architecture == architecture
+
+
+@pytest.mark.parametrize("convention", ["drop", "zero"])
+def test_encode_once_evaluation_matches_the_forward_for_every_combination(convention):
+    from robustseg_core.evaluation import COMBINATIONS, combination_mask, evaluate_combinations
+    from robustseg_core.models import apply_missing_convention, build_segmentor
+
+    torch.manual_seed(0)
+    model = build_segmentor("mit_cpu", embed_dim=32).eval()
+    images = torch.randn(2, 4, 3, 64, 64)
+    labels = torch.randint(0, 25, (2, 64, 64))
+    matrices = evaluate_combinations(model, [{"images": images, "label": labels}], torch.device("cpu"),
+                                     COMBINATIONS, [convention])[convention]
+    for name in COMBINATIONS:
+        keep = combination_mask(name).expand(2, -1)
+        with torch.inference_mode():
+            prediction = model(*apply_missing_convention(images, keep, convention)).argmax(1)
+        expected = ConfusionMatrix(25)
+        expected.update(prediction, labels)
+        assert torch.equal(matrices[name].matrix, expected.matrix), name

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..classes import IGNORE_INDEX, MODALITIES
+from ..classes import IGNORE_INDEX, MODALITIES, NUM_CLASSES
 
 CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
 FAILURE_CASES: tuple[str, ...] = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
@@ -64,7 +64,15 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DatasetError(f"{path}: missing or not a readable label image")
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path}: expected an 8-bit label image, got {image.dtype}")
     raw = image if image.ndim == 2 else image[:, :, 2]  # channel 0 of RGB(A) is index 2 in BGR(A)
+    invalid = (raw > NUM_CLASSES) & (raw != 255)
+    if invalid.any():
+        raise DatasetError(
+            f"{path}: label values {sorted(np.unique(raw[invalid]).tolist())[:5]} are outside 1..{NUM_CLASSES} "
+            "(class id + 1) and 0 / 255 (ignore)"
+        )
     labels = raw.astype(np.int16) - 1
     labels[(raw == 0) | (raw == 255)] = IGNORE_INDEX
     return labels.astype(np.uint8)

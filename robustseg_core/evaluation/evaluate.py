@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
+from ..atomic import write_text_atomic
 from ..classes import CLASS_NAMES
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
 from ..training.checkpoint import build_model_from_checkpoint
+from ..training.distributed import resolve_device
 from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
 from .robustness import evaluate_robustness, robustness_markdown
 
@@ -44,14 +43,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write all metrics here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown tables here")
     return parser
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temp_name, path)
 
 
 def per_class_table(summary: dict, convention: str, combination: str) -> str:
@@ -78,14 +69,14 @@ def report_markdown(summary: dict, title: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
     model.to(device).eval()
-    eval_size = args.eval_size or checkpoint["meta"].get("config", {}).get("data", {}).get("eval_size")
+    eval_size = args.eval_size or checkpoint.get("meta", {}).get("config", {}).get("data", {}).get("eval_size")
     if not eval_size:
         raise SystemExit(f"{args.checkpoint}: no data.eval_size in its config; pass --eval-size")
-    dataset = DeliverDataset(args.data_root, args.split, conditions=args.conditions, cases=args.cases,
-                             transform=EvalTransform(eval_size))
+    dataset = DeliverDataset(args.data_root, args.split, modalities=model.modalities, conditions=args.conditions,
+                             cases=args.cases, transform=EvalTransform(eval_size, model.modalities))
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
     matrices = evaluate_combinations(model, loader, device, args.combinations, args.conventions)
     summary = summarize(matrices)

@@ -29,6 +29,8 @@ class ConfusionMatrix:
         if prediction.shape != label.shape:
             raise ValueError(f"prediction {tuple(prediction.shape)} and label {tuple(label.shape)} differ in shape")
         valid = label != self.ignore_index
+        if valid.any() and (label[valid].max() >= self.num_classes or prediction[valid].max() >= self.num_classes):
+            raise ValueError(f"class ids must be below {self.num_classes} (or {self.ignore_index} in the label)")
         index = label[valid].long() * self.num_classes + prediction[valid].long()
         counts = torch.bincount(index, minlength=self.num_classes**2)
         self.matrix += counts.view(self.num_classes, self.num_classes).to(self.matrix.device)

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from robustseg_core import __version__
+from robustseg_core.atomic import write_bytes_atomic, write_text_atomic
 from robustseg_core.classes import CLASS_NAMES, NUM_CLASSES
 from robustseg_core.sensors.camera import CameraIntrinsics
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
@@ -109,21 +110,8 @@ def write_png(path: str, image: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_bytes_atomic(path: str, payload: bytes) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(payload)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def write_json_atomic(path: str, data: dict) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_png(path: str) -> np.ndarray:

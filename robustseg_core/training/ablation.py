@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from ..evaluation.evaluate import main as evaluate
-from ..evaluation.evaluate import write_text_atomic
+from ..atomic import write_text_atomic
 from .train_student import RECIPES
 from .train_student import main as train_student
 from .train_teacher import DEFAULTS as TEACHER_DEFAULTS

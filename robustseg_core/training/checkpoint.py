@@ -1,21 +1,21 @@
 """Checkpoints: a dict of tensors and plain metadata, written atomically, read with weights_only=True.
 
 Layout: ``{"model": state_dict, "architecture": {...}, "meta": {classes, modalities,
-normalisation, config, scores, command, versions}, ...}`` plus, for resumable training,
-``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step`` and ``best_score``.
+normalisation, config, scores, command, versions}, "epoch"}`` plus, for resumable training
+(``last.pt``), ``optimizer``, ``scheduler``, ``scaler`` and ``best`` (the best validation metrics).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_open
 from ..classes import CLASS_NAMES, MODALITIES
 from ..sensors.normalization import NORMALIZATION
 
@@ -24,11 +24,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupted or does not match the model; the message names the file."""
 
 
-def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None) -> dict:
-    """The plain metadata stored with every checkpoint."""
+def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None,
+                    modalities: Sequence[str] = MODALITIES) -> dict:
+    """The plain metadata stored with every checkpoint (``modalities``: the model's order)."""
     return {
         "classes": list(CLASS_NAMES),
-        "modalities": list(MODALITIES),
+        "modalities": list(modalities),
         "normalization": {name: [list(mean), list(std)] for name, (mean, std) in NORMALIZATION.items()},
         "config": dict(config or {}),
         "scores": dict(scores or {}),
@@ -39,19 +40,8 @@ def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(dict(state), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    with atomic_open(path, "wb") as file:
+        torch.save(dict(state), file)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -68,11 +58,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return checkpoint
 
 
+#: Architecture entries that change training only, not which weights fit: ignored when comparing.
+TRAINING_ONLY_ARCHITECTURE_KEYS = frozenset({"drop_path_rate"})
+
+
 def architecture_differences(stored: Mapping, expected: Mapping) -> list[str]:
     """Human-readable differences between two architecture dicts (empty when they match)."""
     return [
         f"{key}: checkpoint has {stored.get(key)!r}, model has {expected.get(key)!r}"
-        for key in sorted(set(stored) | set(expected))
+        for key in sorted((set(stored) | set(expected)) - TRAINING_ONLY_ARCHITECTURE_KEYS)
         if stored.get(key) != expected.get(key)
     ]
 

@@ -29,6 +29,16 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
 def setup_distributed(device: str = "auto") -> DistributedContext:
     """Initialise the process group when launched by torchrun (``WORLD_SIZE`` > 1), else one process.
 
@@ -37,11 +47,10 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    requested = resolve_device(device)
+    use_cuda = requested.type == "cuda"
     if use_cuda:
-        index = local_rank if world_size > 1 or device in ("auto", "cuda") else torch.device(device).index or 0
+        index = local_rank if world_size > 1 or requested.index is None else requested.index
         torch.cuda.set_device(index)
         compute_device = torch.device("cuda", index)
     else:

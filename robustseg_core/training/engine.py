@@ -9,10 +9,8 @@ logs with every term and its gradient norm, and a clear stop when a loss becomes
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -24,10 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from ..atomic import write_text_atomic
 from ..classes import MODALITIES
 from ..data import DeliverDataset, EvalTransform, TrainTransform, collate
 from ..evaluation import evaluate_combinations
-from .checkpoint import checkpoint_meta, load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, load_model_state, save_checkpoint
 from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer
@@ -98,7 +97,7 @@ def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[Da
     workers = data["workers"]
     train_loader = DataLoader(
         train_set, batch_size=data["batch_size"], sampler=train_sampler, num_workers=workers,
-        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda",
     )
     val_loader = DataLoader(
         val_set, batch_size=data["eval_batch_size"], sampler=ShardSampler(val_set, ctx.rank, ctx.world_size),
@@ -108,7 +107,9 @@ def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[Da
 
 
 def set_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
-    """Make epoch ``epoch``'s shuffling and augmentation depend only on (seed, epoch, rank)."""
+    """Make epoch ``epoch``'s shuffling depend only on (seed, epoch). Augmentation follows too: the
+    workers are created anew each epoch and seeded from the torch RNG, which the caller reseeds with
+    (seed, epoch, rank)."""
     sampler = loader.sampler
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
@@ -131,21 +132,19 @@ def validate(model: torch.nn.Module, loader: DataLoader, ctx: DistributedContext
 
 
 def check_finite(terms: Mapping[str, torch.Tensor], step: int, last_checkpoint: Path | None) -> None:
-    """Raise TrainingDiverged naming the first non-finite loss term."""
-    for name, value in terms.items():
-        number = float(value.detach())
-        if not math.isfinite(number):
-            where = str(last_checkpoint) if last_checkpoint and last_checkpoint.exists() else "none written yet"
-            raise TrainingDiverged(f"step {step}: loss term {name!r} is {number}; last good checkpoint: {where}")
+    """Raise TrainingDiverged naming the first non-finite loss term, on every process when any has one
+    (so no rank is left waiting in a collective)."""
+    bad = next(((name, float(value.detach())) for name, value in terms.items()
+                if not math.isfinite(float(value.detach()))), None)
+    flag = torch.tensor([0.0 if bad is None else 1.0], device=next(iter(terms.values())).device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(flag)
+    if flag.item() > 0:
+        where = str(last_checkpoint) if last_checkpoint and last_checkpoint.exists() else "none written yet"
+        what = f"loss term {bad[0]!r} is {bad[1]}" if bad else "a loss term is not finite on another process"
+        raise TrainingDiverged(f"step {step}: {what}; last good checkpoint: {where}")
 
 
-def write_yaml_atomic(path: Path, content: Mapping) -> None:
-    """Write ``content`` as YAML to ``path`` via a temp file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        yaml.safe_dump(dict(content), file, sort_keys=False)
-    os.replace(temp_name, path)
 
 
 def _grad_norm(value: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
@@ -195,15 +194,16 @@ def train_one_epoch(
         scaler.scale(terms["loss"]).backward()
         scaler.unscale_(optimizer)
         grad_norms["grad_norm_total"] = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         values = {k: float(reduce_mean(v.detach().float())) for k, v in terms.items()}
         for key, value in values.items():
             totals[key] = totals.get(key, 0.0) + value
-        progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
         if log_now:
-            logger.log("train", step, {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **values, **grad_norms})
+            logger.log("train", step, {"epoch": epoch, "lr": lr, **values, **grad_norms})
     elapsed = time.perf_counter() - start
     return {**{k: v / steps for k, v in totals.items()}, "step_time_s": elapsed / steps}
 
@@ -227,6 +227,8 @@ def fit(
     train_loader, val_loader = build_loaders(data_cfg, ctx, seed)
     model = segmentor
     if ctx.is_distributed:
+        if ctx.device.type == "cuda":  # the head's BatchNorm sees the global batch, as SegFormer trains it
+            segmentor = torch.nn.SyncBatchNorm.convert_sync_batchnorm(segmentor)
         model = DistributedDataParallel(segmentor, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     steps_per_epoch = min(train_cfg["max_steps_per_epoch"] or len(train_loader), len(train_loader))
@@ -244,6 +246,9 @@ def fit(
     resume_path = last_path if resume == "auto" else Path(resume) if resume else None
     if resume_path is not None and (resume != "auto" or resume_path.exists()):
         checkpoint = load_checkpoint(resume_path, ctx.device)
+        missing = [key for key in ("optimizer", "scheduler", "scaler", "epoch", "best") if key not in checkpoint]
+        if missing:
+            raise CheckpointError(f"{resume_path}: not resumable (no {', '.join(missing)}); resume from last.pt")
         load_model_state(segmentor, checkpoint, resume_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -254,7 +259,7 @@ def fit(
 
     logger = ScalarLogger(output_dir, tensorboard=train_cfg["tensorboard"]) if ctx.is_main else None
     if ctx.is_main:
-        write_yaml_atomic(output_dir / "config.yaml", config)
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         print(f"{description}: {segmentor.architecture} on {ctx.device} x{ctx.world_size}, "
               f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames, {steps_per_epoch} steps/epoch")
 
@@ -264,15 +269,16 @@ def fit(
         seed_everything(seed + 1000 * epoch + ctx.rank)
         stats = train_one_epoch(model, step_function, optimizer, scheduler, scaler, train_loader, ctx, epoch,
                                 config, logger, last_path)
-        if (epoch + 1) % train_cfg["eval_every"] == 0 or epoch == train_cfg["epochs"] - 1:
-            metrics = validate(segmentor, val_loader, ctx, train_cfg["val_combinations"])
+        validated = (epoch + 1) % train_cfg["eval_every"] == 0 or epoch == train_cfg["epochs"] - 1
+        if validated:
+            metrics = {**validate(segmentor, val_loader, ctx, train_cfg["val_combinations"]), "epoch": epoch}
             if metrics["score"] > best["score"]:
-                best = {**metrics, "epoch": epoch}
+                best = metrics
         if ctx.is_main:
             state = {
                 "model": segmentor.state_dict(),
                 "architecture": segmentor.architecture,
-                "meta": checkpoint_meta(config, {**metrics, "epoch": epoch}),
+                "meta": checkpoint_meta(config, metrics, segmentor.modalities),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -282,9 +288,13 @@ def fit(
             save_checkpoint(last_path, state)
             if best.get("epoch") == epoch:
                 save_checkpoint(best_path, {k: state[k] for k in ("model", "architecture", "meta", "epoch")})
-            logger.log("val", epoch, {**stats, **{k: v for k, v in metrics.items() if k != "epoch"}})
-            print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, "
-                  f"val score {metrics['score']:.2f} (mean mIoU over {'/'.join(train_cfg['val_combinations'])}), "
+            scores = {k: v for k, v in metrics.items() if k != "epoch"} if validated else {}
+            logger.log("epochs", epoch, stats)
+            if validated:
+                logger.log("val", epoch, scores)
+            score_text = (f"val score {metrics['score']:.2f} (mean mIoU over {'/'.join(train_cfg['val_combinations'])}), "
+                          if validated else "")
+            print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, {score_text}"
                   f"best {best['score']:.2f}")
     if logger is not None:
         logger.close()

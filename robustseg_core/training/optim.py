@@ -59,3 +59,17 @@ class WarmupPolyLR(LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [base_lr * self.factor(self.last_epoch) for base_lr in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        """Only the position in the schedule: its shape (total and warm-up steps, ratio, power)
+        always comes from the current run's config, so a resumed run with more epochs keeps training."""
+        return {key: value for key, value in super().state_dict().items()
+                if key not in ("total_steps", "warmup_steps", "warmup_ratio", "power")}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the position, then set the optimiser's rates for it under this run's schedule
+        (load the optimiser state first: this overrides the rates it stored)."""
+        super().load_state_dict(state_dict)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

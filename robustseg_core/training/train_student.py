@@ -12,6 +12,10 @@ with the terms switched on by the recipe of the paper's ablation: ``S`` (CE + KL
     torchrun --nproc_per_node=2 -m robustseg_core.training.train_student --config config/student.yaml
     ros2 run robustseg_ros train_student --config ...
 
+The feature losses (HPDM, RRM) distil only the modalities the student really observed: under the
+zero-fill convention the zero images are encoded and fused, but their features are not pulled
+towards the teacher's features of the real images.
+
 Everything else (DDP, AMP, resume, atomic checkpoints, logs of every term and its gradient norm)
 comes from :func:`robustseg_core.training.engine.fit`.
 """
@@ -105,7 +109,7 @@ def student_step(teacher: torch.nn.Module, config: dict):
 
     def step(model: torch.nn.Module, batch: dict) -> dict:
         images, labels = batch["images"], batch["label"]
-        student_images, present, _ = apply_modality_dropout(
+        student_images, present, observed = apply_modality_dropout(
             images, student_cfg["convention"], k_probabilities=student_cfg["k_probabilities"]
         )
         with torch.no_grad():
@@ -116,14 +120,14 @@ def student_step(teacher: torch.nn.Module, config: dict):
             terms["kl"] = distill["kl_weight"] * logit_kl(output.logits.float(), target.logits.float(), distill["kl_temperature"])
         if "hpdm" in terms_on:
             hpdm, _ = hpdm_loss(
-                [f.float() for f in output.features], [f.float() for f in target.features], labels, present,
+                [f.float() for f in output.features], [f.float() for f in target.features], labels, observed,
                 pairing=distill["hpdm_pairing"], temperature=distill["hpdm_temperature"],
                 reference_scaling=distill["hpdm_reference_scaling"],
             )
             terms["hpdm"] = distill["hpdm_weight"] * hpdm
         if "rrm" in terms_on:
             rrm, _ = rrm_loss(
-                [f.float() for f in output.features], [f.float() for f in target.features], present,
+                [f.float() for f in output.features], [f.float() for f in target.features], observed,
                 lam=distill["rrm_lambda"], n_samples=distill["rrm_samples"], normalize=distill["rrm_normalize"],
                 max_block_elements=RRM_CPU_BLOCK_ELEMENTS if images.device.type == "cpu" else None,
             )
