@@ -49,10 +49,10 @@ setup(
     entry_points={
         "console_scripts": [
             "generate_dataset = robustseg_core.sim.generate:main",
-            "train_teacher = robustseg_core.training.train_teacher:main",
-            "evaluate = robustseg_core.evaluation.evaluate:main",
-            "train_student = robustseg_core.training.train_student:main",
-            "export_checkpoint = robustseg_core.training.export:main",
+            "train_teacher = robustseg_core.training.train_teacher:cli",
+            "evaluate = robustseg_core.evaluation.evaluate:cli",
+            "train_student = robustseg_core.training.train_student:cli",
+            "export_checkpoint = robustseg_core.training.export:cli",
             "perception_node = robustseg_ros.perception_node:main",
         ],
     },

@@ -1,15 +1,21 @@
-"""Speed of the vectorised HPDM + RRM against per-sample loops, and the size of every stage-2 loss term.
+"""Student step time of S against SPCR, the vectorised HPDM + RRM against per-sample loops, and the
+size of every stage-2 loss term, in one run.
+
+Student step: a full training step (frozen teacher forward, student forward, the recipe's losses,
+backward, AdamW step) of ``--preset`` at ``--step-crop`` px, batch 8, same inputs for both recipes.
 
 Realistic student setting: batch 8, MiT-B0 stage shapes for a 256x256 crop
 (C = 32, 64, 160, 256 at 64, 32, 16, 8 pixels), M = 4 modalities with per-sample random dropout,
 25 classes. Times are forward + backward, median of a few repeats, on the CPU threads set below.
 
-Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--threads 2]``
+Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--threads 2] [--preset mit_cpu --embed-dim 256
+--step-crop 128] [--device cuda]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -18,7 +24,12 @@ import torch.nn.functional as F
 
 from robustseg_core.classes import NUM_CLASSES
 from robustseg_core.losses import hpdm_loss, logit_kl, rrm_loss
+from robustseg_core.models import build_segmentor
+from robustseg_core.training.distributed import resolve_device
+from robustseg_core.training.optim import build_optimizer
+from robustseg_core.training.train_student import DEFAULTS as STUDENT_DEFAULTS
 from robustseg_core.training.modality_dropout import sample_modality_dropout
+from robustseg_core.training.train_student import student_step
 
 BATCH = 8
 MODALITIES = 4
@@ -130,8 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", default="mit_cpu", help="student and teacher encoder for the step timing")
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--step-crop", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print_step_times(args)
     inputs = structured_inputs(seed=0)
     present, labels, teacher = inputs["present"], inputs["labels"], inputs["teacher"]
     identity = torch.arange(MODALITIES).expand(BATCH, MODALITIES)
@@ -174,6 +190,37 @@ def main(argv: list[str] | None = None) -> None:
           f"speed-up {hpdm_looped / hpdm_vectorised:.2f}x")
 
     print_term_sizes(inputs)
+
+
+def print_step_times(args: argparse.Namespace) -> None:
+    """Median full training-step time of the S and SPCR recipes on identical inputs, and their ratio."""
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    teacher = build_segmentor(args.preset, embed_dim=args.embed_dim).to(device).eval().requires_grad_(False)
+    batch = {
+        "images": torch.randn(BATCH, MODALITIES, 3, args.step_crop, args.step_crop, device=device),
+        "label": torch.randint(0, NUM_CLASSES, (BATCH, args.step_crop, args.step_crop), device=device),
+    }
+    times = {}
+    for recipe in ("S", "SPCR"):
+        config = copy.deepcopy(STUDENT_DEFAULTS)
+        config["student"]["recipe"] = recipe
+        student = build_segmentor(args.preset, embed_dim=args.embed_dim).to(device).train()
+        optimizer = build_optimizer(student, lr=1e-4)
+        step = student_step(teacher, config)
+
+        def train_step():
+            optimizer.zero_grad(set_to_none=True)
+            step(student, batch)["loss"].backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        train_step()  # warm-up
+        times[recipe] = timed(train_step, args.repeats)
+    print(f"student step ({args.preset}, head {args.embed_dim}, batch {BATCH}, {args.step_crop} px, {device}, "
+          f"median of {args.repeats}): S {times['S']:.3f} s, SPCR {times['SPCR']:.3f} s, "
+          f"SPCR / S = {times['SPCR'] / times['S']:.2f} (target <= 1.5)")
 
 
 def print_term_sizes(inputs: dict) -> None:

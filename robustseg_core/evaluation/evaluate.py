@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
 from ..classes import CLASS_NAMES
+from ..cli import console_script
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
 from ..training.checkpoint import build_model_from_checkpoint
@@ -95,5 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+cli = console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

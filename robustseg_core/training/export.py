@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli import console_script
 from .checkpoint import build_model_from_checkpoint, save_checkpoint
 
 
@@ -71,5 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     return exported
 
 
+cli = console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

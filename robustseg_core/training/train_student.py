@@ -28,9 +28,10 @@ import math
 import torch
 
 from ..classes import CLASS_NAMES
+from ..cli import console_script
+from ..evaluation import COMBINATIONS
 from ..losses import OhemCrossEntropy, hpdm_loss, logit_kl, rrm_loss
 from ..models import MISSING_CONVENTIONS
-from ..evaluation import COMBINATIONS
 from .checkpoint import CheckpointError, build_model_from_checkpoint, load_model_state
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
@@ -161,5 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         cleanup_distributed()
 
 
+cli = console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -18,6 +18,7 @@ import copy
 
 import torch
 
+from ..cli import console_script
 from ..losses import OhemCrossEntropy
 from ..models import build_segmentor
 from .config import load_config
@@ -67,5 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
         cleanup_distributed()
 
 
+cli = console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
