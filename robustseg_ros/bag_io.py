@@ -1,0 +1,203 @@
+"""rosbag2 files (MCAP or sqlite3) read and written as rclpy messages through the ``rosbags`` library.
+
+``BagReader`` opens a bag and reports what is wrong with it in one ``BagError`` that names the bag:
+a missing path, a corrupt or truncated file, required topics that are absent (listing the topics
+present) or message types that this Python environment cannot import. ``messages`` yields
+``(topic, timestamp_ns, message)`` in bag-timestamp order, the message deserialized by rclpy.
+
+``BagWriter`` writes rclpy messages (serialized by rclpy) to a new bag; ``write_raw`` takes CDR
+bytes for types rclpy cannot import here (``/tf_static`` serialized with the rosbags type store).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+#: Message definitions written into new bags; the rclpy wheels here are ROS 2 Kilted.
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+BAG_VERSION = 9
+NANOSECONDS_PER_SECOND = 1_000_000_000
+
+
+class BagError(RuntimeError):
+    """A bag cannot be used; the message names the bag and the problem."""
+
+
+def message_class(msgtype: str) -> type:
+    """rclpy class of a type name such as ``sensor_msgs/msg/Image``; ``LookupError`` when not importable."""
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise LookupError(f"{msgtype!r} is not a message type name (package/msg/Name)")
+    try:
+        module = importlib.import_module(f"{parts[0]}.msg")
+        return getattr(module, parts[2])
+    except (ImportError, AttributeError) as error:
+        raise LookupError(f"message type {msgtype} is not installed in this Python environment ({error})") from error
+
+
+def message_type_name(message_class_: type) -> str:
+    """``sensor_msgs/msg/Image`` for ``sensor_msgs.msg.Image``."""
+    package = message_class_.__module__.split(".")[0]
+    return f"{package}/msg/{message_class_.__name__}"
+
+
+def seconds_to_nanoseconds(seconds: float) -> int:
+    return int(round(seconds * NANOSECONDS_PER_SECOND))
+
+
+class BagReader:
+    """A rosbag2 bag opened for reading (context manager).
+
+    ``path``: the bag folder (with metadata.yaml) or a single ``.mcap`` / ``.db3`` file. Opening
+    checks that the bag can be read; ``require`` checks topics and their types.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._reader: Reader | None = None
+
+    def __enter__(self) -> BagReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if not self.path.exists():
+            raise BagError(f"bag {self.path}: no such file or folder")
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except Exception as error:  # rosbags raises ReaderError, KeyError, ValueError... on damaged bags
+            raise BagError(f"bag {self.path}: cannot be opened: corrupt or truncated, or not a rosbag2 bag "
+                           f"({type(error).__name__}: {error})") from error
+        self._reader = reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            raise BagError(f"bag {self.path}: not open")
+        return self._reader
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Topic name -> message type name of every topic in the bag."""
+        return {connection.topic: connection.msgtype for connection in self.reader.connections}
+
+    @property
+    def latched_topics(self) -> set[str]:
+        """Topics recorded from a transient-local (latched) publisher, such as ``/tf_static``."""
+        return {connection.topic for connection in self.reader.connections
+                if any(profile.durability.name == "TRANSIENT_LOCAL"
+                       for profile in getattr(connection.ext, "offered_qos_profiles", None) or ())}
+
+    @property
+    def storage(self) -> str:
+        """"mcap" or "sqlite3" (from the file names)."""
+        names = [path.suffix for path in (self.path.iterdir() if self.path.is_dir() else [self.path])]
+        return "sqlite3" if ".db3" in names else "mcap"
+
+    @property
+    def start_ns(self) -> int:
+        return self.reader.start_time
+
+    @property
+    def end_ns(self) -> int:
+        return self.reader.end_time
+
+    def require(self, topics: Iterable[str], *, what: str = "required", check_types: bool = True) -> None:
+        """``BagError`` naming the ``topics`` absent from the bag (and listing those present), or (with
+        ``check_types``) naming the ones whose message type cannot be imported here."""
+        topics = list(topics)
+        present = self.topics
+        missing = [topic for topic in topics if topic not in present]
+        if missing:
+            listing = ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(present.items())) or "none"
+            raise BagError(f"bag {self.path}: {what} topic(s) {', '.join(missing)} not found; "
+                           f"topics in the bag: {listing}")
+        unknown = []
+        for topic in topics if check_types else ():
+            try:
+                message_class(present[topic])
+            except LookupError:
+                unknown.append(f"{topic} ({present[topic]})")
+        if unknown:
+            raise BagError(f"bag {self.path}: unknown message type(s) on {', '.join(unknown)}: not installed in this "
+                           "Python environment")
+
+    def messages(self, topics: Iterable[str] | None = None, *, raw: bool = False) -> Iterator[tuple[str, int, object]]:
+        """``(topic, timestamp_ns, message)`` of ``topics`` (default all) in bag-timestamp order.
+
+        ``raw``: yield the CDR bytes instead of rclpy messages. Types are checked before the first
+        message; a damaged message raises ``BagError`` naming the topic and the timestamp.
+        """
+        wanted = set(self.topics) if topics is None else set(topics)
+        self.require(sorted(wanted), what="requested", check_types=not raw)
+        connections = [connection for connection in self.reader.connections if connection.topic in wanted]
+        classes = {} if raw else {connection.msgtype: message_class(connection.msgtype) for connection in connections}
+        if not connections:
+            return
+        iterator = self.reader.messages(connections=connections)
+        while True:
+            try:
+                connection, timestamp_ns, data = next(iterator)
+            except StopIteration:
+                return
+            except Exception as error:  # a truncated file fails while reading its chunks
+                raise BagError(f"bag {self.path}: cannot be read past some point: corrupt or truncated "
+                               f"({type(error).__name__}: {error})") from error
+            if raw:
+                yield connection.topic, timestamp_ns, bytes(data)
+                continue
+            try:
+                message = deserialize_message(bytes(data), classes[connection.msgtype])
+            except Exception as error:
+                raise BagError(f"bag {self.path}: message on {connection.topic} at {timestamp_ns} ns cannot be "
+                               f"deserialized as {connection.msgtype} ({type(error).__name__}: {error})") from error
+            yield connection.topic, timestamp_ns, message
+
+
+class BagWriter:
+    """A new rosbag2 bag (context manager); ``storage`` is "mcap" or "sqlite3". Refuses an existing path."""
+
+    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
+        if storage not in STORAGE_PLUGINS:
+            raise ValueError(f"storage {storage!r}: expected one of {', '.join(STORAGE_PLUGINS)}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"bag {self.path}: already exists; choose another output path or remove it")
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGE_PLUGINS[storage])
+        self._connections: dict[str, object] = {}
+
+    def __enter__(self) -> BagWriter:
+        self._writer.open()
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        self._writer.close()
+
+    def add_topic(self, topic: str, msgtype: str | type) -> None:
+        """Declare ``topic`` with a type name (``sensor_msgs/msg/Image``) or an rclpy message class."""
+        name = msgtype if isinstance(msgtype, str) else message_type_name(msgtype)
+        self._connections[topic] = self._writer.add_connection(topic, name, typestore=TYPESTORE)
+
+    def write(self, topic: str, timestamp_ns: int, message) -> None:
+        """Write an rclpy message received at ``timestamp_ns`` (the bag's time line)."""
+        self.write_raw(topic, timestamp_ns, serialize_message(message))
+
+    def write_raw(self, topic: str, timestamp_ns: int, data: bytes) -> None:
+        """Write CDR bytes on a declared topic."""
+        self._writer.write(self._connections[topic], int(timestamp_ns), data)

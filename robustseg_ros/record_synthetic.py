@@ -1,0 +1,376 @@
+"""``record_synthetic``: a generated drive with a scripted fault timeline, written as a rosbag2 bag.
+
+One temporally coherent ``robustseg_core.sim.drive.Drive`` is rendered for ``--duration`` seconds at
+its frame rate and written with the topics ``perception_node`` subscribes to by default:
+
+* camera ``sensor_msgs/Image`` (rgb8) and ``CameraInfo``; depth ``Image`` (32FC1, metres);
+* LiDAR ``PointCloud2`` (x, y, z, intensity; LiDAR frame); events ``PointCloud2`` (x, y, t, polarity);
+* ground truth ``Image`` (mono8 class ids, 255 ignore) on ``/ground_truth/labels``;
+* ``/tf_static`` (``tf2_msgs/TFMessage``, camera optical frame -> LiDAR frame), serialized with the
+  rosbags type store because ``tf2_msgs`` is not among the rclpy wheels; the same extrinsic is in
+  the fault timeline record (``rig_parameters["lidar.transform"]``);
+* ``/robustseg/fault_timeline`` (``std_msgs/String``, JSON) once at the start, also written as
+  ``fault_timeline.json`` inside the bag folder.
+
+Faults (``FAULT_KINDS``): ``drop`` (no messages), ``freeze`` (the first payload of the window repeated
+with advancing stamps), ``noise`` (heavy noise), ``night`` and ``overexposure`` (camera only). The
+bag is deterministic per seed: same arguments, same messages. Header stamps are ``--start-time`` plus
+the drive time; bag timestamps add a small per-sensor transport delay (``RECEIVE_DELAY_S``).
+
+Run: ``record_synthetic /tmp/drive_bag --duration 10 --width 128 --height 128 [--storage sqlite3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from robustseg_core.atomic import write_text_atomic
+from robustseg_core.sim.drive import Drive, DriveConfig
+from robustseg_core.sim.sensors_sim import CONDITIONS
+from robustseg_ros.bag_io import TYPESTORE, BagError, BagWriter, seconds_to_nanoseconds
+from robustseg_ros.conversions import (
+    events_to_pointcloud2,
+    intrinsics_to_camera_info,
+    numpy_to_image,
+    numpy_to_pointcloud2,
+    seconds_to_stamp,
+)
+from robustseg_ros.pipeline import PARAMETER_DEFAULTS
+
+TIMELINE_FORMAT = "robustseg_fault_timeline/1"
+TIMELINE_FILE = "fault_timeline.json"
+FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure")
+CAMERA_ONLY_FAULTS = ("night", "overexposure")
+FAULT_SENSORS = ("camera", "depth", "lidar", "events")
+CAMERA_FRAME, LIDAR_FRAME, EVENT_FRAME = "camera_optical", "lidar", "event_camera"
+#: Bag timestamp minus header stamp (s) per topic: the order in which one instant's messages arrive.
+RECEIVE_DELAY_S = {"camera_info": 0.001, "depth": 0.002, "lidar": 0.003, "events": 0.004, "camera": 0.005,
+                   "labels": 0.006}
+#: The default timeline as fractions of the duration: (kind, sensor, start, end).
+DEFAULT_TIMELINE = (
+    ("overexposure", "camera", 0.05, 0.15),
+    ("night", "camera", 0.20, 0.30),
+    ("drop", "lidar", 0.35, 0.55),
+    ("freeze", "depth", 0.60, 0.80),
+    ("noise", "depth", 0.85, 0.95),
+)
+DEFAULT_TOPICS = {
+    "camera": "/" + PARAMETER_DEFAULTS["camera.topic"],
+    "camera_info": "/" + PARAMETER_DEFAULTS["camera.info_topic"],
+    "depth": "/" + PARAMETER_DEFAULTS["depth.topic"],
+    "lidar": "/" + PARAMETER_DEFAULTS["lidar.topic"],
+    "events": "/" + PARAMETER_DEFAULTS["events.topic"],
+    "labels": "/ground_truth/labels",
+    "fault_timeline": "/robustseg/fault_timeline",
+    "tf_static": "/tf_static",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted fault: ``kind`` on ``sensor`` for header stamps in [start_s, end_s) (s, bag clock)."""
+
+    kind: str
+    sensor: str
+    start_s: float
+    end_s: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {self.kind!r}: expected one of {', '.join(FAULT_KINDS)}")
+        if self.sensor not in FAULT_SENSORS:
+            raise ValueError(f"fault sensor {self.sensor!r}: expected one of {', '.join(FAULT_SENSORS)}")
+        if self.kind in CAMERA_ONLY_FAULTS and self.sensor != "camera":
+            raise ValueError(f"fault {self.kind} applies to the camera only, not {self.sensor}")
+        if not self.end_s > self.start_s:
+            raise ValueError(f"fault {self.kind} {self.sensor}: end {self.end_s} s must be after start "
+                             f"{self.start_s} s")
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.sensor} {self.start_s:.2f}-{self.end_s:.2f}s"
+
+    def covers(self, stamp_s: float) -> bool:
+        return self.start_s <= stamp_s < self.end_s
+
+
+def faults_from_record(record: dict) -> list[Fault]:
+    """The ``Fault`` list of a timeline record (the JSON of ``/robustseg/fault_timeline``)."""
+    return [Fault(item["kind"], item["sensor"], float(item["start_s"]), float(item["end_s"]))
+            for item in record.get("faults", [])]
+
+
+def default_faults(start_s: float, duration_s: float) -> list[Fault]:
+    return [Fault(kind, sensor, round(start_s + begin * duration_s, 6), round(start_s + end * duration_s, 6))
+            for kind, sensor, begin, end in DEFAULT_TIMELINE]
+
+
+def load_faults(spec: str, start_s: float, duration_s: float) -> list[Fault]:
+    """``default``, ``none`` or a JSON file: a list of {kind, sensor, start_offset_s, end_offset_s} (seconds
+    from the start of the drive)."""
+    if spec == "default":
+        return default_faults(start_s, duration_s)
+    if spec == "none":
+        return []
+    try:
+        items = json.loads(Path(spec).read_text())
+        return [Fault(item["kind"], item["sensor"], start_s + float(item["start_offset_s"]),
+                      start_s + float(item["end_offset_s"])) for item in items]
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"faults file {spec}: expected a JSON list of {{kind, sensor, start_offset_s, "
+                         f"end_offset_s}} ({type(error).__name__}: {error})") from error
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """3x3 rotation matrix -> unit quaternion (x, y, z, w)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    return x / norm, y / norm, z / norm, w / norm
+
+
+def rig_parameters(drive: Drive) -> dict:
+    """perception_node parameters describing the drive's rig (HHA camera pose, T_cam_lidar, event sensor size)."""
+    style = drive.scene.style
+    values = {
+        "camera.height_m": float(drive.camera_height_m),
+        "camera.roll_deg": float(style.camera_roll_deg),
+        "camera.pitch_deg": float(style.camera_pitch_deg),
+        "lidar.transform": [float(value) for value in drive.T_cam_lidar.reshape(-1)],
+    }
+    if drive.event_size != (drive.config.width, drive.config.height):
+        values["events.sensor_width"], values["events.sensor_height"] = (int(size) for size in drive.event_size)
+    return values
+
+
+def tf_static_cdr(T_cam_lidar: np.ndarray, stamp_s: float) -> bytes:
+    """``tf2_msgs/TFMessage`` CDR bytes with one transform camera optical frame -> LiDAR frame."""
+    types = TYPESTORE.types
+    seconds, nanoseconds = divmod(seconds_to_nanoseconds(stamp_s), 1_000_000_000)
+    qx, qy, qz, qw = rotation_to_quaternion(T_cam_lidar[:3, :3])
+    tx, ty, tz = (float(value) for value in T_cam_lidar[:3, 3])
+    transform = types["geometry_msgs/msg/TransformStamped"](
+        header=types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=int(seconds),
+                                                                                      nanosec=int(nanoseconds)),
+                                            frame_id=CAMERA_FRAME),
+        child_frame_id=LIDAR_FRAME,
+        transform=types["geometry_msgs/msg/Transform"](
+            translation=types["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
+            rotation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw)))
+    message = types["tf2_msgs/msg/TFMessage"](transforms=[transform])
+    return bytes(TYPESTORE.serialize_cdr(message, "tf2_msgs/msg/TFMessage"))
+
+
+class FaultInjector:
+    """Applies the timeline to one sensor's data per frame: returns the message to write or None (dropped)."""
+
+    def __init__(self, faults: list[Fault], seed: int) -> None:
+        self.faults = faults
+        self.seed = seed
+        self._frozen: dict[Fault, object] = {}
+
+    def active(self, sensor: str, stamp_s: float) -> list[Fault]:
+        return [fault for fault in self.faults if fault.sensor == sensor and fault.covers(stamp_s)]
+
+    def rng(self, sensor: str, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, FAULT_SENSORS.index(sensor), index])
+
+    def camera(self, rgb: np.ndarray, faults: list[Fault], rng: np.random.Generator) -> np.ndarray:
+        image = rgb.astype(np.float32)
+        for fault in faults:
+            if fault.kind == "night":
+                image = image * 0.12 + rng.normal(0.0, 4.0, image.shape)
+            elif fault.kind == "overexposure":
+                image = image * 3.0 + 60.0
+            elif fault.kind == "noise":
+                image = image + rng.normal(0.0, 60.0, image.shape)
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+    def freeze(self, fault: Fault, message, header: Header):
+        """The window's first message with ``header``: identical payload, advancing stamp."""
+        first = self._frozen.setdefault(fault, message)
+        frozen = type(first)()
+        for slot in first.get_fields_and_field_types():
+            setattr(frozen, slot, getattr(first, slot))
+        frozen.header = header
+        return frozen
+
+
+def _noisy_depth(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noisy = depth * (1.0 + rng.normal(0.0, 0.3, depth.shape)) + rng.normal(0.0, 2.0, depth.shape)
+    return np.where(rng.random(depth.shape) < 0.2, 0.0, np.maximum(noisy, 0.0)).astype(np.float32)
+
+
+def _noisy_lidar(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noisy = points.copy()
+    noisy[:, :3] += rng.normal(0.0, 1.5, (len(points), 3)).astype(np.float32)
+    noisy[:, 3] = rng.random(len(points)).astype(np.float32)
+    return noisy
+
+
+def _noisy_events(events: np.ndarray, window: tuple[float, float], size: tuple[int, int],
+                  rng: np.random.Generator) -> np.ndarray:
+    count = max(5 * len(events), size[0] * size[1])
+    extra = np.zeros(count, dtype=events.dtype)
+    extra["x"] = rng.integers(0, size[0], count)
+    extra["y"] = rng.integers(0, size[1], count)
+    extra["t"] = np.sort(rng.uniform(window[0], window[1], count))
+    extra["polarity"] = rng.choice(np.array([-1, 1], dtype=np.int8), count)
+    merged = np.concatenate([events, extra])
+    return merged[np.argsort(merged["t"], kind="stable")]
+
+
+def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame_count: int) -> dict:
+    """The JSON record stored on the timeline topic and as ``fault_timeline.json``."""
+    return {
+        "format": TIMELINE_FORMAT,
+        "generator": "robustseg_ros.record_synthetic",
+        "seed": args.seed,
+        "width": args.width,
+        "height": args.height,
+        "condition": args.condition,
+        "frame_rate_hz": drive.config.frame_rate,
+        "start_time_s": args.start_time,
+        "duration_s": args.duration,
+        "frames": frame_count,
+        "topics": topics,
+        "frame_ids": {"camera": CAMERA_FRAME, "lidar": LIDAR_FRAME, "events": EVENT_FRAME},
+        "T_cam_lidar": drive.T_cam_lidar.tolist(),
+        "tf_static": f"{topics['tf_static']} (tf2_msgs/msg/TFMessage, {CAMERA_FRAME} -> {LIDAR_FRAME})",
+        "rig_parameters": rig_parameters(drive),
+        "faults": [{**asdict(fault), "start_offset_s": round(fault.start_s - args.start_time, 6),
+                    "end_offset_s": round(fault.end_s - args.start_time, 6), "name": fault.name}
+                   for fault in faults],
+    }
+
+
+def record(args) -> dict:
+    """Render and write the bag; returns the timeline record."""
+    topics = {key: getattr(args, f"{key}_topic") for key in DEFAULT_TOPICS}
+    drive = Drive(args.seed, DriveConfig(width=args.width, height=args.height, condition=args.condition))
+    frame_count = max(1, int(round(args.duration * drive.config.frame_rate)))
+    faults = load_faults(args.faults, args.start_time, args.duration)
+    record_ = timeline_record(args, drive, faults, topics, frame_count)
+    output = Path(args.output)
+    if output.exists():
+        raise BagError(f"bag {output}: already exists; choose another output path or remove it")
+    staging = output.with_name(f".{output.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    partial = staging / output.name
+    injector = FaultInjector(faults, args.seed)
+    start_ns = seconds_to_nanoseconds(args.start_time)
+    try:
+        with BagWriter(partial, args.storage) as bag:
+            for key, msgtype in (("camera", Image), ("camera_info", CameraInfo), ("depth", Image),
+                                 ("lidar", PointCloud2), ("events", PointCloud2), ("labels", Image),
+                                 ("fault_timeline", String)):
+                bag.add_topic(topics[key], msgtype)
+            bag.add_topic(topics["tf_static"], "tf2_msgs/msg/TFMessage")
+            bag.write(topics["fault_timeline"], start_ns, String(data=json.dumps(record_, sort_keys=True)))
+            bag.write_raw(topics["tf_static"], start_ns, tf_static_cdr(drive.T_cam_lidar, args.start_time))
+            for index in range(1, frame_count + 1):
+                _write_frame(bag, drive, index, args.start_time, topics, injector)
+        write_text_atomic(partial / TIMELINE_FILE, json.dumps(record_, indent=2, sort_keys=True) + "\n")
+        partial.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record_
+
+
+def _write_frame(bag: BagWriter, drive: Drive, index: int, start_s: float, topics: dict,
+                 injector: FaultInjector) -> None:
+    frame = drive.frame(index)
+    stamp_s = start_s + frame.stamp
+    header = {frame_id: Header(stamp=seconds_to_stamp(stamp_s), frame_id=frame_id)
+              for frame_id in (CAMERA_FRAME, LIDAR_FRAME, EVENT_FRAME)}
+    messages = {"camera_info": intrinsics_to_camera_info(frame.intrinsics, header[CAMERA_FRAME]),
+                "labels": numpy_to_image(frame.labels, "mono8", header[CAMERA_FRAME])}
+    faults = {sensor: injector.active(sensor, stamp_s) for sensor in FAULT_SENSORS}
+    rgb = frame.rgb
+    if faults["camera"]:
+        rgb = injector.camera(rgb, faults["camera"], injector.rng("camera", index))
+    depth, points, events = frame.depth.astype(np.float32), frame.lidar_points, frame.events.copy()
+    events["t"] += start_s
+    if any(fault.kind == "noise" for fault in faults["depth"]):
+        depth = _noisy_depth(depth, injector.rng("depth", index))
+    if any(fault.kind == "noise" for fault in faults["lidar"]):
+        points = _noisy_lidar(points, injector.rng("lidar", index))
+    if any(fault.kind == "noise" for fault in faults["events"]):
+        window = (frame.event_window[0] + start_s, frame.event_window[1] + start_s)
+        events = _noisy_events(events, window, drive.event_size, injector.rng("events", index))
+    messages["camera"] = numpy_to_image(np.ascontiguousarray(rgb), "rgb8", header[CAMERA_FRAME])
+    messages["depth"] = numpy_to_image(depth, "32FC1", header[CAMERA_FRAME])
+    messages["lidar"] = numpy_to_pointcloud2(points, header[LIDAR_FRAME])
+    messages["events"] = events_to_pointcloud2(events, header[EVENT_FRAME])
+    for sensor in FAULT_SENSORS:
+        kinds = {fault.kind: fault for fault in faults[sensor]}
+        if "drop" in kinds:
+            del messages[sensor]
+        elif "freeze" in kinds:
+            messages[sensor] = injector.freeze(kinds["freeze"], messages[sensor], messages[sensor].header)
+    for key in sorted(messages, key=RECEIVE_DELAY_S.__getitem__):
+        bag.write(topics[key], seconds_to_nanoseconds(stamp_s + RECEIVE_DELAY_S[key]), messages[key])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="record_synthetic", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("output", help="bag folder to create (must not exist)")
+    parser.add_argument("--seed", type=int, default=0, help="drive seed (scene, weather, noise, faults)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of drive")
+    parser.add_argument("--width", type=int, default=128, help="camera width (px)")
+    parser.add_argument("--height", type=int, default=128, help="camera height (px)")
+    parser.add_argument("--condition", choices=CONDITIONS, default="sun", help="weather / light of the drive")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
+    parser.add_argument("--faults", default="default",
+                        help="default (overexposure, night, LiDAR drop, depth freeze, depth noise), none, or a JSON "
+                             "file: [{kind, sensor, start_offset_s, end_offset_s}], kinds " + ", ".join(FAULT_KINDS))
+    parser.add_argument("--start-time", type=float, default=100.0,
+                        help="header stamp (s) of the drive's time 0; bag time starts here")
+    for key, topic in DEFAULT_TOPICS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}-topic", dest=f"{key}_topic", default=topic,
+                            help=f"topic of the {key.replace('_', ' ')}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``record_synthetic``; 0 on success, 1 (with a message on stderr) on failure."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.duration <= 0 or args.start_time <= 0:
+            raise ValueError("--duration and --start-time must be > 0")
+        record_ = record(args)
+    except (ValueError, OSError, BagError) as error:
+        print(f"record_synthetic: {error}", file=sys.stderr)
+        return 1
+    print(f"record_synthetic: wrote {args.output} ({args.storage}, {record_['frames']} frames, "
+          f"{len(record_['faults'])} faults)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""rosbag2 recording and offline evaluation: record_synthetic -> evaluate_bag, storage plugins, bag errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("rosbags")
+
+from test_pipeline import make_tiny_checkpoint  # noqa: E402
+
+from robustseg_ros import evaluate_bag, record_synthetic  # noqa: E402
+from robustseg_ros.bag_io import BagError, BagReader, BagWriter  # noqa: E402
+from robustseg_ros.record_synthetic import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
+
+SEED = 4
+DURATION_S = 3.0
+START_S = 100.0
+SIZE = ("64", "48")
+
+
+def record(path, *extra) -> None:
+    assert record_synthetic.main([str(path), "--seed", str(SEED), "--duration", str(DURATION_S), "--width", SIZE[0],
+                                  "--height", SIZE[1], "--start-time", str(START_S), *extra]) == 0
+
+
+def evaluate(bag, output, checkpoint, *extra) -> int:
+    return evaluate_bag.main([str(bag), "--output", str(output), "--checkpoint", checkpoint, "--device", "cpu",
+                              "--torch-threads", "1", *extra])
+
+
+def without_timing(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "timing"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("bags")
+    record(folder / "drive_mcap")
+    record(folder / "drive_sqlite3", "--storage", "sqlite3")
+    return {"mcap": folder / "drive_mcap", "sqlite3": folder / "drive_sqlite3"}
+
+
+@pytest.fixture(scope="module")
+def evaluations(bags, checkpoint, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("evaluations")
+    results = {}
+    for name, bag, extra in (("first", bags["mcap"], ()), ("second", bags["mcap"], ("--no-plots",)),
+                             ("sqlite3", bags["sqlite3"], ("--no-plots",))):
+        assert evaluate(bag, folder / name, checkpoint, *extra) == 0
+        results[name] = json.loads((folder / name / "metrics.json").read_text())
+    results["folder"] = folder
+    return results
+
+
+def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
+    first, second = evaluations["first"], evaluations["second"]
+    assert without_timing(first) | {"report_files": None} == without_timing(second) | {"report_files": None}
+    frames = first["frames"]
+    assert frames["total"] == frames["camera_messages"] == 30
+    assert frames["scored"] == 30 and frames["unmatched_outputs"] == 0
+    assert first["accuracy"]["miou"] >= 0.0 and len(first["accuracy"]["per_class_iou"]) == 25
+    assert "nominal" in first["accuracy_by_window"]
+    assert set(first["accuracy_by_modalities"]) == {"RDEL", "RDE"}  # the LiDAR drop window lacks L
+    drop = next(fault for fault in first["faults"] if fault["kind"] == "drop")
+    assert drop["sensor"] == "lidar" and drop["worst_state"] == "STALE"
+    assert 0.5 <= drop["stale_delay_s"] <= 0.5 + 0.05 + 1e-6  # max_age_s, then within one check period
+    assert first["timing"]["measure"] == "processing" and first["timing"]["frame_ms"]["count"] == 30
+    report = evaluations["folder"] / "first"
+    for name in ("report.md", "miou_over_time.png", "latency_histogram.png", "samples.png"):
+        assert (report / name).stat().st_size > 0
+    assert "![Sample frames](samples.png)" in (report / "report.md").read_text()
+
+
+def test_mcap_and_sqlite3_bags_hold_the_same_messages(bags, evaluations):
+    with BagReader(bags["mcap"]) as mcap, BagReader(bags["sqlite3"]) as sqlite3:
+        assert (mcap.storage, sqlite3.storage) == ("mcap", "sqlite3")
+        assert mcap.topics == sqlite3.topics
+        readable = [topic for topic in mcap.topics if topic != "/tf_static"]
+        mcap_messages = list(mcap.messages(readable))  # rclpy's CDR padding bytes vary: compare messages
+        assert mcap_messages == list(sqlite3.messages(readable))
+    stamps = [timestamp for _, timestamp, _ in mcap_messages]
+    assert stamps == sorted(stamps)
+    ignore = {"bag", "storage", "report_files", "timing"}
+    assert ({key: value for key, value in evaluations["sqlite3"].items() if key not in ignore}
+            == {key: value for key, value in evaluations["second"].items() if key not in ignore})
+
+
+def test_fault_timeline_round_trips(bags, tmp_path):
+    with BagReader(bags["mcap"]) as bag:
+        (_, _, message), = bag.messages(["/robustseg/fault_timeline"])
+    stored = json.loads(message.data)
+    assert stored == json.loads((bags["mcap"] / TIMELINE_FILE).read_text())
+    assert faults_from_record(stored) == default_faults(START_S, DURATION_S)
+    assert len(stored["rig_parameters"]["lidar.transform"]) == 16
+    custom = tmp_path / "faults.json"
+    custom.write_text(json.dumps([{"kind": "freeze", "sensor": "lidar", "start_offset_s": 0.2, "end_offset_s": 0.5},
+                                  {"kind": "noise", "sensor": "events", "start_offset_s": 0.1, "end_offset_s": 0.3}]))
+    assert record_synthetic.main([str(tmp_path / "custom"), "--duration", "0.6", "--width", "32", "--height", "32",
+                                  "--faults", str(custom)]) == 0
+    faults = faults_from_record(json.loads((tmp_path / "custom" / TIMELINE_FILE).read_text()))
+    assert [(fault.kind, fault.sensor, fault.start_s, fault.end_s) for fault in faults] == [
+        ("freeze", "lidar", 100.2, 100.5), ("noise", "events", 100.1, 100.3)]
+    with BagReader(tmp_path / "custom") as bag:
+        clouds = [msg for _, _, msg in bag.messages(["/lidar/points"])]
+    frozen = [bytes(cloud.data) for cloud in clouds if 100.2 <= cloud.header.stamp.sec + cloud.header.stamp.nanosec
+              * 1e-9 < 100.5 - 1e-9]
+    assert len(frozen) == 3 and len(set(frozen)) == 1
+    assert record_synthetic.main([str(tmp_path / "custom"), "--duration", "0.2"]) == 1  # never overwrites
+
+
+def test_missing_path_and_corrupt_or_truncated_bags_are_named(bags, checkpoint, tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert evaluate(missing, tmp_path / "out", checkpoint) == 1
+    assert f"bag {missing}: no such file or folder" in capsys.readouterr().err
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(bags["mcap"], truncated)
+    storage_file = next(truncated.glob("*.mcap"))
+    storage_file.write_bytes(storage_file.read_bytes()[: storage_file.stat().st_size // 2])
+    assert evaluate(truncated, tmp_path / "out", checkpoint) == 1
+    error = capsys.readouterr().err
+    assert f"bag {truncated}" in error and "corrupt or truncated" in error
+
+    garbage = tmp_path / "garbage"
+    shutil.copytree(bags["sqlite3"], garbage)
+    next(garbage.glob("*.db3")).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(BagError, match=f"bag {garbage}: .*corrupt or truncated"):
+        with BagReader(garbage) as bag:
+            list(bag.messages(raw=True))
+
+
+def test_missing_topics_and_unknown_types_are_named(bags, checkpoint, tmp_path, capsys):
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "-p", "lidar.topic:=/velodyne_points") == 1
+    error = capsys.readouterr().err
+    assert "sensor topic(s) /velodyne_points not found" in error
+    assert "/camera/image (sensor_msgs/msg/Image)" in error and "lidar.enabled:=false" in error
+
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "--labels-topic", "/my/labels") == 1
+    assert "ground-truth topic(s) /my/labels not found" in capsys.readouterr().err
+
+    unknown_bag = tmp_path / "unknown"
+    with BagWriter(unknown_bag) as writer:  # tf2_msgs is not among the rclpy wheels installed here
+        writer.add_topic("/tf_static", "tf2_msgs/msg/TFMessage")
+        writer.write_raw("/tf_static", 1, record_synthetic.tf_static_cdr(np.eye(4), 1.0))
+    with BagReader(unknown_bag) as bag:
+        with pytest.raises(BagError, match=r"unknown message type\(s\) on /tf_static \(tf2_msgs/msg/TFMessage\)"):
+            list(bag.messages(["/tf_static"]))
+        assert len(list(bag.messages(["/tf_static"], raw=True))) == 1
+
+
+def test_bag_without_ground_truth_reports_everything_but_accuracy(bags, checkpoint, tmp_path):
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "--labels-topic", "", "-p", "depth.enabled:=false",
+                    "--no-plots") == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["accuracy"] is None and metrics["ground_truth_topic"] is None
+    assert metrics["frames"]["total"] == 30 and set(metrics["frames_by_modalities"]) == {"REL", "RE"}
+    assert "## Modalities fed" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frames(bags, checkpoint, monkeypatch):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from robustseg_ros.perception_node import PerceptionNode
+    from robustseg_ros.replay_bag import BagPlayer, FaultWindow
+
+    domain = 1 + (os.getpid() * 13 + 57) % 100
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    context.init(domain_id=domain)
+    rig = json.loads((bags["mcap"] / TIMELINE_FILE).read_text())["rig_parameters"]
+    values = {**{name: tuple(value) if isinstance(value, list) else value for name, value in rig.items()},
+              "use_sim_time": True, "checkpoint": checkpoint, "device": "cpu", "warmup_iterations": 0}
+    node = PerceptionNode(context=context, parameter_overrides=[Parameter(name, value=value)
+                                                                for name, value in values.items()])
+    recorder = Node("recorder", context=context)
+    segmentations = []
+    recorder.create_subscription(Image, "/perception_node/segmentation", segmentations.append,
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(recorder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    player = BagPlayer(bags["mcap"], context=context, clock=True, delay_s=1.0,
+                       faults=[FaultWindow("drop", "/depth/image", 1.0, 1.5)])
+    try:
+        published = player.play()
+        deadline = time.monotonic() + 5.0
+        while len(segmentations) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        player.close()
+        executor.shutdown()
+        spinner.join(5.0)
+        node.destroy_node()
+        recorder.destroy_node()
+        context.try_shutdown()
+    assert player.published["/camera/image"] == 30 and player.published["/depth/image"] == 25
+    assert "/tf_static" not in player.publishers and published > 150
+    camera_stamps = {(100 + index // 10, (index % 10) * 100_000_000) for index in range(1, 31)}
+    output_stamps = [(msg.header.stamp.sec, msg.header.stamp.nanosec) for msg in segmentations]
+    assert len(output_stamps) >= 20 and set(output_stamps) <= camera_stamps
+    assert all((msg.width, msg.height, msg.encoding) == (64, 48, "mono8") for msg in segmentations)
+
+
+def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, monkeypatch):
+    domain = 1 + (os.getpid() * 13 + 71) % 100
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    assert evaluate(bags["mcap"], tmp_path / "live", checkpoint, "--mode", "live", "--spawn-node", "--settle", "1.0",
+                    "-p", "warmup_iterations:=0") == 0
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert metrics["mode"] == "live" and metrics["node"] == "/perception_node"
+    assert 20 <= metrics["frames"]["total"] <= 31 and metrics["frames"]["scored"] >= 20
+    assert metrics["accuracy"] is not None and "RDE" in metrics["accuracy_by_modalities"]
+    drop = next(fault for fault in metrics["faults"] if fault["kind"] == "drop")
+    assert drop["worst_state"] == "STALE" and 0.4 <= drop["stale_delay_s"] <= 0.8
+    assert metrics["timing"]["measure"] == "latency" and metrics["timing"]["frame_ms"]["count"] >= 20
+    assert (tmp_path / "live" / "samples.png").is_file()
