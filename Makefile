@@ -1,6 +1,8 @@
 # Set-up, demo and tests in the project's own virtual environment.
-#   make demo      generate scenes, train a teacher on a short budget, evaluate all 15 combinations
-#   make test      run the test suite
+#   make demo           record a generated drive with sensor faults, run the perception node with the
+#                       shipped student on it over DDS, evaluate and print the report
+#   make demo-training  generate scenes, train a teacher on a short budget, evaluate all 15 combinations
+#   make test           run the test suite
 # Overridable: PYTHON (interpreter for the venv), TORCH_SPEC (e.g. "torch==2.13.0" or a CUDA build),
 # EXTRAS (drop "ros" on a machine whose ROS 2 install already provides rclpy and the messages).
 
@@ -13,7 +15,7 @@ DEMO_DIR ?= runs/demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo demo-training test clean
 
 venv: $(STAMP)
 
@@ -25,7 +27,10 @@ $(STAMP): setup.py setup.cfg Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m robustseg_core.demo --out $(DEMO_DIR)
+	$(PY) -m robustseg_ros.demo --out $(DEMO_DIR)
+
+demo-training: $(STAMP)
+	$(PY) -m robustseg_core.demo --out $(DEMO_DIR)/training
 
 test: $(STAMP)
 	$(PY) -m pytest -q test

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..classes import IGNORE_INDEX, MODALITIES
-from ..sensors.normalization import preprocess
+from ..sensors.normalization import preprocess_stack
 
 SPARSE_MODALITIES = frozenset({"event", "lidar"})
 
@@ -53,7 +53,7 @@ def eval_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 def to_network_input(images: Sequence[np.ndarray], modalities: Sequence[str]) -> torch.Tensor:
     """uint8 modality images -> normalised float tensor [M, 3, H, W]."""
-    return torch.stack([preprocess(image, modality) for image, modality in zip(images, modalities)])
+    return preprocess_stack(images, modalities)
 
 
 def _jitter_colour(rgb: np.ndarray) -> np.ndarray:

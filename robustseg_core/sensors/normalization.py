@@ -6,6 +6,8 @@ ImageNet mean and std, the others stay in [0, 1] (DELIVER / RobustSeg convention
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -21,21 +23,20 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 }
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 image [H, W, 3] -> float tensor [3, H, W] in [0, 1]."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+def preprocess_stack(images: Sequence[np.ndarray], modalities: Sequence[str]) -> torch.Tensor:
+    """uint8 images [H, W, 3] of the given modalities -> normalised float tensor [M, 3, H, W].
 
-
-def normalize(tensor: torch.Tensor, modality: str) -> torch.Tensor:
-    """Normalise a [..., 3, H, W] tensor in [0, 1] for ``modality`` (returns a new tensor)."""
-    mean, std = NORMALIZATION[modality]
-    mean_t = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
-    return (tensor - mean_t) / std_t
+    One pass over the data: value * 1 / (255 std) - mean / std per modality and channel.
+    """
+    for image, modality in zip(images, modalities):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{modality}: expected a uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    mean = torch.tensor([NORMALIZATION[m][0] for m in modalities]).view(-1, 3, 1, 1)
+    std = torch.tensor([NORMALIZATION[m][1] for m in modalities]).view(-1, 3, 1, 1)
+    stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))).float()
+    return stacked.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 def preprocess(image: np.ndarray, modality: str) -> torch.Tensor:
     """uint8 modality image [H, W, 3] -> normalised network input [3, H, W]."""
-    return normalize(to_tensor(image), modality)
+    return preprocess_stack([image], [modality])[0]
