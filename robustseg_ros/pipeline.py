@@ -803,6 +803,11 @@ class PerceptionPipeline:
             sensor_width = self.params["events.sensor_width"] or width
             sensor_height = self.params["events.sensor_height"] or height
             frame = events_to_frame(job.events, sensor_width, sensor_height, *job.event_window)
+            if len(job.events) and not frame.any():
+                raise ValueError(
+                    f"none of the {len(job.events)} events lies inside the {sensor_width}x{sensor_height} sensor and the "
+                    f"window {job.event_window[0]:.3f}-{job.event_window[1]:.3f} s (check events.sensor_width/height "
+                    "and that event times are in seconds of the message clock)")
             return _resize_nearest(frame, width, height)
         if job.intrinsics is None:
             raise MissingGeometry("no CameraInfo received yet (needed for depth and LiDAR)")
@@ -814,7 +819,11 @@ class PerceptionPipeline:
                                              "to the camera")
                 depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
             return depth_to_hha(depth, job.intrinsics, self.params.R_world_cam, self.params["camera.height_m"])
-        return lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, self.params["lidar.max_range_m"])
+        image = lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, self.params["lidar.max_range_m"])
+        if len(payload.data) and not image.any():
+            raise ValueError(f"none of the {len(payload.data)} LiDAR points projects into the camera image within "
+                             f"{self.params['lidar.max_range_m']:g} m (check lidar.transform)")
+        return image
 
     # ------------------------------------------------------------------ bookkeeping
 

@@ -36,6 +36,7 @@ from robustseg_ros.pipeline import (  # noqa: E402
     resolve_checkpoint,
     transform_from_parameter,
 )
+from robustseg_ros.record_synthetic import rig_parameters as drive_parameters  # noqa: E402
 
 SEED = 11
 SIZE = (64, 48)  # width, height
@@ -54,20 +55,6 @@ def make_tiny_checkpoint(path) -> str:
     save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture,
                            "meta": checkpoint_meta({"data": {"eval_size": 64}})})
     return str(path)
-
-
-def drive_parameters(drive: Drive) -> dict:
-    """Node parameters describing a ``Drive``'s rig: camera pose for HHA, exact T_cam_lidar, event sensor size."""
-    style = drive.scene.style
-    values = {
-        "camera.height_m": float(drive.camera_height_m),
-        "camera.roll_deg": float(style.camera_roll_deg),
-        "camera.pitch_deg": float(style.camera_pitch_deg),
-        "lidar.transform": tuple(float(value) for value in drive.T_cam_lidar.reshape(-1)),
-    }
-    if drive.event_size != (drive.config.width, drive.config.height):
-        values["events.sensor_width"], values["events.sensor_height"] = (int(size) for size in drive.event_size)
-    return values
 
 
 def drive_messages(frame, stamp: float | None = None, *, camera_encoding: str = "rgb8",
@@ -240,6 +227,21 @@ def test_absent_modalities_are_reported_with_reasons(segmenter, drive, frame):
     later += 0.1
     job = feed(pipeline, drive_messages(frame, later), later + LATENCY_S, sensors=("events", "camera"))
     assert pipeline.process(job).fed == ("rgb", "event")
+
+
+def test_inputs_that_encode_to_nothing_are_reported_not_fed(segmenter, drive, frame):
+    """A LiDAR extrinsic that puts every point behind the camera, or events outside the sensor, are not fed as
+    empty images: the frame says why."""
+    behind = list(drive_parameters(drive)["lidar.transform"])
+    behind[11] -= 1000.0  # every point 1 km behind the camera
+    params = PerceptionParams({**drive_parameters(drive), "lidar.transform": behind, "events.sensor_width": 1,
+                               "events.sensor_height": 1})
+    pipeline = PerceptionPipeline(params, segmenter)
+    stamp = 100.0
+    output = pipeline.process(feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S))
+    assert "lidar" not in output.fed and "event" not in output.fed
+    assert output.reasons["lidar"].startswith("not encoded: none of the") and "check lidar.transform" in output.reasons["lidar"]
+    assert "inside the 1x1 sensor" in output.reasons["event"]
 
 
 def test_camera_waits_briefly_for_sensors_of_the_same_instant(segmenter, drive, frame):
