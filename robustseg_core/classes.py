@@ -1,4 +1,5 @@
-"""Dataset-wide constants: DELIVER's 25 classes, their palette, the ignore label and the modality order.
+"""Dataset-wide constants: DELIVER's 25 classes, their palette, the ignore label, its conditions,
+failure cases and splits, and the modality order.
 
 Class ids, names and palette follow DELIVER (`semseg/datasets/deliver.py`); see
 ``shared/reference/mmss_anchors.md`` §1.1. Modality order follows DELIVER and RobustSeg:
@@ -32,6 +33,11 @@ PALETTE = np.array(
 
 #: Class id by name, e.g. ``CLASS_ID["Road"] == 6``.
 CLASS_ID: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+#: DELIVER's weather folders, sensor-failure cases (tagged by substring in the scene path) and splits.
+CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
+FAILURE_CASES: tuple[str, ...] = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 MODALITIES: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
 #: One-letter codes used in combination names such as ``"RDEL"``.

@@ -406,10 +406,15 @@ class HealthMonitor:
         return {name: sensor.status(now) for name, sensor in self.sensors.items()}
 
     def exclusions(self, now: float) -> dict[str, str]:
-        """Modalities that must not be fused (STALE or DEAD) -> the worst condition's name, e.g. "frozen"."""
-        return {name: status.conditions[0] for name, status in self.statuses(now).items() if not status.usable}
+        """``excluded_modalities`` of the current statuses."""
+        return excluded_modalities(self.statuses(now))
 
     def reset(self, now: float) -> None:
         """``SensorHealth.reset`` for every modality."""
         for sensor in self.sensors.values():
             sensor.reset(now)
+
+
+def excluded_modalities(statuses: Mapping[str, HealthStatus]) -> dict[str, str]:
+    """Modalities that must not be fused (STALE or DEAD) -> the worst condition's name, e.g. "frozen"."""
+    return {name: status.conditions[0] for name, status in statuses.items() if not status.usable}

@@ -70,6 +70,7 @@ from robustseg_ros.health import (
     HealthMonitor,
     HealthStatus,
     SensorState,
+    excluded_modalities,
     payload_digest,
 )
 from robustseg_ros.sync import FrameSynchronizer, ModalitySyncConfig, SyncedFrame
@@ -242,7 +243,7 @@ class PerceptionParams:
             if self.values[name] not in allowed:
                 raise ValueError(f"parameter {name}: {self.values[name]!r} is not one of {', '.join(allowed)}")
         positive = ("events.window_s", "lidar.max_range_m", "health.check_period_s", "health.diagnostics_period_s",
-                    "lidar.intensity_scale")
+                    "lidar.intensity_scale", "warmup_width", "warmup_height")
         for name in positive:
             if not self.values[name] > 0:
                 raise ValueError(f"parameter {name}: must be > 0, got {self.values[name]}")
@@ -253,9 +254,9 @@ class PerceptionParams:
                 raise ValueError(f"parameter {name}: must be >= 0, got {self.values[name]}")
         if (self.values["events.sensor_width"] == 0) != (self.values["events.sensor_height"] == 0):
             raise ValueError("parameters events.sensor_width and events.sensor_height: set both or neither")
-        if not 0.0 <= self.values["output.overlay_alpha"] <= 1.0:
-            raise ValueError(f"parameter output.overlay_alpha: must be in [0, 1], "
-                             f"got {self.values['output.overlay_alpha']}")
+        for name in ("output.overlay_alpha", "output.confidence_threshold"):
+            if not 0.0 <= self.values[name] <= 1.0:
+                raise ValueError(f"parameter {name}: must be in [0, 1], got {self.values[name]}")
 
     def _input(self, sensor: str) -> InputParams:
         value = self.values
@@ -680,9 +681,10 @@ class PerceptionPipeline:
     def _apply_health(self, now: float) -> dict[str, HealthStatus]:
         """Health of every monitored sensor; STALE and DEAD ones are excluded from frames."""
         statuses = self.health.statuses(now)
-        for modality, status in statuses.items():
-            self.sync.set_unhealthy(modality, None if status.usable else status.conditions[0])
-        self._excluded = {modality for modality, status in statuses.items() if not status.usable}
+        excluded = excluded_modalities(statuses)
+        for modality in statuses:
+            self.sync.set_unhealthy(modality, excluded.get(modality))
+        self._excluded = set(excluded)
         return statuses
 
     def _clock_running(self, now: float) -> bool:

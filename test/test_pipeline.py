@@ -419,3 +419,13 @@ def test_missing_checkpoint_says_how_to_pass_one(tmp_path):
         assert "robustseg_student.pt" in str(error) and "checkpoint:=" in str(error)
     else:
         assert packaged.name == "robustseg_student.pt"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("warmup_width", 0, "warmup_width: must be > 0"),
+    ("output.confidence_threshold", 1.5, r"output.confidence_threshold: must be in \[0, 1\]"),
+    ("camera.qos", "fast", "camera.qos: 'fast' is not one of"),
+])
+def test_bad_parameters_are_named(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        PerceptionParams({name: value})

@@ -25,11 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..classes import IGNORE_INDEX, MODALITIES, NUM_CLASSES
+from ..classes import CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
 
-CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
-FAILURE_CASES: tuple[str, ...] = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Folder and file-name tag of each modality, relative to the RGB path (DELIVER's replacements).
 MODALITY_LOCATION: dict[str, tuple[str, str]] = {

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from robustseg_core.classes import CONDITIONS, FAILURE_CASES
 from robustseg_core.sensors.camera import rotation_rpy
 from robustseg_core.sensors.events import EVENT_DTYPE
 from robustseg_core.sim.render import Lighting
 
-CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
-FAILURES = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
+FAILURES = FAILURE_CASES  # the simulator's name for DELIVER's failure cases
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,11 @@ import numpy as np
 
 from robustseg_core import __version__
 from robustseg_core.atomic import write_bytes_atomic, write_text_atomic
-from robustseg_core.classes import CLASS_NAMES, NUM_CLASSES
+from robustseg_core.classes import CLASS_NAMES, NUM_CLASSES, SPLITS
 from robustseg_core.sensors.camera import CameraIntrinsics
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 
-SPLITS = ("train", "val", "test")
 #: folder -> (file suffix, key of ``encode_frame``'s output)
 MODALITY_FILES = {
     "img": ("_rgb_front.png", "rgb"),
