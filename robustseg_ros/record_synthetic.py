@@ -31,12 +31,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from robustseg_core.atomic import write_text_atomic
 from robustseg_core.sim.drive import Drive, DriveConfig
-from robustseg_core.sim.sensors_sim import CONDITIONS
+from robustseg_core.classes import CONDITIONS
 from robustseg_ros.bag_io import TYPESTORE, BagError, BagWriter, seconds_to_nanoseconds
 from robustseg_ros.conversions import (
     events_to_pointcloud2,
@@ -45,10 +46,12 @@ from robustseg_ros.conversions import (
     numpy_to_pointcloud2,
     seconds_to_stamp,
 )
-from robustseg_ros.pipeline import PARAMETER_DEFAULTS
+from robustseg_ros.pipeline import PARAMETER_DEFAULTS, PARAMETERS
 
 TIMELINE_FORMAT = "robustseg_fault_timeline/1"
 TIMELINE_FILE = "fault_timeline.json"
+#: A complete perception_node parameter file for the recorded rig, written next to the bag's data.
+PARAMS_FILE = "perception_params.yaml"
 FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure")
 CAMERA_ONLY_FAULTS = ("night", "overexposure")
 FAULT_SENSORS = ("camera", "depth", "lidar", "events")
@@ -163,6 +166,22 @@ def rig_parameters(drive: Drive) -> dict:
     if drive.event_size != (drive.config.width, drive.config.height):
         values["events.sensor_width"], values["events.sensor_height"] = (int(size) for size in drive.event_size)
     return values
+
+
+def node_params_yaml(overrides: dict) -> str:
+    """perception_node's parameter file (every parameter at its default, then ``overrides``), in the
+    ``/**/perception_node: ros__parameters:`` form ``--params-file`` and ``ros2 launch`` accept."""
+    values = {spec.name: list(spec.default) if isinstance(spec.default, tuple) else spec.default for spec in PARAMETERS}
+    values.update(overrides)
+    nested: dict = {}
+    for name, value in values.items():
+        *sections, key = name.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    header = "# perception_node parameters for the rig this bag was recorded with (record_synthetic).\n"
+    return header + yaml.safe_dump({"/**/perception_node": {"ros__parameters": nested}}, sort_keys=False)
 
 
 def tf_static_cdr(T_cam_lidar: np.ndarray, stamp_s: float) -> bytes:
@@ -295,6 +314,7 @@ def record(args) -> dict:
             for index in range(1, frame_count + 1):
                 _write_frame(bag, drive, index, args.start_time, topics, injector)
         write_text_atomic(partial / TIMELINE_FILE, json.dumps(record_, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(partial / PARAMS_FILE, node_params_yaml(record_["rig_parameters"]))
         partial.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import itertools
+import json
 import os
 from pathlib import Path
 
@@ -159,3 +160,21 @@ def test_node_without_a_checkpoint_exits_with_a_clear_error(domain, tmp_path, ca
     code = main(["--ros-args", "-p", f"checkpoint:={missing}", "-p", "warmup_iterations:=0"])
     assert code == 1
     assert "checkpoint:=" in capfd.readouterr().err
+
+
+def test_recorded_rig_params_file_sets_every_parameter(domain, tmp_path):
+    """record_synthetic's perception_params.yaml is a complete parameter file carrying the drive's rig."""
+    from robustseg_ros.record_synthetic import PARAMS_FILE
+    from robustseg_ros.record_synthetic import main as record_synthetic
+
+    bag = tmp_path / "bag"
+    assert record_synthetic([str(bag), "--duration", "0.3", "--width", "32", "--height", "32"]) == 0
+    rig = json.loads((bag / "fault_timeline.json").read_text())["rig_parameters"]
+    declared, node, context = declared_with_params_file(bag / PARAMS_FILE, domain)
+    try:
+        assert set(yaml_parameters(bag / PARAMS_FILE)) == set(yaml_parameters())
+        assert declared["camera.height_m"] == pytest.approx(rig["camera.height_m"])
+        assert list(declared["lidar.transform"]) == pytest.approx(rig["lidar.transform"])
+    finally:
+        node.destroy_node()
+        context.shutdown()
