@@ -298,4 +298,6 @@ def fit(
                   f"best {best['score']:.2f}")
     if logger is not None:
         logger.close()
+    if ctx.is_distributed:  # leave together: rank 0 may still be writing; an early teardown aborts the others
+        torch.distributed.barrier()
     return best
