@@ -53,6 +53,7 @@ from robustseg_ros.pipeline import (
     FrameJob,
     PerceptionParams,
     PerceptionPipeline,
+    flatten_parameters,
     resolve_checkpoint,
 )
 from robustseg_ros.record_synthetic import DEFAULT_TOPICS, TIMELINE_FILE, Fault, faults_from_record
@@ -79,18 +80,8 @@ def load_params_file(path: str | Path) -> dict:
         section = next(iter(document.values()))
     if not isinstance(section, dict) or "ros__parameters" not in section:
         raise ValueError(f"params file {path}: no perception_node ros__parameters section (keys: {list(document)})")
-
-    def flatten(values: dict, prefix: str = "") -> dict:
-        flat = {}
-        for key, value in values.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                flat.update(flatten(value, f"{name}."))
-            else:
-                flat[name] = tuple(value) if isinstance(value, list) else value
-        return flat
-
-    return flatten(section["ros__parameters"])
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in flatten_parameters(section["ros__parameters"]).items()}
 
 
 def parse_override(text: str) -> tuple[str, object]:

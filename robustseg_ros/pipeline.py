@@ -200,6 +200,30 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 PARAMETER_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
 
 
+def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A parameter file's nested ``ros__parameters`` mapping -> ``{dotted name: value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_parameters(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def nest_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{dotted name: value}`` -> the nested mapping a parameter file holds (inverse of ``flatten_parameters``)."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        *sections, key = name.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return nested
+
+
 @dataclass(frozen=True)
 class InputParams:
     """One sensor input: its topic, QoS and the sync and health settings derived from its parameters."""

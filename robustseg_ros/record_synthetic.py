@@ -46,7 +46,7 @@ from robustseg_ros.conversions import (
     numpy_to_pointcloud2,
     seconds_to_stamp,
 )
-from robustseg_ros.pipeline import PARAMETER_DEFAULTS, PARAMETERS
+from robustseg_ros.pipeline import PARAMETER_DEFAULTS, PARAMETERS, nest_parameters
 
 TIMELINE_FORMAT = "robustseg_fault_timeline/1"
 TIMELINE_FILE = "fault_timeline.json"
@@ -173,13 +173,7 @@ def node_params_yaml(overrides: dict) -> str:
     ``/**/perception_node: ros__parameters:`` form ``--params-file`` and ``ros2 launch`` accept."""
     values = {spec.name: list(spec.default) if isinstance(spec.default, tuple) else spec.default for spec in PARAMETERS}
     values.update(overrides)
-    nested: dict = {}
-    for name, value in values.items():
-        *sections, key = name.split(".")
-        target = nested
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[key] = value
+    nested = nest_parameters(values)
     header = "# perception_node parameters for the rig this bag was recorded with (record_synthetic).\n"
     return header + yaml.safe_dump({"/**/perception_node": {"ros__parameters": nested}}, sort_keys=False)
 

@@ -18,7 +18,7 @@ from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from robustseg_ros.perception_node import NODE_NAME, declare_perception_parameters, main  # noqa: E402
-from robustseg_ros.pipeline import PARAMETERS  # noqa: E402
+from robustseg_ros.pipeline import PARAMETERS, flatten_parameters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "perception.yaml"
@@ -29,22 +29,10 @@ LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim
 _DOMAINS = itertools.count()
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested YAML parameters -> dotted names."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def yaml_parameters(path: Path = CONFIG) -> dict:
     document = yaml.safe_load(path.read_text())
     assert list(document) == [YAML_NODE_KEY], "one node entry, matching the node in any namespace"
-    return flatten(document[YAML_NODE_KEY]["ros__parameters"])
+    return flatten_parameters(document[YAML_NODE_KEY]["ros__parameters"])
 
 
 @pytest.fixture
