@@ -70,7 +70,11 @@ shipped-student: student-results
 .PHONY: benchmark-data teacher-results student-results shipped-student
 
 # Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md).
+# Budgets cut to fit a 2-core CPU in about 100 minutes (two runs at a time, one thread each).
+ABLATION_TEACHER_EPOCHS ?= 16
+ABLATION_STUDENT_EPOCHS ?= 5
 ablation: $(BENCH_DATA)/meta.json
-	$(PY) -m robustseg_core.training.ablation --out runs/ablation --data-root $(BENCH_DATA) --seeds 0 1 2
+	$(PY) -m robustseg_core.training.ablation --out runs/ablation --data-root $(BENCH_DATA) --seeds 0 1 2 --jobs 2 \
+		--teacher-set train.epochs=$(ABLATION_TEACHER_EPOCHS) --student-set train.epochs=$(ABLATION_STUDENT_EPOCHS)
 
 .PHONY: ablation

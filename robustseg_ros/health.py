@@ -7,10 +7,15 @@ code runs live and under ``use_sim_time`` replay. ``stamp`` is a message's heade
 States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 
 * OK (level 0, OK): messages arrive on time, at rate, changing, with sane stamps.
+
+Age has one definition for health and synchronisation: ``now - header stamp`` decides whether a
+sensor's data can still be fused (``sync.FrameSynchronizer``), so a sensor whose messages arrive but
+carry old stamps is STALE here too, never OK while the fusion leaves it out.
 * WARN (level 1, WARN): late (age > ``warn_after_periods`` periods), low rate, frozen for a few
   messages, recent stamp anomalies or malformed messages; the data is still usable.
-* STALE (level 3, STALE): no message for ``max_age_s``, frozen for many messages, or nothing
-  received yet (within ``dead_after_s`` of the start).
+* STALE (level 3, STALE): no message for ``max_age_s``, frozen for many messages, messages that
+  arrive but whose newest usable header stamp is older than ``max_age_s`` ("lagging": a clock offset
+  or a long pipeline delay), or nothing received yet (within ``dead_after_s`` of the start).
 * DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
   at all within ``dead_after_s`` of the start ("dead: never received ...").
 
@@ -315,6 +320,10 @@ class SensorHealth:
             return [_Condition(SensorState.STALE, "stale",
                                f"stale: last message {age:.2f} s old > max age {config.max_age_s:.2f} s")]
         conditions = []
+        if history.last_nonzero_stamp is not None and now - history.last_nonzero_stamp > config.max_age_s:
+            conditions.append(_Condition(SensorState.STALE, "lagging",
+                                         f"lagging: newest stamp {now - history.last_nonzero_stamp:.2f} s old > max age "
+                                         f"{config.max_age_s:.2f} s although messages arrive (clock offset or delay)"))
         if age > config.warn_after_periods * config.period_s:
             conditions.append(_Condition(SensorState.WARN, "late",
                                          f"late: last message {age:.2f} s old (expected every "

@@ -142,9 +142,11 @@ class PerceptionNode(Node):
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
         def lookup(lidar_frame: str, camera_frame: str, stamp_s: float):
-            """Latest T_cam_lidar from tf2 (the extrinsic is assumed static)."""
+            """T_cam_lidar from tf2 at the cloud's stamp (a static mount's transform holds at any stamp; a
+            moving one's must be in the buffer, else the cloud counts as a "no transform" error)."""
             try:
-                stamped = self._tf_buffer.lookup_transform(camera_frame, lidar_frame, Time())
+                stamped = self._tf_buffer.lookup_transform(camera_frame, lidar_frame,
+                                                           Time(nanoseconds=round(stamp_s * 1e9)))
             except tf2_ros.TransformException as error:
                 raise LookupError(f"no tf2 transform {camera_frame} <- {lidar_frame}: {error}") from error
             translation, rotation = stamped.transform.translation, stamped.transform.rotation

@@ -123,7 +123,7 @@ def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | N
     specs += [
         ParameterSpec(f"{sensor}.max_age_s", 0.5,
                       f"A {what} message older than this (s, node clock minus stamp) never joins a frame, and the "
-                      "sensor is STALE when nothing arrived for this long."),
+                      "sensor is STALE when nothing arrived, or the newest stamp is, this old."),
         ParameterSpec(f"{sensor}.dead_after_s", 5.0, f"The {what} is DEAD (diagnostic ERROR) after this long (s) "
                                                      "without a message."),
     ]
@@ -680,7 +680,7 @@ class PerceptionPipeline:
                 continue
             latest = self.sync.caches[modality].latest()
             config = self.sync.configs[modality]
-            if latest is None or now - latest.received_at > config.max_age_s:
+            if latest is None or now - latest.stamp > config.max_age_s:
                 continue
             if latest.stamp >= stamp - config.tolerance_s:
                 continue

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from robustseg_core.training.ablation import main as ablation
+
+TINY = ["data.crop_size=64", "data.eval_size=64", "data.batch_size=2", "data.eval_batch_size=4", "data.workers=0",
+        "model.embed_dim=32", "train.epochs=1", "train.device=cpu", "train.tensorboard=false",
+        "train.log_grad_norms=false", "distill.rrm_samples=2"]
 
 
 def test_ablation_runs_skips_and_tabulates(mini_dataset, tmp_path, capsys):
-    tiny = ["data.crop_size=64", "data.eval_size=64", "data.batch_size=2", "data.eval_batch_size=4", "data.workers=0",
-            "model.embed_dim=32", "train.epochs=1", "train.device=cpu", "train.tensorboard=false",
-            "train.log_grad_norms=false", "distill.rrm_samples=2"]
     argv = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "0", "1", "--methods", "teacher", "S",
-            "--set", *tiny]
+            "--set", *TINY]
     results = ablation(argv)
     assert [len(runs) for runs in results.values()] == [2, 2]
     table = (tmp_path / "ablation.md").read_text()
@@ -20,3 +23,20 @@ def test_ablation_runs_skips_and_tabulates(mini_dataset, tmp_path, capsys):
     again = ablation(argv)
     assert "epoch 0" not in capsys.readouterr().out  # nothing retrained
     assert again == results
+
+
+def test_parallel_ablation_trains_students_after_their_teacher(mini_dataset, tmp_path):
+    argv = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "0", "--methods", "teacher", "S",
+            "--jobs", "2", "--set", *TINY, "--student-set", "train.epochs=1"]
+    results = ablation(argv)
+    assert [len(runs) for runs in results.values()] == [1, 1]
+    assert "student S" in (tmp_path / "S_seed0.log").read_text()
+    assert (tmp_path / "teacher_seed0" / "best.pt").stat().st_mtime < (tmp_path / "S_seed0" / "best.pt").stat().st_mtime
+
+
+def test_parallel_ablation_names_the_failed_run_and_its_log(mini_dataset, tmp_path):
+    argv = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "3", "--methods", "S",
+            "--jobs", "2", "--set", *TINY]
+    with pytest.raises(RuntimeError, match=r"ablation run S seed 3 failed .*S_seed3\.log"):
+        ablation(argv)
+    assert "teacher_seed3" in (tmp_path / "S_seed3.log").read_text()

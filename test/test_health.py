@@ -201,3 +201,21 @@ def test_config_validation():
         HealthConfig(expected_rate_hz=0.0)
     with pytest.raises(ValueError, match="frozen_warn_repeats"):
         HealthConfig(frozen_warn_repeats=5, frozen_stale_repeats=4)
+
+
+def test_lagging_stamps_are_stale_like_the_synchroniser_sees_them():
+    """Messages arrive at rate but their stamps are 0.8 s old: the fusion cannot use them, so not OK."""
+    from robustseg_ros.sync import FrameSynchronizer, ModalitySyncConfig
+
+    health = SensorHealth(CONFIG, started_at=0.0)
+    sync = FrameSynchronizer(("rgb", "lidar"), {"rgb": ModalitySyncConfig(0.01, 0.5), "lidar": ModalitySyncConfig(1.0, 0.5)},
+                             pivot="rgb", timer_period_s=0.1)
+    for step in range(10):
+        now = 1.0 + step / 10
+        health.record_message(now - 0.8, now, f"{step}".encode())
+        sync.add("lidar", now - 0.8, step, now)
+    status = health.status(1.95)
+    assert status.state is SensorState.STALE and status.conditions == ("lagging",)
+    assert "lagging: newest stamp 0.85 s old > max age 0.50 s" in status.message
+    frame = sync.add("rgb", 1.95, "image", 1.95)
+    assert frame.entries["lidar"] is None and frame.reasons["lidar"].startswith("stale")

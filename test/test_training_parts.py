@@ -125,6 +125,16 @@ def test_checkpoint_of_another_architecture_is_named(tmp_path):
         load_model_state(model, state, "other.pt")
 
 
+def test_checkpoint_trained_with_another_input_normalisation_is_refused(tmp_path):
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    state = _checkpoint(model)
+    state["meta"]["normalization"]["depth"] = [[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
+    save_checkpoint(tmp_path / "renormalised.pt", state)
+    with pytest.raises(CheckpointError, match=r"renormalised.pt: modality 'depth' was trained with normalisation "
+                                              r"\(mean, std\) \[\[0.5, 0.5, 0.5\], \[0.25"):
+        build_model_from_checkpoint(tmp_path / "renormalised.pt")
+
+
 def test_corrupted_and_missing_checkpoints(tmp_path):
     model = build_segmentor("mit_cpu", embed_dim=32)
     save_checkpoint(tmp_path / "good.pt", _checkpoint(model))

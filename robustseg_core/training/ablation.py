@@ -8,14 +8,19 @@ budgets (the student config's), evaluates each on the test split (15 combination
 conventions and the EMM / RMM / NM protocols) and writes ``ablation.json`` and ``ablation.md``.
 Finished runs are skipped and interrupted ones resumed, so the command can simply be re-run.
 ``--set`` overrides apply to every run (e.g. ``train.epochs=4`` for a quick pass); those of sections
-only the student has (``distill``, ``student``, ``teacher``) skip the teacher.
+only the student has (``distill``, ``student``, ``teacher``) skip the teacher. ``--teacher-set`` and
+``--student-set`` apply to one side only (e.g. different epoch budgets); they win over ``--set``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from ..evaluation.evaluate import main as evaluate
@@ -49,14 +54,51 @@ def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> d
     common = [f"data.root={args.data_root}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
     if method == "teacher":
         teacher_overrides = [item for item in args.set if item.partition(".")[0] in TEACHER_DEFAULTS]
-        train_teacher(["--config", str(args.teacher_config), "--resume", "auto", "--set", *common, *teacher_overrides])
+        train_teacher(["--config", str(args.teacher_config), "--resume", "auto", "--set", *common, *teacher_overrides,
+                       *args.teacher_set])
     else:
         teacher = out / f"teacher_seed{seed}" / "best.pt"
         train_student(["--config", str(args.student_config), "--resume", "auto", "--set", *common, *args.set,
-                       f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
+                       *args.student_set, f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
     return evaluate(["--checkpoint", str(run_dir / "best.pt"), "--data-root", str(args.data_root), "--split", "test",
                      "--robustness", "--seed", str(seed), "--json", str(result_path),
                      "--markdown", str(run_dir / "eval_test.md")])
+
+
+def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
+    """Run every (method, seed) as its own process, ``args.jobs`` at a time, students after their teacher.
+
+    Each process gets ``cpu_count // jobs`` threads (unless OMP_NUM_THREADS is set) and logs to
+    ``<out>/<method>_seed<seed>.log``; the first failure stops the pool and names the run and its log.
+    """
+    pending = [(method, seed) for method in args.methods for seed in args.seeds if method == "teacher"]
+    pending += [(method, seed) for seed in args.seeds for method in args.methods if method != "teacher"]
+    teacher_pending = {seed for method, seed in pending if method == "teacher"}
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    running: dict[tuple[str, int], tuple[subprocess.Popen, Path]] = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        for job, (process, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[job]
+            if process.returncode != 0:
+                for other, _ in running.values():
+                    other.terminate()
+                raise RuntimeError(f"ablation run {job[0]} seed {job[1]} failed (exit {process.returncode}); see {log}")
+            if job[0] == "teacher":
+                teacher_pending.discard(job[1])
+        ready = [job for job in pending if job[0] == "teacher" or job[1] not in teacher_pending]
+        while ready and len(running) < args.jobs:
+            method, seed = job = ready.pop(0)
+            pending.remove(job)
+            log = args.out / f"{method}_seed{seed}.log"
+            command = [sys.executable, "-m", __spec__.name, *argv, "--seeds", str(seed), "--methods", method, "--jobs", "1"]
+            with open(log, "a") as stream:
+                running[job] = (subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env), log)
+            print(f"started {method} seed {seed} (log {log})", flush=True)
+        time.sleep(1.0)
 
 
 def ablation_table(results: dict[str, list[dict]]) -> str:
@@ -82,7 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher-config", type=Path, default=Path("config/teacher_cpu.yaml"))
     parser.add_argument("--student-config", type=Path, default=Path("config/student_cpu.yaml"))
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="overrides for every run")
+    parser.add_argument("--teacher-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="teacher-only overrides")
+    parser.add_argument("--student-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="student-only overrides")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each its own process (students wait for their teacher)")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.jobs > 1:
+        run_parallel(args, argv)
     results: dict[str, list[dict]] = {method: [] for method in args.methods}
     for seed in args.seeds:
         for method in args.methods:

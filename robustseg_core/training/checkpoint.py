@@ -7,6 +7,7 @@ normalisation, config, scores, command, versions}, "epoch"}`` plus, for resumabl
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,11 +85,32 @@ def load_model_state(model: nn.Module, checkpoint: Mapping, path: str | os.PathL
         raise CheckpointError(f"{path}: weights do not fit the model: {error}") from error
 
 
+def check_normalization(checkpoint: Mapping, path: str | os.PathLike) -> None:
+    """The checkpoint's stored per-modality (mean, std) must be the ones the sensor encoders apply now,
+    or every input would be scaled differently from training. Checkpoints without the entry pass."""
+    stored = checkpoint.get("meta", {}).get("normalization")
+    if stored is None:
+        return
+    for modality in checkpoint["architecture"].get("modalities", ()):
+        current = NORMALIZATION.get(modality)
+        values = stored.get(modality)
+        matches = (current is not None and values is not None and len(values) == 2 and all(
+            len(got) == len(want) and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(got, want))
+            for got, want in zip(values, current)))
+        if not matches:
+            raise CheckpointError(
+                f"{path}: modality {modality!r} was trained with normalisation (mean, std) {values}, but the "
+                f"sensor encoders apply {[list(part) for part in current] if current else None}"
+            )
+
+
 def build_model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the segmentor a checkpoint describes and load its weights; returns (model, checkpoint)."""
+    """Rebuild the segmentor a checkpoint describes (its input normalisation checked) and load its weights;
+    returns (model, checkpoint)."""
     from ..models import build_segmentor
 
     checkpoint = load_checkpoint(path, map_location)
+    check_normalization(checkpoint, path)
     architecture = dict(checkpoint["architecture"])
     architecture.pop("num_modalities", None)
     try:

@@ -145,8 +145,6 @@ def check_finite(terms: Mapping[str, torch.Tensor], step: int, last_checkpoint: 
         raise TrainingDiverged(f"step {step}: {what}; last good checkpoint: {where}")
 
 
-
-
 def _grad_norm(value: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
     """L2 norm of d(value)/d(parameters), leaving the graph in place for the real backward pass."""
     if not value.requires_grad:
