@@ -77,4 +77,17 @@ ablation: $(BENCH_DATA)/meta.json
 	$(PY) -m robustseg_core.training.ablation --out runs/ablation --data-root $(BENCH_DATA) --seeds 0 1 2 --jobs 2 \
 		--teacher-set train.epochs=$(ABLATION_TEACHER_EPOCHS) --student-set train.epochs=$(ABLATION_STUDENT_EPOCHS)
 
-.PHONY: ablation
+# Why HPDM and RRM help or not (docs/results.md): seed-0 variants against the ablation's seed-0 teacher.
+VARIANT := $(PY) -m robustseg_core.training.ablation --teachers runs/ablation --seeds 0 \
+	--student-set train.epochs=$(ABLATION_STUDENT_EPOCHS)
+distill-variants: $(BENCH_DATA)/meta.json
+	$(VARIANT) student.init_from_teacher=false --out runs/variants/from_scratch --methods S SPCR --jobs 2
+	$(VARIANT) distill.hpdm_pairing=identity --out runs/variants/hpdm_identity --methods SPC
+	$(VARIANT) distill.hpdm_temperature=4 --out runs/variants/hpdm_t4 --methods SPC
+	$(PY) bench/distill_terms.py --teacher runs/ablation/teacher_seed0/best.pt --batches 4 \
+		$(foreach r,S SR SPC SPCR,--student $(r)=runs/ablation/$(r)_seed0/best.pt) \
+		--student "SPC identity pairing=runs/variants/hpdm_identity/SPC_seed0/best.pt" \
+		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
+		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
+
+.PHONY: ablation distill-variants

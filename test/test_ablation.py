@@ -33,6 +33,11 @@ def test_parallel_ablation_trains_students_after_their_teacher(mini_dataset, tmp
     assert "student S" in (tmp_path / "S_seed0.log").read_text()
     assert (tmp_path / "teacher_seed0" / "best.pt").stat().st_mtime < (tmp_path / "S_seed0" / "best.pt").stat().st_mtime
 
+    variant = ablation(["--out", str(tmp_path / "variant"), "--teachers", str(tmp_path), "--data-root", str(mini_dataset),
+                        "--seeds", "0", "--methods", "S", "--set", *TINY, "--student-set", "distill.kl_weight=0"])
+    assert not (tmp_path / "variant" / "teacher_seed0").exists(), "the earlier run's teacher is reused"
+    assert variant["S"][0] != results["S"][0]
+
 
 def test_parallel_ablation_names_the_failed_run_and_its_log(mini_dataset, tmp_path):
     argv = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "3", "--methods", "S",

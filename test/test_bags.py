@@ -76,7 +76,9 @@ def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
     assert set(first["accuracy_by_modalities"]) == {"RDEL", "RDE"}  # the LiDAR drop window lacks L
     drop = next(fault for fault in first["faults"] if fault["kind"] == "drop")
     assert drop["sensor"] == "lidar" and drop["worst_state"] == "STALE"
-    assert 0.5 <= drop["stale_delay_s"] <= 0.5 + 0.05 + 1e-6  # max_age_s, then within one check period
+    # max_age_s after the last scan's header stamp (RECEIVE_DELAY_S before its bag time), within one check period
+    earliest = 0.5 - record_synthetic.RECEIVE_DELAY_S["lidar"]
+    assert earliest - 1e-6 <= drop["stale_delay_s"] <= earliest + 0.05 + 1e-6
     assert first["timing"]["measure"] == "processing" and first["timing"]["frame_ms"]["count"] == 30
     report = evaluations["folder"] / "first"
     for name in ("report.md", "miou_over_time.png", "latency_histogram.png", "samples.png"):

@@ -1,7 +1,8 @@
 """The paper's ablation on one data set: teacher, S, SR, SPC and SPCR, several seeds, mean ± std.
 
-    python -m robustseg_core.training.ablation --out runs/ablation --seeds 0 1 2 \\
-        --teacher-config config/teacher_cpu.yaml --student-config config/student_cpu.yaml
+    python -m robustseg_core.training.ablation --out runs/ablation --seeds 0 1 2 --jobs 2 \\
+        --teacher-config config/teacher_cpu.yaml --student-config config/student_cpu.yaml \\
+        --teacher-set train.epochs=16 --student-set train.epochs=5
 
 For every seed it trains a teacher, then the four student recipes from that teacher with equal
 budgets (the student config's), evaluates each on the test split (15 combinations in both
@@ -10,6 +11,8 @@ Finished runs are skipped and interrupted ones resumed, so the command can simpl
 ``--set`` overrides apply to every run (e.g. ``train.epochs=4`` for a quick pass); those of sections
 only the student has (``distill``, ``student``, ``teacher``) skip the teacher. ``--teacher-set`` and
 ``--student-set`` apply to one side only (e.g. different epoch budgets); they win over ``--set``.
+``--jobs N`` runs N trainings at a time, each in its own process. ``--teachers DIR`` reuses the
+teachers of an earlier run, to compare student variants against the same teachers.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from .train_teacher import DEFAULTS as TEACHER_DEFAULTS
 from .train_teacher import main as train_teacher
 
 METHODS = ("teacher", *RECIPES)
+#: A run's test evaluation; a run that has it is finished and skipped.
+RESULT = "eval_test.json"
 #: Table columns: (header, function of an evaluate --json result).
 COLUMNS = {
     "RDEL": lambda r: r["results"]["drop"]["combinations"]["RDEL"]["miou"],
@@ -48,7 +53,7 @@ COLUMNS = {
 def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
     """Train (or resume, or skip) one method for one seed and return its test evaluation."""
     run_dir = out / f"{method}_seed{seed}"
-    result_path = run_dir / "eval_test.json"
+    result_path = run_dir / RESULT
     if result_path.exists():
         return json.loads(result_path.read_text())
     common = [f"data.root={args.data_root}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
@@ -57,7 +62,7 @@ def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> d
         train_teacher(["--config", str(args.teacher_config), "--resume", "auto", "--set", *common, *teacher_overrides,
                        *args.teacher_set])
     else:
-        teacher = out / f"teacher_seed{seed}" / "best.pt"
+        teacher = (args.teachers or out) / f"teacher_seed{seed}" / "best.pt"
         train_student(["--config", str(args.student_config), "--resume", "auto", "--set", *common, *args.set,
                        *args.student_set, f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
     return evaluate(["--checkpoint", str(run_dir / "best.pt"), "--data-root", str(args.data_root), "--split", "test",
@@ -66,13 +71,15 @@ def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> d
 
 
 def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
-    """Run every (method, seed) as its own process, ``args.jobs`` at a time, students after their teacher.
+    """Run every unfinished (method, seed) as its own process, ``args.jobs`` at a time, students after
+    their teacher.
 
     Each process gets ``cpu_count // jobs`` threads (unless OMP_NUM_THREADS is set) and logs to
     ``<out>/<method>_seed<seed>.log``; the first failure stops the pool and names the run and its log.
     """
-    pending = [(method, seed) for method in args.methods for seed in args.seeds if method == "teacher"]
-    pending += [(method, seed) for seed in args.seeds for method in args.methods if method != "teacher"]
+    jobs = [(method, seed) for method in args.methods for seed in args.seeds if method == "teacher"]
+    jobs += [(method, seed) for seed in args.seeds for method in args.methods if method != "teacher"]
+    pending = [(method, seed) for method, seed in jobs if not (args.out / f"{method}_seed{seed}" / RESULT).exists()]
     teacher_pending = {seed for method, seed in pending if method == "teacher"}
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="overrides for every run")
     parser.add_argument("--teacher-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="teacher-only overrides")
     parser.add_argument("--student-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="student-only overrides")
+    parser.add_argument("--teachers", type=Path, default=None,
+                        help="folder with teacher_seed<N>/best.pt of an earlier run (default: --out)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each its own process (students wait for their teacher)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
