@@ -9,13 +9,15 @@ States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 * OK (level 0, OK): messages arrive on time, at rate, changing, with sane stamps.
 
 Age has one definition for health and synchronisation: ``now - header stamp`` decides whether a
-sensor's data can still be fused (``sync.FrameSynchronizer``), so a sensor whose messages arrive but
-carry old stamps is STALE here too, never OK while the fusion leaves it out.
+sensor's data can still be fused (``sync.FrameSynchronizer``) and whether it is STALE here, so a
+sensor is never OK while the fusion leaves it out for age. Arrival time only drives "late" and DEAD
+(is the driver still publishing at all).
 * WARN (level 1, WARN): late (age > ``warn_after_periods`` periods), low rate, frozen for a few
   messages, recent stamp anomalies or malformed messages; the data is still usable.
-* STALE (level 3, STALE): no message for ``max_age_s``, frozen for many messages, messages that
-  arrive but whose newest usable header stamp is older than ``max_age_s`` ("lagging": a clock offset
-  or a long pipeline delay), or nothing received yet (within ``dead_after_s`` of the start).
+* STALE (level 3, STALE): the newest usable header stamp is older than ``max_age_s`` (the sensor
+  stopped, or its messages still arrive with old stamps: a clock offset or a long delay, which the
+  message says), frozen for many messages, or nothing received yet (within ``dead_after_s`` of the
+  start).
 * DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
   at all within ``dead_after_s`` of the start ("dead: never received ...").
 
@@ -43,6 +45,11 @@ FUTURE_STAMP = "future_stamp"
 BACKWARDS_STAMP = "backwards_stamp"
 REPEATED_STAMP = "repeated_stamp"
 STAMP_ANOMALIES = (ZERO_STAMP, FUTURE_STAMP, BACKWARDS_STAMP, REPEATED_STAMP)
+
+
+def stale_reason(age_s: float, max_age_s: float) -> str:
+    """The one wording of "too old to fuse", for health and the synchroniser (``age_s = now - stamp``)."""
+    return f"stale: last message {age_s:.2f} s old > max age {max_age_s:.2f} s"
 
 
 class SensorState(Enum):
@@ -316,14 +323,13 @@ class SensorHealth:
         if age > config.dead_after_s:
             return [_Condition(SensorState.DEAD, "dead",
                                f"dead: no message for {age:.2f} s (> {config.dead_after_s:.2f} s)")]
-        if age > config.max_age_s:
-            return [_Condition(SensorState.STALE, "stale",
-                               f"stale: last message {age:.2f} s old > max age {config.max_age_s:.2f} s")]
+        if history.last_nonzero_stamp is None or now - history.last_nonzero_stamp > config.max_age_s:
+            text = ("stale: no message with a usable stamp" if history.last_nonzero_stamp is None
+                    else stale_reason(now - history.last_nonzero_stamp, config.max_age_s))
+            if age <= config.max_age_s:
+                text += " (messages still arrive: clock offset or delay)"
+            return [_Condition(SensorState.STALE, "stale", text)]
         conditions = []
-        if history.last_nonzero_stamp is not None and now - history.last_nonzero_stamp > config.max_age_s:
-            conditions.append(_Condition(SensorState.STALE, "lagging",
-                                         f"lagging: newest stamp {now - history.last_nonzero_stamp:.2f} s old > max age "
-                                         f"{config.max_age_s:.2f} s although messages arrive (clock offset or delay)"))
         if age > config.warn_after_periods * config.period_s:
             conditions.append(_Condition(SensorState.WARN, "late",
                                          f"late: last message {age:.2f} s old (expected every "

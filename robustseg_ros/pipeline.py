@@ -678,10 +678,10 @@ class PerceptionPipeline:
             modality = MODALITY_OF_SENSOR[sensor]
             if modality == self.sync.pivot or modality in self._excluded:
                 continue
+            if not self.sync.usable(modality, now):
+                continue
             latest = self.sync.caches[modality].latest()
             config = self.sync.configs[modality]
-            if latest is None or now - latest.stamp > config.max_age_s:
-                continue
             if latest.stamp >= stamp - config.tolerance_s:
                 continue
             if latest.stamp + self.params.inputs[sensor].health.period_s <= stamp + config.tolerance_s:

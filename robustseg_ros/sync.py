@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .health import stale_reason
+
 PIVOT_TRIGGER = "pivot"
 TIMER_TRIGGER = "timer"
 
@@ -253,6 +255,10 @@ class FrameSynchronizer:
     def _pivot_usable(self) -> bool:
         return self._enabled[self.pivot] and self.pivot not in self._unhealthy
 
+    def usable(self, modality: str, now: float) -> bool:
+        """Whether ``modality``'s newest message can join a frame at ``now`` (enabled, healthy, young enough)."""
+        return self._absence_reason(modality, now) is None
+
     def _absence_reason(self, modality: str, now: float) -> str | None:
         """Why ``modality`` cannot join any frame at ``now`` (None if its newest message can)."""
         config = self.configs[modality]
@@ -263,7 +269,7 @@ class FrameSynchronizer:
             return "never received"
         age = now - latest.stamp
         if age > config.max_age_s:
-            return f"stale: last message {age:.2f} s old > max age {config.max_age_s:.2f} s"
+            return stale_reason(age, config.max_age_s)
         if modality in self._unhealthy:
             return f"unhealthy: {self._unhealthy[modality]}"
         return None
