@@ -2,7 +2,8 @@
 size of every stage-2 loss term, in one run.
 
 Student step: a full training step (frozen teacher forward, student forward, the recipe's losses,
-backward, AdamW step) of ``--preset`` at ``--step-crop`` px, batch 8, same inputs for both recipes.
+backward, AdamW step) of ``--preset`` at ``--step-crop`` px, batch 8, same inputs for both recipes,
+whose steps alternate so that load changes on the machine hit both alike.
 
 Realistic student setting: batch 8, MiT-B0 stage shapes for a 256x256 crop
 (C = 32, 64, 160, 256 at 64, 32, 16, 8 pixels), M = 4 modalities with per-sample random dropout,
@@ -27,9 +28,9 @@ from robustseg_core.losses import hpdm_loss, logit_kl, rrm_loss
 from robustseg_core.models import build_segmentor
 from robustseg_core.training.distributed import resolve_device
 from robustseg_core.training.optim import build_optimizer
-from robustseg_core.training.train_student import DEFAULTS as STUDENT_DEFAULTS
 from robustseg_core.training.modality_dropout import sample_modality_dropout
-from robustseg_core.training.train_student import student_step
+from robustseg_core.training.train_student import DEFAULTS as STUDENT_DEFAULTS
+from robustseg_core.training.train_student import RRM_CPU_BLOCK_ELEMENTS, student_step
 
 BATCH = 8
 MODALITIES = 4
@@ -38,7 +39,6 @@ STAGE_CHANNELS = (32, 64, 160, 256)
 STAGE_STRIDES = (4, 8, 16, 32)
 RRM_LAMBDA = 1e-5
 RRM_SAMPLES = 10
-CPU_BLOCK_ELEMENTS = 2**22
 
 
 def structured_inputs(seed: int) -> dict:
@@ -180,10 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     vectorised_step()  # warm-up
     looped = timed(looped_step, args.repeats)
     vectorised = timed(vectorised_step, args.repeats)
-    blocked = timed(lambda: vectorised_step(CPU_BLOCK_ELEMENTS), args.repeats)
+    blocked = timed(lambda: vectorised_step(RRM_CPU_BLOCK_ELEMENTS), args.repeats)
     print(f"HPDM + RRM: per-sample loops {looped:.3f} s")
     print(f"            vectorised, one batch per stage  {vectorised:.3f} s  speed-up {looped / vectorised:.2f}x")
-    print(f"            vectorised, blocks of <= 2^22    {blocked:.3f} s  speed-up {looped / blocked:.2f}x")
+    block_power = RRM_CPU_BLOCK_ELEMENTS.bit_length() - 1
+    print(f"            vectorised, blocks of <= 2^{block_power}    {blocked:.3f} s  speed-up {looped / blocked:.2f}x")
     hpdm_looped = timed(lambda: hpdm_only(True), args.repeats)
     hpdm_vectorised = timed(lambda: hpdm_only(False), args.repeats)
     print(f"HPDM alone: per-sample loops {hpdm_looped:.3f} s, vectorised {hpdm_vectorised:.3f} s, "
@@ -193,7 +194,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_step_times(args: argparse.Namespace) -> None:
-    """Median full training-step time of the S and SPCR recipes on identical inputs, and their ratio."""
+    """Median full training-step time of the S and SPCR recipes on identical inputs, and their ratio.
+
+    The two recipes' steps alternate and share the random state of each repeat (same dropout masks),
+    so machine-load drift affects both alike.
+    """
     device = resolve_device(args.device)
     torch.manual_seed(0)
     teacher = build_segmentor(args.preset, embed_dim=args.embed_dim).to(device).eval().requires_grad_(False)
@@ -201,26 +206,38 @@ def print_step_times(args: argparse.Namespace) -> None:
         "images": torch.randn(BATCH, MODALITIES, 3, args.step_crop, args.step_crop, device=device),
         "label": torch.randint(0, NUM_CLASSES, (BATCH, args.step_crop, args.step_crop), device=device),
     }
-    times = {}
-    for recipe in ("S", "SPCR"):
-        config = copy.deepcopy(STUDENT_DEFAULTS)
-        config["student"]["recipe"] = recipe
-        student = build_segmentor(args.preset, embed_dim=args.embed_dim).to(device).train()
-        optimizer = build_optimizer(student, lr=1e-4)
-        step = student_step(teacher, config)
-
-        def train_step():
-            optimizer.zero_grad(set_to_none=True)
-            step(student, batch)["loss"].backward()
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        train_step()  # warm-up
-        times[recipe] = timed(train_step, args.repeats)
+    recipes = ("S", "SPCR")
+    train_steps = {recipe: recipe_train_step(recipe, teacher, args, device) for recipe in recipes}
+    durations = {recipe: [] for recipe in recipes}
+    for repeat in range(args.repeats + 1):  # repeat 0 warms up
+        for recipe in recipes:
+            torch.manual_seed(repeat)
+            start = time.perf_counter()
+            train_steps[recipe](batch)
+            if repeat:
+                durations[recipe].append(time.perf_counter() - start)
+    times = {recipe: statistics.median(values) for recipe, values in durations.items()}
     print(f"student step ({args.preset}, head {args.embed_dim}, batch {BATCH}, {args.step_crop} px, {device}, "
-          f"median of {args.repeats}): S {times['S']:.3f} s, SPCR {times['SPCR']:.3f} s, "
+          f"median of {args.repeats}, alternating): S {times['S']:.3f} s, SPCR {times['SPCR']:.3f} s, "
           f"SPCR / S = {times['SPCR'] / times['S']:.2f} (target <= 1.5)")
+
+
+def recipe_train_step(recipe: str, teacher: torch.nn.Module, args: argparse.Namespace, device: torch.device):
+    """A fresh student of ``recipe`` and its AdamW; returns step(batch): zero grad, loss, backward, update."""
+    config = copy.deepcopy(STUDENT_DEFAULTS)
+    config["student"]["recipe"] = recipe
+    student = build_segmentor(args.preset, embed_dim=args.embed_dim).to(device).train()
+    optimizer = build_optimizer(student, lr=1e-4)
+    step = student_step(teacher, config)
+
+    def train_step(batch: dict) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        step(student, batch)["loss"].backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return train_step
 
 
 def print_term_sizes(inputs: dict) -> None:
@@ -230,7 +247,7 @@ def print_term_sizes(inputs: dict) -> None:
 
     def rrm(normalize):
         return rrm_loss(student, teacher, present, lam=RRM_LAMBDA, normalize=normalize,
-                        generator=torch.Generator().manual_seed(0), max_block_elements=CPU_BLOCK_ELEMENTS)
+                        generator=torch.Generator().manual_seed(0), max_block_elements=RRM_CPU_BLOCK_ELEMENTS)
 
     with torch.no_grad():
         kl = float(logit_kl(inputs["student_logits"], inputs["teacher_logits"]))

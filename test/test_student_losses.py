@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from robustseg_core.losses import (
     OhemCrossEntropy, class_prototypes, hpdm_loss, logit_kl, rrm_loss, sample_cross_modal_pairing,
 )
+from robustseg_core.losses.noise import NOISE_STREAMS, standard_normal
 from robustseg_core.training.modality_dropout import apply_modality_dropout, sample_modality_dropout
 
 NUM_TEST_CLASSES = 5
@@ -98,7 +99,7 @@ def reference_rrm(student_features, teacher_features, present, teacher_index, la
     stage_noise = []
     for stage in student_features:
         shape = (len(items), n_samples * stage.shape[2]) + tuple(stage.shape[-2:])
-        stage_noise.append((torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)))
+        stage_noise.append(standard_normal((2,) + shape, generator).unbind(0))
     total = torch.zeros(())
     for item, (sample, modality) in enumerate(items):
         for stage, (student_stage, teacher_stage) in enumerate(zip(student_features, teacher_features)):
@@ -402,6 +403,53 @@ def test_rrm_stays_finite_when_the_feature_kl_is_zero():
     assert torch.isfinite(loss) and 0.0 <= float(loss.detach()) < 1e-3
     (gradient,) = torch.autograd.grad(loss, student)
     assert bool(torch.isfinite(gradient).all())
+
+
+def test_rrm_gradient_is_finite_where_the_noise_std_is_zero():
+    # Equal channels at every pixel of sample 0: sigma = 0 there, so the perturbation has no std to
+    # differentiate through (autograd's sqrt would give 0 * inf = NaN); its gradient path is zero.
+    student = torch.randn(2, 2, 3, 5, 4)
+    student[0] = student[0, :, :1].expand(2, 3, 5, 4)
+    student.requires_grad_()
+    loss, _ = rrm_loss([student], [torch.randn(2, 2, 3, 5, 4)], torch.ones(2, 2, dtype=torch.bool),
+                       normalize="size", generator=torch.Generator().manual_seed(0))
+    (gradient,) = torch.autograd.grad(loss, student)
+    assert bool(torch.isfinite(gradient).all()) and bool((gradient[1] != 0).any())
+
+
+def test_rrm_without_gradient_gives_the_same_value():
+    student = make_stage_features(3, 4, seed=26, requires_grad=True)
+    teacher = make_stage_features(3, 4, seed=27)
+    with_graph, details = rrm_loss(student, teacher, PRESENT, normalize="size", generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        without, no_grad_details = rrm_loss(student, teacher, PRESENT, normalize="size",
+                                            generator=torch.Generator().manual_seed(3))
+    assert not without.requires_grad and torch.equal(without, with_graph.detach())
+    assert torch.equal(details["feature_kl"], no_grad_details["feature_kl"])
+
+
+def test_noise_is_reproducible_and_independent_of_the_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = standard_normal((3, 1001), torch.Generator().manual_seed(8))
+        torch.set_num_threads(2)
+        parallel = standard_normal((3, 1001), torch.Generator().manual_seed(8))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial, parallel)
+    generator = torch.Generator().manual_seed(8)
+    first, second = standard_normal((3, 1001), generator), standard_normal((3, 1001), generator)
+    assert torch.equal(first, serial) and not torch.equal(first, second)
+
+
+def test_noise_is_standard_normal_and_its_streams_independent():
+    noise = standard_normal((400_000,), torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1.0) < 0.01
+    assert abs(float((noise.abs() < 1.0).double().mean()) - 0.6827) < 0.005  # P(|z| < 1) of N(0, 1)
+    streams = noise.view(NOISE_STREAMS, -1)
+    correlation = torch.corrcoef(streams)
+    assert float((correlation - torch.eye(NOISE_STREAMS, dtype=torch.float64)).abs().max()) < 0.02
 
 
 def test_rrm_stays_finite_for_large_activations():

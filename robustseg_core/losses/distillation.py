@@ -41,14 +41,24 @@ with features F_s, F_t of shape [C, H, W], S = ``n_samples`` and N = S*C*H*W:
      max(p, smallest normal float) so that an underflowed p = 0 contributes 0 (as xlogy would).
   4. G_q = dL/d(log q), G_p = dL/dp, the gradients the released code takes with
      ``torch.autograd.grad(create_graph=True)``. They have closed forms, G_q = -p/N and
-     G_p = (log p - log q + 1)/N (the 1 only where p did not underflow), and are computed so: the
-     values and the student gradients are those of the double-backward route (the tests check it
-     against a create_graph reference) at a fraction of its cost. They are the gradients of the
-     unclamped mean (identical unless rounding makes L slightly negative).
+     G_p = (log p - log q + 1)/N with log p as in step 3 (finite where p underflowed, where the exact
+     derivative is -inf), and are computed so. They are the gradients of the unclamped mean
+     (identical unless rounding makes L slightly negative).
   5. Fisher ("ent"): I = mean over (row copy, w) of (sum_h G**2) / max(L, eps), eps = 1e-12; the
      clamp only matters when L = 0 exactly (H = 1, or student equal to teacher with zero noise std),
      where it turns a division by zero into a large finite I and thus a vanishing 1/I.
   6. R = ||(1/I_q, 1/I_p)||_2 ("max_ent", norm 2); term = lam * R.
+
+The student gradient of RRM is closed-form too. R depends on the student only through log q (in L
+and in G_p). With A = sum p**2, B = sum (N G_p)**2 and K = N**2 * S*C*W, R = max(L, eps) * K * hypot(1/A, 1/B)
+and
+    dR/d(log q) = -(K * hypot / N) * [L >= eps] * p + 2 K max(L, eps) / (B**3 * hypot) * (N G_p),
+which goes back through the row log-softmax and the perturbation (sigma included; zero where sigma = 0)
+by hand. So each block of items yields its values and its gradient with respect to the student items
+at once, in no-grad mode; only that gradient, [P, C, H, W] and S times smaller than the perturbed
+tensors, is kept for the backward pass. Values and student gradients equal those of the released
+double-backward route (the tests check both against a create_graph reference) at a fraction of its
+time and memory.
 
 Size normalisation of RRM (``normalize="size"``)
 -----------------------------------------------
@@ -79,6 +89,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..classes import IGNORE_INDEX, NUM_CLASSES
+from .noise import standard_normal
 
 #: Pairings accepted by ``hpdm_loss``: the paper's hybrid cross-modal one and the released code's.
 PAIRINGS: tuple[str, ...] = ("random", "identity")
@@ -232,14 +243,14 @@ def rrm_loss(
         lam: lambda multiplying every item's regulariser R (1e-5 in the released main script).
         n_samples: S copies per channel for the perturbation (needs S*C >= 2).
         normalize: "none" (released code) or "size" (R / kappa, see the module docstring).
-        generator: random source of the noise, on the features' device. Per stage it draws the
-            student noise [P, S*C, H, W] for the P present items in row-major (sample, modality)
-            order, then the teacher noise of the same shape.
+        generator: random source of the noise, on the features' device. Per stage one
+            ``noise.standard_normal`` call draws [2, P, S*C, H, W]: the student's and then the
+            teacher's noise for the P present items in row-major (sample, modality) order.
         teacher_index: [B, M] pairing, identity (released code) when None.
         max_block_elements: None = all present items of a stage in one batch (best on GPUs); else
             items go through in blocks of at most this many perturbed elements (S*C*H*W per item,
             at least one item per block). Values and gradients do not depend on it. On CPUs a
-            budget of about 2**22 avoids the page faults of very large allocations.
+            budget of about 2**20 keeps a block's tensors in the last-level cache.
 
     Returns:
         (loss, details): loss = (1/B) sum_n sum_stages sum_present lam * R (normalised or not);
@@ -259,28 +270,30 @@ def rrm_loss(
     sample_of_item, student_modality = student_present.nonzero(as_tuple=True)
     teacher_modality = teacher_index[sample_of_item, student_modality]
     stage_losses, raw_stage_losses, feature_kls = [], [], []
-    with torch.enable_grad():
-        for student_stage, teacher_stage in zip(student_features, teacher_features):
-            student_items = student_stage[sample_of_item, student_modality]
-            teacher_items = teacher_stage.detach()[sample_of_item, teacher_modality]
-            student_noise = _standard_noise(student_items, n_samples, generator)
-            teacher_noise = _standard_noise(teacher_items, n_samples, generator)
-            block = _items_per_block(student_noise, max_block_elements)
-            blocks = [
-                _rrm_items(
-                    student_items[start:start + block], teacher_items[start:start + block],
-                    student_noise[start:start + block], teacher_noise[start:start + block],
-                )
-                for start in range(0, student_items.shape[0], block)
-            ]
-            regulariser, size_factor, feature_kl = (torch.cat(parts) for parts in zip(*blocks))
-            raw_stage_loss = lam * regulariser.sum() / batch
-            if normalize == "size":
-                stage_losses.append(lam * (regulariser / size_factor).sum() / batch)
-            else:
-                stage_losses.append(raw_stage_loss)
-            raw_stage_losses.append(raw_stage_loss.detach())
-            feature_kls.append(feature_kl.detach().mean())
+    for student_stage, teacher_stage in zip(student_features, teacher_features):
+        student_items = student_stage[sample_of_item, student_modality]
+        teacher_items = teacher_stage.detach()[sample_of_item, teacher_modality]
+        student_noise, teacher_noise = _rrm_noise(student_items, n_samples, generator)
+        with_gradient = torch.is_grad_enabled() and student_items.requires_grad
+        block = _items_per_block(student_noise, max_block_elements)
+        blocks = [
+            _rrm_items(
+                student_items[start:start + block], teacher_items[start:start + block],
+                student_noise[start:start + block], teacher_noise[start:start + block], with_gradient,
+            )
+            for start in range(0, student_items.shape[0], block)
+        ]
+        values, gradients, size_factors, block_feature_kls = zip(*blocks)
+        regulariser, size_factor, feature_kl = map(torch.cat, (values, size_factors, block_feature_kls))
+        if with_gradient:
+            regulariser = _GivenGradient.apply(student_items, regulariser, torch.cat(gradients))
+        raw_stage_loss = lam * regulariser.sum() / batch
+        if normalize == "size":
+            stage_losses.append(lam * (regulariser / size_factor).sum() / batch)
+        else:
+            stage_losses.append(raw_stage_loss)
+        raw_stage_losses.append(raw_stage_loss.detach())
+        feature_kls.append(feature_kl.mean())
     per_stage = torch.stack(stage_losses)
     details = {
         "per_stage": per_stage.detach(),
@@ -291,42 +304,82 @@ def rrm_loss(
     return per_stage.sum(), details
 
 
+class _GivenGradient(torch.autograd.Function):
+    """Per-item values [P] of a function of ``items`` [P, ...] whose gradient [P, ...] is already known."""
+
+    @staticmethod
+    def forward(ctx, items: Tensor, values: Tensor, gradients: Tensor) -> Tensor:
+        ctx.save_for_backward(gradients)
+        return values.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_values: Tensor) -> tuple[Tensor, None, None]:
+        (gradients,) = ctx.saved_tensors
+        return grad_values.view((-1,) + (1,) * (gradients.ndim - 1)) * gradients, None, None
+
+
+@torch.no_grad()
 def _rrm_items(
-    student_items: Tensor, teacher_items: Tensor, student_noise: Tensor, teacher_noise: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+    student_items: Tensor, teacher_items: Tensor, student_noise: Tensor, teacher_noise: Tensor, with_gradient: bool
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Independent RRM items [P, C, H, W] with their standard noise [P, C, S, H, W]
-    -> (R [P], kappa [P] detached, clamped feature KL L [P]).
+    -> (R [P], dR/d(student items) [P, C, H, W] or None, kappa [P], clamped feature KL L [P]).
 
-    The Fisher gradients are used in closed form (module docstring, steps 4-5): the same values, and
-    the same gradients with respect to the student, as ``autograd.grad(create_graph=True)`` gives,
-    without building and differentiating a second graph.
+    Values and gradient are in closed form (module docstring, steps 4-6 and the student gradient), so
+    no autograd graph over the [P, C, S, H, W] perturbations is built or kept.
     """
-    with torch.no_grad():
-        teacher_probs = F.softmax(_perturb(teacher_items, teacher_noise), dim=-2)
-        tiny = torch.finfo(teacher_probs.dtype).tiny
-        teacher_log_probs = teacher_probs.clamp_min(tiny).log()  # 0 * log 0 -> 0
-        teacher_grad_offset = (teacher_probs >= tiny).to(teacher_probs.dtype)  # d(p log p)/dp - log p
-        teacher_square_sum = teacher_probs.square().sum(dim=(1, 2, 3))
-    student_log_probs = F.log_softmax(_perturb(student_items, student_noise), dim=-2)
-    log_ratio = teacher_log_probs - student_log_probs
-    kl_per_item = (teacher_probs * log_ratio).mean(dim=(1, 2, 3))
-    teacher_grad_square_sum = (log_ratio + teacher_grad_offset).square().sum(dim=(1, 2, 3))
-    clamped_kl = kl_per_item.clamp_min(0.0)
-    elements = teacher_probs[0].numel()
-    columns = teacher_probs.shape[1] * teacher_probs.shape[-1]
-    size_factor = float(elements) ** 2 * columns / teacher_square_sum
+    elements = teacher_noise[0].numel()
+    columns = teacher_noise.shape[1] * teacher_noise.shape[2] * teacher_noise.shape[-1]
+    scale = float(elements) ** 2 * columns
+    teacher_probs = F.softmax(_perturb(teacher_items, teacher_noise)[0], dim=-2)
+    teacher_square_sum = _item_dot(teacher_probs, teacher_probs)
+    tiny = torch.finfo(teacher_probs.dtype).tiny
+    perturbed_student, student_std, student_centred = _perturb(student_items, student_noise)
+    student_log_probs = F.log_softmax(perturbed_student, dim=-2)
+    log_ratio = teacher_probs.clamp_min(tiny).log_().sub_(student_log_probs)  # 0 * log 0 -> 0
+    clamped_kl = _item_dot(teacher_probs, log_ratio).div_(elements).clamp_min_(0.0)
+    teacher_grad = log_ratio.add_(1.0)  # N * G_p
+    teacher_grad_square_sum = _item_dot(teacher_grad, teacher_grad)
     inverse_fishers = torch.hypot(1.0 / teacher_square_sum, 1.0 / teacher_grad_square_sum)
-    regulariser = clamped_kl.clamp_min(RRM_LOSS_EPSILON) * float(elements) ** 2 * columns * inverse_fishers
-    return regulariser, size_factor, clamped_kl
+    bounded_kl = clamped_kl.clamp_min(RRM_LOSS_EPSILON)
+    regulariser = bounded_kl * scale * inverse_fishers
+    size_factor = scale / teacher_square_sum
+    if not with_gradient:
+        return regulariser, None, size_factor, clamped_kl
+    kl_weight = -scale * inverse_fishers * (clamped_kl >= RRM_LOSS_EPSILON) / elements
+    grad_square_weight = 2.0 * scale * bounded_kl / (teacher_grad_square_sum**3 * inverse_fishers)
+    grad_log_probs = teacher_grad.mul_(_per_item(grad_square_weight, teacher_grad)).addcmul_(
+        teacher_probs, _per_item(kl_weight, teacher_probs)
+    )
+    column_sums = grad_log_probs.sum(dim=-2, keepdim=True)
+    grad_perturbed = grad_log_probs.addcmul_(student_log_probs.exp_(), column_sums, value=-1.0)
+    grad_items = grad_perturbed.sum(dim=2)
+    grad_std = grad_perturbed.mul_(student_noise).sum(dim=(1, 2))
+    n_samples, channels = student_noise.shape[2], student_noise.shape[1]
+    std_to_items = torch.where(student_std > 0, grad_std / student_std, 0.0) * (n_samples / (n_samples * channels - 1))
+    return regulariser, grad_items.add_(student_centred.mul_(std_to_items[:, None])), size_factor, clamped_kl
 
 
-def _standard_noise(items: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
-    """N(0, 1) noise [P, C, S, H, W] for items [P, C, H, W] (memory order = the [P, S*C, H, W] rows)."""
+def _item_dot(left: Tensor, right: Tensor) -> Tensor:
+    """[P, ...] x [P, ...] -> [P]: per-item sum of the element-wise product."""
+    return (left * right).flatten(1).sum(dim=1)
+
+
+def _per_item(values: Tensor, like: Tensor) -> Tensor:
+    """[P] -> [P, 1, ..., 1] broadcasting against ``like`` [P, ...]."""
+    return values.view((-1,) + (1,) * (like.ndim - 1))
+
+
+def _rrm_noise(items: Tensor, n_samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Independent N(0, 1) noise [P, C, S, H, W] of student and teacher for items [P, C, H, W] (memory
+    order = the [P, S*C, H, W] rows), drawn in one ``standard_normal`` call."""
     batch, channels, height, width = items.shape
     if n_samples * channels < 2:
         raise ValueError(f"RRM needs n_samples * channels >= 2 for the noise std, got {n_samples * channels}")
-    shape = (batch, channels, n_samples, height, width)
-    return torch.randn(shape, generator=generator, device=items.device, dtype=items.dtype)
+    shape = (2, batch, channels, n_samples, height, width)
+    student_noise, teacher_noise = standard_normal(shape, generator, items.device, items.dtype)
+    return student_noise, teacher_noise
 
 
 def _items_per_block(noise: Tensor, max_block_elements: int | None) -> int:
@@ -337,17 +390,18 @@ def _items_per_block(noise: Tensor, max_block_elements: int | None) -> int:
     return max(1, min(items, max_block_elements // noise[0].numel()))
 
 
-def _perturb(items: Tensor, standard_noise: Tensor) -> Tensor:
-    """[P, C, H, W] -> [P, S*C, H, W]: every channel repeated S times (copies adjacent) plus Gaussian
-    noise whose std at each pixel is the unbiased std over the S*C rows there.
+def _perturb(items: Tensor, standard_noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[P, C, H, W] -> (perturbed [P, C, S, H, W], pixel std [P, H, W], centred items [P, C, H, W]).
 
-    The repeated tensor is never materialised: its per-pixel std follows from the C channels
-    (S copies of each), and the copies are formed by broadcasting against the noise [P, C, S, H, W].
+    Every channel is repeated S times (copies adjacent, so ``flatten(1, 2)`` gives the [P, S*C, H, W]
+    rows) plus Gaussian noise whose std at each pixel is the unbiased std over the S*C rows there.
+    The repeated tensor is never materialised: its per-pixel std follows from the C channels (S copies
+    of each), and the copies are formed by broadcasting against the noise.
     """
     n_samples, channels = standard_noise.shape[2], items.shape[1]
     centred = items - items.mean(dim=1, keepdim=True)
-    row_variance = centred.square().sum(dim=1, keepdim=True) * (n_samples / (n_samples * channels - 1))
-    return (items[:, :, None] + standard_noise * row_variance.sqrt()[:, :, None]).flatten(1, 2)
+    pixel_std = centred.square().sum(dim=1).mul_(n_samples / (n_samples * channels - 1)).sqrt_()
+    return torch.addcmul(items[:, :, None], standard_noise, pixel_std[:, None, None]), pixel_std, centred
 
 
 def _kl_elements(student_log_probs: Tensor, teacher_log_probs: Tensor) -> Tensor:
@@ -363,8 +417,7 @@ def _class_masks(
         raise ValueError(f"labels must be [B, H, W] with B = {batch}, got shape {tuple(labels.shape)}")
     if labels.dtype != torch.int64:
         raise ValueError(f"labels must be int64, got dtype {labels.dtype}")
-    valid = labels != ignore_index
-    if bool(((labels[valid] < 0) | (labels[valid] >= num_classes)).any()):
+    if bool(((labels != ignore_index) & ((labels < 0) | (labels >= num_classes))).any()):
         raise ValueError(f"labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
     resized = F.interpolate(labels[:, None].to(torch.float32), size=tuple(size), mode="nearest")
     resized = resized.flatten(1).to(torch.int64)
