@@ -9,7 +9,7 @@ Realistic student setting: batch 8, MiT-B0 stage shapes for a 256x256 crop
 (C = 32, 64, 160, 256 at 64, 32, 16, 8 pixels), M = 4 modalities with per-sample random dropout,
 25 classes. Times are forward + backward, median of a few repeats, on the CPU threads set below.
 
-Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--threads 2] [--preset mit_cpu --embed-dim 256
+Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--step-repeats 15] [--threads 2] [--preset mit_cpu --embed-dim 256
 --step-crop 128] [--device cuda]``
 """
 
@@ -139,7 +139,8 @@ def timed(function, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of each loss timing")
+    parser.add_argument("--step-repeats", type=int, default=15, help="alternating S/SPCR step pairs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="mit_cpu", help="student and teacher encoder for the step timing")
     parser.add_argument("--embed-dim", type=int, default=256)
@@ -209,7 +210,7 @@ def print_step_times(args: argparse.Namespace) -> None:
     recipes = ("S", "SPCR")
     train_steps = {recipe: recipe_train_step(recipe, teacher, args, device) for recipe in recipes}
     durations = {recipe: [] for recipe in recipes}
-    for repeat in range(args.repeats + 1):  # repeat 0 warms up
+    for repeat in range(args.step_repeats + 1):  # repeat 0 warms up
         for recipe in recipes:
             torch.manual_seed(repeat)
             start = time.perf_counter()
@@ -217,9 +218,12 @@ def print_step_times(args: argparse.Namespace) -> None:
             if repeat:
                 durations[recipe].append(time.perf_counter() - start)
     times = {recipe: statistics.median(values) for recipe, values in durations.items()}
+    pair_ratios = [spcr / s for spcr, s in zip(durations["SPCR"], durations["S"])]
+    low, middle, high = statistics.quantiles(pair_ratios, n=4)
     print(f"student step ({args.preset}, head {args.embed_dim}, batch {BATCH}, {args.step_crop} px, {device}, "
-          f"median of {args.repeats}, alternating): S {times['S']:.3f} s, SPCR {times['SPCR']:.3f} s, "
-          f"SPCR / S = {times['SPCR'] / times['S']:.2f} (target <= 1.5)")
+          f"{args.step_repeats} alternating pairs): S {times['S']:.3f} s, SPCR {times['SPCR']:.3f} s (medians), "
+          f"SPCR / S = {times['SPCR'] / times['S']:.2f} (target <= 1.5); "
+          f"per pair median {middle:.2f}, quartiles {low:.2f}-{high:.2f}")
 
 
 def recipe_train_step(recipe: str, teacher: torch.nn.Module, args: argparse.Namespace, device: torch.device):
