@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-crop", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.step_repeats < 2 or args.repeats < 1:
+        parser.error("--step-repeats must be >= 2 (quartiles of the pair ratios) and --repeats >= 1")
     torch.set_num_threads(args.threads)
     print_step_times(args)
     inputs = structured_inputs(seed=0)

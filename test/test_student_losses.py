@@ -417,6 +417,33 @@ def test_rrm_gradient_is_finite_where_the_noise_std_is_zero():
     assert bool(torch.isfinite(gradient).all()) and bool((gradient[1] != 0).any())
 
 
+@pytest.mark.parametrize("normalize", ["none", "size"])
+def test_rrm_gradient_passes_a_float64_gradcheck(normalize):
+    teacher = torch.randn(2, 2, 3, 4, 5, dtype=torch.float64)
+    student = (teacher + 0.5 * torch.randn(teacher.shape, dtype=torch.float64)).requires_grad_()
+    present = torch.tensor([[True, False], [True, True]])
+
+    def loss(features):
+        value, _ = rrm_loss([features], [teacher], present, lam=1e-9, n_samples=2, normalize=normalize,
+                            generator=torch.Generator().manual_seed(6), max_block_elements=150)
+        return value
+
+    assert torch.autograd.gradcheck(loss, (student,), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_rrm_accepts_half_precision_features():
+    teacher = make_stage_features(3, 4, seed=28)
+    student = [stage.clone().requires_grad_() for stage in make_stage_features(3, 4, seed=29)]
+    half = [stage.half() for stage in student]
+    loss, _ = rrm_loss(half, [stage.half() for stage in teacher], PRESENT, lam=1e-5,
+                       generator=torch.Generator().manual_seed(1))
+    reference, _ = rrm_loss([stage.float() for stage in half], [stage.half().float() for stage in teacher], PRESENT,
+                            lam=1e-5, generator=torch.Generator().manual_seed(1))
+    assert loss.dtype == torch.float32 and torch.allclose(loss, reference)
+    loss.backward()
+    assert all(bool(torch.isfinite(stage.grad).all()) for stage in student)
+
+
 def test_rrm_without_gradient_gives_the_same_value():
     student = make_stage_features(3, 4, seed=26, requires_grad=True)
     teacher = make_stage_features(3, 4, seed=27)

@@ -35,7 +35,8 @@ RRM (§4.3, "what the code actually computes"), per item (sample, stage, present
 with features F_s, F_t of shape [C, H, W], S = ``n_samples`` and N = S*C*H*W:
   1. X = every channel repeated S times (copies adjacent) -> [S*C, H, W]; per pixel, sigma(h, w) =
      unbiased std over the S*C rows; X~ = X + sigma * eps, eps ~ N(0, 1), for student and teacher
-     independently (sigma stays in the autograd graph, as in the released code).
+     independently (sigma depends on the features and takes part in the student gradient, as in the
+     released code).
   2. log q = log_softmax(X~_s) and p = softmax(X~_t) over the H (row) axis.
   3. L = mean over the N elements of p * (log p - log q), clamped >= 0; log p is taken of
      max(p, smallest normal float) so that an underflowed p = 0 contributes 0 (as xlogy would).
@@ -249,14 +250,17 @@ def rrm_loss(
         teacher_index: [B, M] pairing, identity (released code) when None.
         max_block_elements: None = all present items of a stage in one batch (best on GPUs); else
             items go through in blocks of at most this many perturbed elements (S*C*H*W per item,
-            at least one item per block). Values and gradients do not depend on it. On CPUs a
-            budget of about 2**20 keeps a block's tensors in the last-level cache.
+            at least one item per block). Values and gradients do not depend on it; it bounds the
+            size of every temporary (a few MB each at 2**20).
 
     Returns:
         (loss, details): loss = (1/B) sum_n sum_stages sum_present lam * R (normalised or not);
         details = {"per_stage": [num_stages] detached stage contributions (they sum to loss),
         "raw_per_stage": the same without size normalisation, "feature_kl": [num_stages] mean over
         items of the perturbed feature KL L, "teacher_index": [B, M] int64 pairing used}.
+
+    Computed in at least float32 (the raw R overflows float16). The student gradient is computed with
+    the value (module docstring), so the loss can be back-propagated but not differentiated twice.
     """
     _check_stage_features(student_features, teacher_features, student_present)
     if normalize not in RRM_NORMALIZATIONS:
@@ -271,8 +275,9 @@ def rrm_loss(
     teacher_modality = teacher_index[sample_of_item, student_modality]
     stage_losses, raw_stage_losses, feature_kls = [], [], []
     for student_stage, teacher_stage in zip(student_features, teacher_features):
-        student_items = student_stage[sample_of_item, student_modality]
-        teacher_items = teacher_stage.detach()[sample_of_item, teacher_modality]
+        compute_dtype = torch.promote_types(student_stage.dtype, torch.float32)
+        student_items = student_stage[sample_of_item, student_modality].to(compute_dtype)
+        teacher_items = teacher_stage.detach()[sample_of_item, teacher_modality].to(compute_dtype)
         student_noise, teacher_noise = _rrm_noise(student_items, n_samples, generator)
         with_gradient = torch.is_grad_enabled() and student_items.requires_grad
         block = _items_per_block(student_noise, max_block_elements)
@@ -316,7 +321,7 @@ class _GivenGradient(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_values: Tensor) -> tuple[Tensor, None, None]:
         (gradients,) = ctx.saved_tensors
-        return grad_values.view((-1,) + (1,) * (gradients.ndim - 1)) * gradients, None, None
+        return _per_item(grad_values, gradients) * gradients, None, None
 
 
 @torch.no_grad()
@@ -332,11 +337,12 @@ def _rrm_items(
     elements = teacher_noise[0].numel()
     columns = teacher_noise.shape[1] * teacher_noise.shape[2] * teacher_noise.shape[-1]
     scale = float(elements) ** 2 * columns
-    teacher_probs = F.softmax(_perturb(teacher_items, teacher_noise)[0], dim=-2)
+    teacher_std, _ = _pixel_std(teacher_items, teacher_noise.shape[2])
+    teacher_probs = F.softmax(_perturb(teacher_items, teacher_noise, teacher_std), dim=-2)
     teacher_square_sum = _item_dot(teacher_probs, teacher_probs)
     tiny = torch.finfo(teacher_probs.dtype).tiny
-    perturbed_student, student_std, student_centred = _perturb(student_items, student_noise)
-    student_log_probs = F.log_softmax(perturbed_student, dim=-2)
+    student_std, student_std_gradient = _pixel_std(student_items, student_noise.shape[2])
+    student_log_probs = F.log_softmax(_perturb(student_items, student_noise, student_std), dim=-2)
     log_ratio = teacher_probs.clamp_min(tiny).log_().sub_(student_log_probs)  # 0 * log 0 -> 0
     clamped_kl = _item_dot(teacher_probs, log_ratio).div_(elements).clamp_min_(0.0)
     teacher_grad = log_ratio.add_(1.0)  # N * G_p
@@ -356,9 +362,7 @@ def _rrm_items(
     grad_perturbed = grad_log_probs.addcmul_(student_log_probs.exp_(), column_sums, value=-1.0)
     grad_items = grad_perturbed.sum(dim=2)
     grad_std = grad_perturbed.mul_(student_noise).sum(dim=(1, 2))
-    n_samples, channels = student_noise.shape[2], student_noise.shape[1]
-    std_to_items = torch.where(student_std > 0, grad_std / student_std, 0.0) * (n_samples / (n_samples * channels - 1))
-    return regulariser, grad_items.add_(student_centred.mul_(std_to_items[:, None])), size_factor, clamped_kl
+    return regulariser, grad_items.addcmul_(student_std_gradient, grad_std[:, None]), size_factor, clamped_kl
 
 
 def _item_dot(left: Tensor, right: Tensor) -> Tensor:
@@ -390,18 +394,23 @@ def _items_per_block(noise: Tensor, max_block_elements: int | None) -> int:
     return max(1, min(items, max_block_elements // noise[0].numel()))
 
 
-def _perturb(items: Tensor, standard_noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """[P, C, H, W] -> (perturbed [P, C, S, H, W], pixel std [P, H, W], centred items [P, C, H, W]).
+def _pixel_std(items: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
+    """items [P, C, H, W] -> (sigma [P, H, W], d sigma / d items [P, C, H, W], zero where sigma = 0).
 
-    Every channel is repeated S times (copies adjacent, so ``flatten(1, 2)`` gives the [P, S*C, H, W]
-    rows) plus Gaussian noise whose std at each pixel is the unbiased std over the S*C rows there.
-    The repeated tensor is never materialised: its per-pixel std follows from the C channels (S copies
-    of each), and the copies are formed by broadcasting against the noise.
+    sigma is the unbiased std over the S*C rows at each pixel of the items with every channel repeated
+    S times; it follows from the C channels without materialising the repetition.
     """
-    n_samples, channels = standard_noise.shape[2], items.shape[1]
+    factor = n_samples / (n_samples * items.shape[1] - 1)
     centred = items - items.mean(dim=1, keepdim=True)
-    pixel_std = centred.square().sum(dim=1).mul_(n_samples / (n_samples * channels - 1)).sqrt_()
-    return torch.addcmul(items[:, :, None], standard_noise, pixel_std[:, None, None]), pixel_std, centred
+    sigma = centred.square().sum(dim=1).mul_(factor).sqrt_()
+    return sigma, centred.mul_(torch.where(sigma > 0, factor / sigma, 0.0)[:, None])
+
+
+def _perturb(items: Tensor, standard_noise: Tensor, sigma: Tensor) -> Tensor:
+    """items [P, C, H, W], noise [P, C, S, H, W], sigma [P, H, W] -> [P, C, S, H, W]: every channel
+    repeated S times (copies adjacent, so ``flatten(1, 2)`` gives the [P, S*C, H, W] rows, formed by
+    broadcasting) plus the noise scaled by sigma at each pixel."""
+    return torch.addcmul(items[:, :, None], standard_noise, sigma[:, None, None])
 
 
 def _kl_elements(student_log_probs: Tensor, teacher_log_probs: Tensor) -> Tensor:

@@ -1,11 +1,14 @@
 """Gaussian noise drawn in parallel on CPUs, reproducibly.
 
-PyTorch's CPU generator is one sequential Mersenne Twister, so ``torch.randn`` of a large tensor runs
-on one core (about 5 ns per number on the development CPU; RRM draws ~14 M numbers per training step
-of the CPU student). ``standard_normal`` splits the tensor into ``NOISE_STREAMS`` contiguous pieces,
-each filled by its own generator seeded from the caller's, on as many threads as PyTorch's intra-op
-pool has (``normal_`` releases the GIL). The values depend on the caller's generator state only,
-not on the number of threads. CUDA tensors are drawn by the device's own (parallel) generator.
+PyTorch's CPU generator is one sequential Mersenne Twister, so ``torch.randn`` of a large tensor uses
+one core; RRM draws 2 * S*C*H*W numbers per present item and stage, millions per training step.
+``standard_normal`` splits the tensor into ``NOISE_STREAMS`` contiguous pieces, each filled by its own
+Mersenne Twister, on ``torch.get_num_threads()`` Python threads (``normal_`` releases the GIL). The
+values depend on the caller's generator state only, not on the number of threads. The Mersenne
+Twister takes 32-bit seeds, which are drawn from the caller's generator: two pieces of different
+draws share a seed with probability 2**-32 per pair, so over 10**5 training steps (32 pieces each)
+some hundreds of pieces repeat an earlier one, applied to other features: harmless for a perturbation.
+CUDA tensors are drawn by the device's own parallel generator.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-#: Independent generator streams per CPU draw (fixed, so values do not depend on the thread count).
+#: Generator streams per CPU draw (fixed, so values do not depend on the thread count).
 NOISE_STREAMS = 8
-_SEED_BOUND = 2**62
+_SEED_BOUND = 2**32  # torch.Generator.manual_seed keeps 32 bits for the Mersenne Twister
 
 
 def standard_normal(

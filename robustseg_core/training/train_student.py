@@ -47,8 +47,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "SPCR": ("kl", "hpdm", "rrm"),
 }
 
-#: RRM perturbed elements per block on CPU: a block's tensors then stay in the last-level cache, which
-#: is faster there than one block per stage (memory-bound; bench/bench_losses.py).
+#: RRM perturbed elements per block on CPU, where it bounds the temporaries to a few MB each (GPUs take
+#: a stage at once).
 RRM_CPU_BLOCK_ELEMENTS = 2**20
 
 DEFAULTS = copy.deepcopy(TRAINING_DEFAULTS)
