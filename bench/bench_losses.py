@@ -9,8 +9,8 @@ Realistic student setting: batch 8, MiT-B0 stage shapes for a 256x256 crop
 (C = 32, 64, 160, 256 at 64, 32, 16, 8 pixels), M = 4 modalities with per-sample random dropout,
 25 classes. Times are forward + backward, median of a few repeats, on the CPU threads set below.
 
-Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--step-repeats 15] [--threads 2] [--preset mit_cpu --embed-dim 256
---step-crop 128] [--device cuda]``
+Run: ``.venv/bin/python bench/bench_losses.py [--repeats 5] [--step-repeats 15] [--threads 2]
+[--preset mit_cpu --embed-dim 256 --step-crop 128] [--device cuda]``
 """
 
 from __future__ import annotations

@@ -7,11 +7,6 @@ code runs live and under ``use_sim_time`` replay. ``stamp`` is a message's heade
 States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 
 * OK (level 0, OK): messages arrive on time, at rate, changing, with sane stamps.
-
-Age has one definition for health and synchronisation: ``now - header stamp`` decides whether a
-sensor's data can still be fused (``sync.FrameSynchronizer``) and whether it is STALE here, so a
-sensor is never OK while the fusion leaves it out for age. Arrival time only drives "late" and DEAD
-(is the driver still publishing at all).
 * WARN (level 1, WARN): late (age > ``warn_after_periods`` periods), low rate, frozen for a few
   messages, recent stamp anomalies or malformed messages; the data is still usable.
 * STALE (level 3, STALE): the newest usable header stamp is older than ``max_age_s`` (the sensor
@@ -20,6 +15,11 @@ sensor is never OK while the fusion leaves it out for age. Arrival time only dri
   start).
 * DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
   at all within ``dead_after_s`` of the start ("dead: never received ...").
+
+Age has one definition for health and synchronisation: ``now - header stamp`` decides whether a
+sensor's data can still be fused (``sync.FrameSynchronizer``) and whether it is STALE here, so a
+sensor is never OK while the fusion leaves it out for age. Arrival time only drives "late" and DEAD
+(is the driver still publishing at all).
 
 DEAD maps to ERROR rather than STALE: STALE (3) says "not updated", which the aggregator also
 uses for silent reporters; a sensor silent for seconds is a failure that needs attention.

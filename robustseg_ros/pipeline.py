@@ -529,7 +529,6 @@ class PerceptionPipeline:
         self._lock = threading.Lock()
         self._stats = _Statistics()
         self._pending_camera: _PendingCameraFrame | None = None
-        self._excluded: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -676,9 +675,7 @@ class PerceptionPipeline:
         awaited = []
         for sensor in self.active_sensors:
             modality = MODALITY_OF_SENSOR[sensor]
-            if modality == self.sync.pivot or modality in self._excluded:
-                continue
-            if not self.sync.usable(modality, now):
+            if modality == self.sync.pivot or not self.sync.usable(modality, now):
                 continue
             latest = self.sync.caches[modality].latest()
             config = self.sync.configs[modality]
@@ -708,7 +705,6 @@ class PerceptionPipeline:
         excluded = excluded_modalities(statuses)
         for modality in statuses:
             self.sync.set_unhealthy(modality, excluded.get(modality))
-        self._excluded = set(excluded)
         return statuses
 
     def _clock_running(self, now: float) -> bool:

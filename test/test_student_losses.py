@@ -327,6 +327,10 @@ def test_hpdm_rejects_bad_arguments():
     with pytest.raises(ValueError, match="teacher_index"):
         hpdm_loss(student, student, labels, PRESENT, teacher_index=torch.full((3, 4), 4),
                   num_classes=NUM_TEST_CLASSES)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        hpdm_loss(student, student, labels.clone().fill_(NUM_TEST_CLASSES), PRESENT, num_classes=NUM_TEST_CLASSES)
+    with pytest.raises(ValueError, match="labels must be int64"):
+        hpdm_loss(student, student, labels.int(), PRESENT, num_classes=NUM_TEST_CLASSES)
 
 
 # ----------------------------------------------------------------------------- RRM

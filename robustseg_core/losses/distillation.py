@@ -144,7 +144,8 @@ def class_prototypes(
     """
     if features.ndim != 5:
         raise ValueError(f"features must be [B, M, C, h, w], got shape {tuple(features.shape)}")
-    class_masks = _class_masks(labels, features.shape[-2:], num_classes, ignore_index, features.shape[0])
+    _check_labels(labels, num_classes, ignore_index, features.shape[0])
+    class_masks = _class_masks(labels, features.shape[-2:], num_classes)
     return _prototypes_from_masks(features, class_masks.to(features.dtype), reference_scaling)
 
 
@@ -205,10 +206,11 @@ def hpdm_loss(
     _check_temperature(temperature)
     teacher_index = _resolve_pairing(pairing, teacher_index, student_present, generator)
     batch = student_present.shape[0]
+    _check_labels(labels, num_classes, ignore_index, batch)
     weights = student_present.to(student_features[0].dtype)
     stage_losses = []
     for student_stage, teacher_stage in zip(student_features, teacher_features):
-        class_masks = _class_masks(labels, student_stage.shape[-2:], num_classes, ignore_index, batch)
+        class_masks = _class_masks(labels, student_stage.shape[-2:], num_classes)
         class_masks = class_masks.to(student_stage.dtype)
         student_prototypes = _prototypes_from_masks(student_stage, class_masks, reference_scaling)
         with torch.no_grad():
@@ -418,16 +420,18 @@ def _kl_elements(student_log_probs: Tensor, teacher_log_probs: Tensor) -> Tensor
     return teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
 
 
-def _class_masks(
-    labels: Tensor, size: Sequence[int], num_classes: int, ignore_index: int, batch: int
-) -> Tensor:
-    """Labels [B, H, W] -> class membership [B, K, h*w] bool at ``size`` (nearest neighbour)."""
+def _check_labels(labels: Tensor, num_classes: int, ignore_index: int, batch: int) -> None:
+    """Labels must be int64 [B, H, W] with ids in [0, K) or ``ignore_index``."""
     if labels.ndim != 3 or labels.shape[0] != batch:
         raise ValueError(f"labels must be [B, H, W] with B = {batch}, got shape {tuple(labels.shape)}")
     if labels.dtype != torch.int64:
         raise ValueError(f"labels must be int64, got dtype {labels.dtype}")
     if bool(((labels != ignore_index) & ((labels < 0) | (labels >= num_classes))).any()):
         raise ValueError(f"labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
+
+
+def _class_masks(labels: Tensor, size: Sequence[int], num_classes: int) -> Tensor:
+    """Checked labels [B, H, W] -> class membership [B, K, h*w] bool at ``size`` (nearest neighbour)."""
     resized = F.interpolate(labels[:, None].to(torch.float32), size=tuple(size), mode="nearest")
     resized = resized.flatten(1).to(torch.int64)
     classes = torch.arange(num_classes, device=labels.device)

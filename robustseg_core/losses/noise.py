@@ -7,7 +7,7 @@ Mersenne Twister, on ``torch.get_num_threads()`` Python threads (``normal_`` rel
 values depend on the caller's generator state only, not on the number of threads. The Mersenne
 Twister takes 32-bit seeds, which are drawn from the caller's generator: two pieces of different
 draws share a seed with probability 2**-32 per pair, so over 10**5 training steps (32 pieces each)
-some hundreds of pieces repeat an earlier one, applied to other features: harmless for a perturbation.
+about a thousand pieces repeat an earlier one, applied to other features: harmless for a perturbation.
 CUDA tensors are drawn by the device's own parallel generator.
 """
 
