@@ -196,8 +196,7 @@ class Evaluation:
         self.labels_topic = labels_topic
         self.faults = faults
         self.sample_count = sample_count
-        self.topics = {sensor: absolute_topic(params[f"{sensor}.topic"]) for sensor in SENSORS}
-        self.topics["camera_info"] = absolute_topic(params["camera.info_topic"])
+        self.topics = input_topics(params)
         self.frames: list[FrameRecord] = []
         self.frame_ms: list[float] = []
         self.accuracy = Accumulator(len(self.class_names))
@@ -486,6 +485,10 @@ class LiveEvaluation(Evaluation):
 
     timing_measure = "latency"
     CAMERA_IMAGES_KEPT = 100
+    #: Seconds to wait, once the camera is matched, for the node's other subscriptions.
+    SUBSCRIPTION_GRACE_S = 5.0
+    #: Seconds after the publishers see every subscriber, for the subscribers to match the publishers too.
+    MATCH_SETTLE_S = 0.3
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *, context,
                  node_name: str, **kwargs) -> None:
@@ -589,15 +592,7 @@ class LiveEvaluation(Evaluation):
         spinner.start()
         player = BagPlayer(self.bag_path, context=self.context, rate=rate, clock=True, observer=self.observe)
         try:
-            camera = player.publishers.get(self.topics["camera"])
-            deadline = time.monotonic() + wait_for_node_s
-            while camera is not None and camera.get_subscription_count() == 0:
-                if time.monotonic() > deadline:
-                    raise BagError(f"bag {self.bag_path}: no node subscribed to {self.topics['camera']} within "
-                                   f"{wait_for_node_s} s; start perception_node with -p use_sim_time:=true on this "
-                                   "ROS_DOMAIN_ID (or pass --spawn-node)")
-                time.sleep(0.05)
-            time.sleep(0.5)  # the node's other subscriptions are matched about together
+            self._wait_for_subscriptions(player, wait_for_node_s)
             player.play()
             time.sleep(settle_s)
         finally:
@@ -607,6 +602,35 @@ class LiveEvaluation(Evaluation):
         with self._lock:
             for key in sorted(self._partial):
                 self._finish(key)
+
+    def _wait_for_subscriptions(self, player, wait_for_node_s: float) -> None:
+        """Wait until the node subscribes to the camera (error after ``wait_for_node_s``), then until it also
+        subscribes to /clock and every other enabled input (a note on stderr names those still unmatched
+        after ``SUBSCRIPTION_GRACE_S``: a node that does not use a sensor never subscribes to it)."""
+        camera_topic = self.topics["camera"]
+        wanted = {camera_topic, self.topics["camera_info"]}
+        wanted.update(self.topics[sensor] for sensor in SENSORS if self.params[f"{sensor}.enabled"])
+        publishers = {topic: player.publishers[topic] for topic in wanted if topic in player.publishers}
+        if player.clock_publisher is not None:
+            publishers["/clock"] = player.clock_publisher
+
+        def unmatched() -> list[str]:
+            return sorted(topic for topic, publisher in publishers.items() if publisher.get_subscription_count() == 0)
+
+        deadline = time.monotonic() + wait_for_node_s
+        while camera_topic in unmatched():
+            if time.monotonic() > deadline:
+                raise BagError(f"bag {self.bag_path}: no node subscribed to {camera_topic} within "
+                               f"{wait_for_node_s} s; start perception_node with -p use_sim_time:=true on this "
+                               "ROS_DOMAIN_ID (or pass --spawn-node)")
+            time.sleep(0.05)
+        deadline = time.monotonic() + self.SUBSCRIPTION_GRACE_S
+        while unmatched() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if unmatched():
+            print(f"evaluate_bag: no subscriber on {', '.join(unmatched())} after {self.SUBSCRIPTION_GRACE_S} s "
+                  "(an input the node's model does not use); replaying anyway", file=sys.stderr)
+        time.sleep(self.MATCH_SETTLE_S)
 
     def model_counters(self) -> dict:
         return {} if self._model_diagnostics is None else counters_from_diagnostics(self._model_diagnostics)
@@ -773,6 +797,13 @@ def resolve_parameters(args, record: dict) -> PerceptionParams:
     return PerceptionParams(values)
 
 
+def input_topics(params: PerceptionParams) -> dict[str, str]:
+    """Absolute topic of every sensor input and of ``camera_info``, as the node resolves them."""
+    topics = {sensor: absolute_topic(params[f"{sensor}.topic"]) for sensor in SENSORS}
+    topics["camera_info"] = absolute_topic(params["camera.info_topic"])
+    return topics
+
+
 def check_sensor_topics(bag: BagReader, topics: dict[str, str], sensors: list[str]) -> None:
     """``BagError`` naming the sensor topics (and CameraInfo) absent from the bag, with the parameters to fix it."""
     sensors = [*sensors, "camera_info"]
@@ -850,9 +881,7 @@ def evaluate(args) -> dict:
             evaluation.run(bag)
             extra = {"checkpoint": str(checkpoint), "device": str(segmenter.device)}
         else:
-            topics = {sensor: absolute_topic(params[f"{sensor}.topic"]) for sensor in SENSORS}
-            topics["camera_info"] = absolute_topic(params["camera.info_topic"])
-            check_sensor_topics(bag, topics, [sensor for sensor in SENSORS if params[f"{sensor}.enabled"]])
+            check_sensor_topics(bag, input_topics(params), [sensor for sensor in SENSORS if params[f"{sensor}.enabled"]])
     if args.mode == "live":
         evaluation, extra = run_live(args, bag_path, params, **options)
     result = evaluation.results()

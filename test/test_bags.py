@@ -223,12 +223,13 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     assert all((msg.width, msg.height, msg.encoding) == (64, 48, "mono8") for msg in segmentations)
 
 
-def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, monkeypatch):
+def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, monkeypatch, capsys):
     domain = 1 + (os.getpid() * 13 + 71) % 100
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     assert evaluate(bags["mcap"], tmp_path / "live", checkpoint, "--mode", "live", "--spawn-node", "--settle", "1.0",
                     "-p", "warmup_iterations:=0") == 0
+    assert "no subscriber" not in capsys.readouterr().err  # every input matched before the replay
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert metrics["mode"] == "live" and metrics["node"] == "/perception_node"
     assert 20 <= metrics["frames"]["total"] <= 31 and metrics["frames"]["scored"] >= 20
