@@ -48,6 +48,22 @@ $(BENCH_DATA)/meta.json: | $(STAMP)
 
 benchmark-data: $(BENCH_DATA)/meta.json
 
+# Encoder pretraining, the stand-in for ImageNet MiT weights: scenes of another seed, drawn more widely.
+PRETRAIN_DATA ?= data/pretrain128
+PRETRAIN_RUN ?= runs/pretrain_cpu
+SHIPPED_ENCODER := robustseg_core/models/weights/mit_cpu_sim.pth
+
+$(PRETRAIN_DATA)/meta.json: | $(STAMP)
+	$(VENV)/bin/generate_dataset --out $(PRETRAIN_DATA) --size 128 --seed 1000 --randomization wide \
+		--train-scenes 500 --val-scenes 24 --test-scenes 0 --frames-per-scene 6 --workers 2 --quiet
+
+pretrain-data: $(PRETRAIN_DATA)/meta.json
+
+pretrained-encoder: $(PRETRAIN_DATA)/meta.json
+	$(VENV)/bin/pretrain_encoder --config config/pretrain_cpu.yaml --set data.root=$(PRETRAIN_DATA) \
+		train.output_dir=$(PRETRAIN_RUN) --resume auto
+	install -m 644 $(PRETRAIN_RUN)/encoder.pth $(SHIPPED_ENCODER)
+
 teacher-results: $(BENCH_DATA)/meta.json
 	$(VENV)/bin/train_teacher --config config/teacher_cpu.yaml --set data.root=$(BENCH_DATA) \
 		train.output_dir=$(TEACHER_RUN) --resume auto
@@ -67,7 +83,7 @@ shipped-student: student-results
 	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
 		--out $(SHIPPED_STUDENT) --note "make shipped-student on the generated benchmark (data/sim128)"
 
-.PHONY: benchmark-data teacher-results student-results shipped-student
+.PHONY: benchmark-data pretrain-data pretrained-encoder teacher-results student-results shipped-student
 
 # Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md).
 # Budgets cut to fit a 2-core CPU in about 100 minutes (two runs at a time, one thread each).

@@ -19,7 +19,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["robustseg_core", "robustseg_core.*", "robustseg_ros", "robustseg_ros.*"]),
-    package_data={"robustseg_ros": ["models/*.pt"]},
+    package_data={"robustseg_ros": ["models/*.pt"], "robustseg_core": ["models/weights/*.pth"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -49,6 +49,7 @@ setup(
     entry_points={
         "console_scripts": [
             "generate_dataset = robustseg_core.sim.generate:main",
+            "pretrain_encoder = robustseg_core.training.pretrain_encoder:cli",
             "train_teacher = robustseg_core.training.train_teacher:cli",
             "evaluate = robustseg_core.evaluation.evaluate:cli",
             "train_student = robustseg_core.training.train_student:cli",

@@ -8,7 +8,7 @@ from robustseg_core.training.ablation import main as ablation
 
 TINY = ["data.crop_size=64", "data.eval_size=64", "data.batch_size=2", "data.eval_batch_size=4", "data.workers=0",
         "model.embed_dim=32", "train.epochs=1", "train.device=cpu", "train.tensorboard=false",
-        "train.log_grad_norms=false", "distill.rrm_samples=2"]
+        "train.grad_norm_every=0", "distill.rrm_samples=2"]
 
 
 def test_ablation_runs_skips_and_tabulates(mini_dataset, tmp_path, capsys):
@@ -45,3 +45,16 @@ def test_parallel_ablation_names_the_failed_run_and_its_log(mini_dataset, tmp_pa
     with pytest.raises(RuntimeError, match=r"ablation run S seed 3 failed .*S_seed3\.log"):
         ablation(argv)
     assert "teacher_seed3" in (tmp_path / "S_seed3.log").read_text()
+
+
+def test_paired_differences_are_per_seed_against_s():
+    from robustseg_core.training.ablation import paired_differences
+
+    def run(rdel, mean):
+        combos = {"RDEL": {"miou": rdel}, "EL": {"miou": 1.0}}
+        return {"results": {"drop": {"combinations": combos, "mean_miou": mean}}, "robustness": {"EMM": {"mean": 2.0}}}
+
+    results = {"S": [run(30.0, 20.0), run(32.0, 21.0)], "SPCR": [run(31.0, 22.5), run(31.5, 21.5)]}
+    text = paired_differences(results, [0, 1])
+    assert "| SPCR − S | +0.25 ± 1.06 (+1.00, -0.50) | +1.50 ± 1.41 (+2.50, +0.50) |" in text
+    assert "SR − S" not in text and paired_differences({"teacher": []}, [0]) == ""

@@ -149,6 +149,9 @@ def scan_split(
 class DeliverDataset(Dataset):
     """The frames of one split, optionally filtered by condition and failure case.
 
+    ``cache=True`` keeps every decoded frame in memory (uint8; about 5 x 3 bytes per pixel and frame),
+    which removes PNG decoding from every epoch after the first.
+
     Without a transform an item is ``{"images": list of M uint8 arrays [H, W, 3], "label": uint8
     [H, W], "name": str}``; the transforms in :mod:`robustseg_core.data.transforms` turn that into
     normalised tensors ``images [M, 3, H, W]`` and ``label [H, W]`` (int64).
@@ -162,18 +165,29 @@ class DeliverDataset(Dataset):
         conditions: Sequence[str] | None = None,
         cases: Sequence[str] | None = None,
         transform: Callable[[dict], dict] | None = None,
+        cache: bool = False,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.modalities = tuple(modalities)
         self.samples = scan_split(root, split, self.modalities, conditions, cases)
         self.transform = transform
+        self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> dict:
-        """Decoded frame ``index`` before any transform."""
+        """Decoded frame ``index`` before any transform (kept in memory after the first read when the
+        data set was made with ``cache=True``; the transforms never write into these arrays)."""
+        if self._cache is not None and index in self._cache:
+            return dict(self._cache[index])
+        item = self._decode(index)
+        if self._cache is not None:
+            self._cache[index] = item
+        return dict(item)
+
+    def _decode(self, index: int) -> dict:
         sample = self.samples[index]
         label = read_label(sample.label)
         height, width = label.shape

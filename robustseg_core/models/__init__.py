@@ -12,12 +12,12 @@ from .mit import (
     MiTConfig,
     MixVisionTransformer,
     build_mit,
-    load_imagenet_weights,
     mit_b0,
     mit_b1,
     mit_b2,
     mit_cpu,
 )
+from .pretrained import SHIPPED_ENCODERS, load_pretrained_encoder, save_encoder
 from .segmentor import (
     MISSING_CONVENTIONS,
     MultimodalSegmentor,
@@ -37,8 +37,9 @@ def build_segmentor(
     drop_path_rate: float = 0.1,
     pretrained: str | Path | None = None,
 ) -> MultimodalSegmentor:
-    """Build a ``MultimodalSegmentor``; ``pretrained`` is an optional local path to official
-    MiT ImageNet weights, loaded strictly into the encoder."""
+    """Build a ``MultimodalSegmentor``; ``pretrained`` optionally names encoder weights loaded strictly
+    into the encoder: a local official MiT ImageNet file, a ``pretrain_encoder`` output, or a shipped
+    encoder (``sim:mit_cpu``; see :mod:`robustseg_core.models.pretrained`)."""
     if preset not in MODEL_PRESETS:
         known = ", ".join(MODEL_PRESETS)
         raise ValueError(f"unknown model preset {preset!r}; known presets: {known}")
@@ -50,7 +51,7 @@ def build_segmentor(
         drop_path_rate=drop_path_rate,
     )
     if pretrained is not None:
-        load_imagenet_weights(model.encoder, pretrained)
+        load_pretrained_encoder(model.encoder, pretrained, preset)
     return model
 
 
@@ -66,7 +67,7 @@ __all__ = [
     "apply_missing_convention",
     "build_mit",
     "build_segmentor",
-    "load_imagenet_weights",
+    "load_pretrained_encoder",
     "mit_b0",
     "mit_b1",
     "mit_b2",

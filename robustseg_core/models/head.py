@@ -19,6 +19,18 @@ class SegFormerHead(nn.Module):
         dropout: Dropout2d probability before the classifier.
 
     Input: 4 maps [B, C_i, h_i, w_i]; output logits [B, K, h_1, w_1] at stride 4.
+
+    The parameters are SegFormer's (``projections.i`` = P_i, b_i; ``fuse.0`` = W, whose column block for
+    stage i is W_i). The forward pass computes the same function in a cheaper order: the fuse conv
+    of the concatenation is the sum over stages of W_i applied to stage i's upsampled projection, and
+    as both the projection and W_i act on channels only and bilinear upsampling U_i on pixels only
+    (and keeps constants),
+
+        W [U_4(P_4 F_4 + b_4); ...; U_1(P_1 F_1 + b_1)] = sum_i U_i((W_i P_i) F_i + W_i b_i).
+
+    So each stage is mapped by one C_i -> E matrix at its own resolution and only E-channel maps are
+    upsampled and summed: the E x 4E fuse conv at stride 4 (most of the head's cost) is gone, and
+    the result equals the concatenating form up to float rounding.
     """
 
     def __init__(
@@ -47,13 +59,14 @@ class SegFormerHead(nn.Module):
         if len(features) != len(self.projections):
             raise ValueError(f"expected {len(self.projections)} feature maps, got {len(features)}")
         output_size = features[0].shape[2:]
-        upsampled = []
-        for feature, projection in zip(features, self.projections):
-            projected = projection(feature.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            if projected.shape[2:] != output_size:
-                projected = F.interpolate(
-                    projected, size=output_size, mode="bilinear", align_corners=False
-                )
-            upsampled.append(projected)
-        fused = self.fuse(torch.cat(upsampled[::-1], dim=1))
+        # Column blocks of the fuse weight [E, 4E] are in concatenation order c4, c3, c2, c1.
+        fuse_blocks = self.fuse[0].weight.flatten(1).split(self.embed_dim, dim=1)[::-1]
+        fused = None
+        for feature, projection, block in zip(features, self.projections, fuse_blocks):
+            weight = block @ projection.weight                      # [E, C_i]
+            mapped = F.conv2d(feature, weight[:, :, None, None], block @ projection.bias)
+            if mapped.shape[2:] != output_size:
+                mapped = F.interpolate(mapped, size=output_size, mode="bilinear", align_corners=False)
+            fused = mapped if fused is None else fused + mapped
+        fused = self.fuse[2](self.fuse[1](fused))                  # BatchNorm, ReLU
         return self.classifier(self.dropout(fused))

@@ -2,10 +2,11 @@
 
 Order: building blocks (overlapping patch embedding, efficient self-attention with spatial
 reduction, Mix-FFN, transformer block with stochastic depth), the ``MixVisionTransformer``
-model, the presets with one small factory per size, and the ImageNet weight loader.
+model, the presets with one small factory per size.
 
 Parameter and buffer names equal the official SegFormer ImageNet release (``mit_b0.pth`` ...),
-so an official checkpoint loads with ``strict=True`` once its ``head.*`` classifier is dropped.
+so an official checkpoint loads with ``strict=True`` once its ``head.*`` classifier is dropped
+(:mod:`robustseg_core.models.pretrained`).
 LayerNorm epsilons also follow that release: 1e-6 for the block norms (``norm1``/``norm2``)
 and the stage-end norms (``norm{i}``); PyTorch's default 1e-5 for the patch-embedding norm and
 the spatial-reduction norm of the attention.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -289,81 +289,3 @@ def mit_b2(drop_path_rate: float = 0.1) -> MixVisionTransformer:
 def mit_cpu(drop_path_rate: float = 0.1) -> MixVisionTransformer:
     """Small CPU preset: dims (16, 32, 64, 128), one block per stage."""
     return build_mit("mit_cpu", drop_path_rate)
-
-
-_CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model")
-_CLASSIFIER_PREFIX = "head."
-_KEYS_SHOWN = 5
-
-
-def load_imagenet_weights(encoder: MixVisionTransformer, path: str | Path) -> None:
-    """Load an official MiT ImageNet checkpoint from a local file into ``encoder`` (strict).
-
-    Accepts a bare state dict or one wrapped under ``"state_dict"`` or ``"model"``; the ImageNet
-    classifier (``head.*``) is dropped. Raises FileNotFoundError for a missing file, ValueError
-    naming the file for an unreadable file, a non-state-dict content, or any key/shape mismatch.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MiT ImageNet checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"cannot read MiT ImageNet checkpoint {path}: the file is corrupted, truncated or not "
-            f"a PyTorch weights file ({type(error).__name__}; details in the chained exception)"
-        ) from error
-    state_dict = _unwrap_state_dict(checkpoint, path)
-    state_dict = {
-        key: value for key, value in state_dict.items() if not key.startswith(_CLASSIFIER_PREFIX)
-    }
-    _check_state_dict_matches(encoder, state_dict, path)
-    encoder.load_state_dict(state_dict, strict=True)
-
-
-def _unwrap_state_dict(checkpoint: object, path: Path) -> dict[str, Tensor]:
-    if isinstance(checkpoint, dict):
-        for wrapper_key in _CHECKPOINT_WRAPPER_KEYS:
-            if isinstance(checkpoint.get(wrapper_key), dict):
-                checkpoint = checkpoint[wrapper_key]
-                break
-    is_state_dict = isinstance(checkpoint, dict) and all(
-        isinstance(key, str) and isinstance(value, Tensor) for key, value in checkpoint.items()
-    )
-    if not is_state_dict:
-        raise ValueError(
-            f"MiT ImageNet checkpoint {path} does not hold a state dict of tensors "
-            f"(bare or under {' / '.join(map(repr, _CHECKPOINT_WRAPPER_KEYS))})"
-        )
-    return checkpoint
-
-
-def _check_state_dict_matches(
-    encoder: nn.Module, state_dict: dict[str, Tensor], path: Path
-) -> None:
-    expected = encoder.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    wrong_shapes = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state_dict.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if not (missing or unexpected or wrong_shapes):
-        return
-    problems = []
-    for label, entries in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("shape mismatches", wrong_shapes),
-    ):
-        if entries:
-            shown = ", ".join(entries[:_KEYS_SHOWN])
-            not_shown = len(entries) - _KEYS_SHOWN
-            more = f", ... ({not_shown} more)" if not_shown > 0 else ""
-            problems.append(f"{len(entries)} {label}: {shown}{more}")
-    raise ValueError(
-        f"MiT ImageNet checkpoint {path} does not match the encoder "
-        f"({type(encoder).__name__}, dims {getattr(encoder, 'embed_dims', '?')}): "
-        + "; ".join(problems)
-    )

@@ -34,6 +34,7 @@ from robustseg_core.sensors.events import events_to_frame
 from robustseg_core.sensors.lidar import lidar_to_image
 from robustseg_core.sim.actors import seed_index
 from robustseg_core.sim.primitives import PrimitiveSet
+from robustseg_core.sim.randomization import resolve, wide_rng, widen_condition
 from robustseg_core.sim.raycast import KIND_BOX, KIND_CYLINDER, KIND_SPHEROID, PinholeRayGrid, SphericalRayGrid, cast
 from robustseg_core.sim.render import shade, sky_color, surface_at
 from robustseg_core.sim.scene import Scene
@@ -68,6 +69,7 @@ class DriveConfig:
     frame_rate: float = 10.0          # Hz; the events of a frame span the previous 1 / frame_rate s
     condition: str = "sun"            # one of CONDITIONS
     failure: str | None = None        # None or one of FAILURES
+    randomization: str = "benchmark"  # "benchmark", or "wide" for pretraining data (sim/randomization.py)
     lidar: LidarModel = field(default_factory=LidarModel)
     events: EventModel = field(default_factory=EventModel)
 
@@ -76,6 +78,7 @@ class DriveConfig:
             raise ValueError(f"unknown condition {self.condition!r}; expected one of {CONDITIONS}")
         if self.failure is not None and self.failure not in FAILURES:
             raise ValueError(f"unknown failure case {self.failure!r}; expected one of {FAILURES} or None")
+        resolve(self.randomization)
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
         if self.frame_rate <= 0:
@@ -138,12 +141,18 @@ class Drive:
     def __init__(self, seed: int, config: DriveConfig | None = None) -> None:
         self.seed = int(seed)
         self.config = config or DriveConfig()
-        self.scene = Scene(self.seed)
+        self.scene = Scene(self.seed, self.config.randomization)
         style = self.scene.style
         self.condition = make_condition(self.config.condition, np.random.default_rng([self.seed, 2]),
                                         style.sun_elevation_deg, style.sun_azimuth_deg)
+        hfov_deg = self.config.hfov_deg
+        spread = resolve(self.config.randomization)
+        if spread:
+            wide = wide_rng(self.seed, 1)
+            hfov_deg = float(wide.uniform(*spread.hfov_deg))
+            self.condition = widen_condition(self.condition, spread, wide)
         rng = np.random.default_rng([self.seed, 1])  # rig and sensors: independent of the condition
-        self.intrinsics = CameraIntrinsics.from_fov(self.config.width, self.config.height, self.config.hfov_deg)
+        self.intrinsics = CameraIntrinsics.from_fov(self.config.width, self.config.height, hfov_deg)
         self.camera_height_m = style.camera_height
         R_vehicle_cam = rotation_rpy(math.radians(style.camera_roll_deg), math.radians(style.camera_pitch_deg),
                                      0.0) @ R_BODY_OPTICAL

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from robustseg_core.sim.drive import DriveConfig
+from robustseg_core.sim.randomization import RANDOMIZATIONS
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 from robustseg_core.sim.writer import SPLITS, SceneJob, scene_name, write_dataset
 
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma- or space-separated subset of " + ", ".join(CONDITIONS))
     parser.add_argument("--failure-fraction", type=float, default=0.25,
                         help="share of each split's scenes with a sensor-failure case")
+    parser.add_argument("--randomization", choices=tuple(RANDOMIZATIONS), default="benchmark",
+                        help="ranges of the per-scene draws: the benchmark's, or 'wide' (camera intrinsics and pose, "
+                             "sun, light, exposure and materials drawn more widely) for encoder pretraining data")
     parser.add_argument("--workers", type=_positive_int, default=1, help="processes rendering scenes in parallel")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if sum(counts.values()) == 0:
         parser.error("nothing to do: every split has 0 scenes")
     jobs = plan_scenes(args.seed, counts, args.frames_per_scene, args.conditions, args.failure_fraction)
-    config = DriveConfig(width=width, height=height, hfov_deg=args.hfov, frame_rate=args.frame_rate)
+    config = DriveConfig(width=width, height=height, hfov_deg=args.hfov, frame_rate=args.frame_rate,
+                         randomization=args.randomization)
 
     def progress(done: int, total: int, frames: int, elapsed: float) -> None:
         if args.quiet:

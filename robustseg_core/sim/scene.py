@@ -47,6 +47,7 @@ from robustseg_core.sim.materials import (
     random_color,
 )
 from robustseg_core.sim.primitives import PrimitiveBuilder, PrimitiveSet
+from robustseg_core.sim.randomization import resolve, wide_rng, widen_materials, widen_style
 from robustseg_core.sim.textures import band_coverage, pulse_coverage, tileable_noise
 
 C = CLASS_ID
@@ -244,13 +245,20 @@ class Palette:
 class Scene:
     """One procedural street: style, materials, noise tiles and a cache of generated chunks."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, randomization: str = "benchmark") -> None:
         self.seed = int(seed)
+        spread = resolve(randomization)
         rng = np.random.default_rng([self.seed, 0])
         self.style = SceneStyle.sample(rng)
+        wide = wide_rng(self.seed, 0) if spread else None
+        if spread:
+            self.style = widen_style(self.style, spread, wide)
         self.materials = MaterialTable()
         self.palette = self._make_palette(rng)
         self.materials.freeze()
+        if spread:
+            self.materials.color_a, self.materials.color_b = widen_materials(
+                self.materials.color_a, self.materials.color_b, spread, wide)
         self.noise_tiles = [tileable_noise(rng, falloff=f) for f in (1.3, 1.8)]
         self.zone_material = np.array([self.palette.road, self.palette.sidewalk, self.palette.terrain,
                                        self.palette.ground, self.palette.water, self.palette.rail_bed], dtype=np.int16)

@@ -137,6 +137,7 @@ def write_scene(root: str, job: SceneJob, config: DriveConfig) -> dict:
         "scene": job.name, "split": job.split, "condition": job.condition, "case": job.failure, "seed": job.seed,
         "frames": job.frames, "district": drive.scene.style.district,
         "camera_height_m": round(drive.camera_height_m, 4),
+        "hfov_deg": round(drive.intrinsics.hfov_deg, 4),
         "T_cam_lidar": np.round(drive.T_cam_lidar, 6).tolist(),
         "event_size": list(drive.event_size),
     }

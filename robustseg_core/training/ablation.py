@@ -122,6 +122,28 @@ def ablation_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: Columns whose per-seed differences to S are reported.
+PAIRED_COLUMNS = ("RDEL", "mean of 15", "EL", "EMM mean")
+
+
+def paired_differences(results: dict[str, list[dict]], seeds: list[int]) -> str:
+    """Markdown: per-seed differences of each recipe to S (same seed, same teacher) on the headline
+    columns, with their mean ± std: the comparison that removes the teacher's and the seed's share."""
+    if "S" not in results:
+        return ""
+    rows = ["| difference | " + " | ".join(PAIRED_COLUMNS) + " |", "|---|" + "---:|" * len(PAIRED_COLUMNS)]
+    for method in (m for m in RECIPES if m != "S" and m in results):
+        cells = []
+        for name in PAIRED_COLUMNS:
+            column = COLUMNS[name]
+            values = [column(run) - column(base) for run, base in zip(results[method], results["S"])]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            per_seed = ", ".join(f"{value:+.2f}" for value in values)
+            cells.append(f"{statistics.mean(values):+.2f} ± {spread:.2f} ({per_seed})")
+        rows.append(f"| {method} − S | " + " | ".join(cells) + " |")
+    return f"Per-seed differences to S (seeds {', '.join(map(str, seeds))}), mIoU points:\n\n" + "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Teacher / S / SR / SPC / SPCR ablation over seeds.")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
@@ -145,11 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         for method in args.methods:
             results[method].append(run_method(method, seed, args.out, args))
     table = ablation_table(results)
-    write_text_atomic(args.out / "ablation.md", f"Test split of {args.data_root}, seeds {args.seeds}; mIoU %, mean ± std.\n\n{table}")
+    differences = paired_differences(results, args.seeds)
+    write_text_atomic(args.out / "ablation.md", f"Test split of {args.data_root}, seeds {args.seeds}; mIoU %, mean ± std.\n\n"
+                                                f"{table}\n{differences}")
     write_text_atomic(args.out / "ablation.json", json.dumps(
         {method: [{name: column(run) for name, column in COLUMNS.items()} for run in runs] for method, runs in results.items()},
         indent=2) + "\n")
     print(table)
+    print(differences)
     return results
 
 

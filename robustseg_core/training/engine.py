@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, load_
 from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer
+from .step_timer import StepTimer, no_timer
 
 #: step(model, batch) -> {"loss": total to minimise, <term>: weighted term, ...}; ``model`` may be
 #: wrapped in DistributedDataParallel; ``batch`` is already on the device.
@@ -48,6 +49,7 @@ TRAINING_DEFAULTS = {
         "batch_size": 8,
         "eval_batch_size": 8,
         "workers": 2,
+        "cache": False,
     },
     "model": {"preset": "mit_b0", "embed_dim": 768, "drop_path_rate": 0.1, "pretrained": None},
     "optim": {"lr": 6e-5, "weight_decay": 0.01, "warmup_epochs": 10, "warmup_ratio": 0.1, "poly_power": 0.9},
@@ -61,9 +63,11 @@ TRAINING_DEFAULTS = {
         "eval_every": 1,
         "val_combinations": ["RDEL"],
         "log_every": 10,
-        "log_grad_norms": True,
+        "grad_norm_every": 100,
         "max_steps_per_epoch": 0,
         "tensorboard": True,
+        "channels_last": False,
+        "compile": False,
     },
 }
 
@@ -81,7 +85,8 @@ def seed_everything(seed: int) -> None:
 
 def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[DataLoader, DataLoader]:
     """Train loader (random crops, shuffled, sharded under DDP) and val loader (eval size, sharded)."""
-    common = dict(root=data["root"], modalities=MODALITIES, conditions=data["conditions"], cases=data["cases"])
+    common = dict(root=data["root"], modalities=MODALITIES, conditions=data["conditions"], cases=data["cases"],
+                  cache=data["cache"])
     train_set = DeliverDataset(split=data["train_split"], transform=TrainTransform(data["crop_size"]), **common)
     val_set = DeliverDataset(split=data["val_split"], transform=EvalTransform(data["eval_size"]), **common)
     global_batch = data["batch_size"] * ctx.world_size
@@ -95,13 +100,15 @@ def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[Da
     else:
         train_sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
     workers = data["workers"]
+    # A cache lives in the process that decodes: workers must then outlive the epoch.
+    keep_workers = bool(data["cache"]) and workers > 0
     train_loader = DataLoader(
         train_set, batch_size=data["batch_size"], sampler=train_sampler, num_workers=workers,
-        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda",
+        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda", persistent_workers=keep_workers,
     )
     val_loader = DataLoader(
         val_set, batch_size=data["eval_batch_size"], sampler=ShardSampler(val_set, ctx.rank, ctx.world_size),
-        num_workers=workers, collate_fn=collate, pin_memory=ctx.device.type == "cuda",
+        num_workers=workers, collate_fn=collate, pin_memory=ctx.device.type == "cuda", persistent_workers=keep_workers,
     )
     return train_loader, val_loader
 
@@ -165,43 +172,58 @@ def train_one_epoch(
     config: dict,
     logger: ScalarLogger | None,
     last_checkpoint: Path,
+    timer: StepTimer | None = None,
 ) -> dict:
-    """One pass over the train loader; returns the epoch's mean of every term and the step time."""
+    """One pass over the train loader; returns the epoch's mean of every term and the step time.
+
+    ``timer`` (optional) accumulates the wall time of each part of a step: ``data`` (waiting for the
+    batch and moving it to the device), ``forward`` (the step function: model passes and losses),
+    ``backward``, ``optimizer`` and ``bookkeeping`` (finite checks, gradient-norm and scalar logging).
+    """
     model.train()
     train_cfg = config["train"]
     amp = train_cfg["amp"] and ctx.device.type == "cuda"
     amp_dtype = getattr(torch, train_cfg["amp_dtype"])
     steps = min(train_cfg["max_steps_per_epoch"] or len(loader), len(loader))
     parameters = [p for p in model.parameters() if p.requires_grad]
+    part = timer.part if timer is not None else no_timer
     totals: dict[str, float] = {}
     start = time.perf_counter()
-    progress = tqdm(loader, total=steps, desc=f"epoch {epoch}", disable=not (ctx.is_main and sys.stderr.isatty()), leave=False)
-    for index, batch in enumerate(progress):
-        if index >= steps:
-            break
-        batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    progress = tqdm(total=steps, desc=f"epoch {epoch}", disable=not (ctx.is_main and sys.stderr.isatty()), leave=False)
+    batches = iter(loader)
+    for _ in range(steps):
+        with part("data"):
+            batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()}
         step = scheduler.last_epoch
-        with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp):
+        with part("forward"), torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp):
             terms = step_function(model, batch)
-        check_finite(terms, step, last_checkpoint)
-        log_now = logger is not None and step % train_cfg["log_every"] == 0
-        grad_norms = {}
-        if train_cfg["log_grad_norms"] and step % train_cfg["log_every"] == 0:
-            grad_norms = {f"grad_norm_{k}": _grad_norm(v, parameters) for k, v in terms.items() if k != "loss"}
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["loss"]).backward()
-        scaler.unscale_(optimizer)
-        grad_norms["grad_norm_total"] = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        values = {k: float(reduce_mean(v.detach().float())) for k, v in terms.items()}
-        for key, value in values.items():
-            totals[key] = totals.get(key, 0.0) + value
-        progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
-        if log_now:
-            logger.log("train", step, {"epoch": epoch, "lr": lr, **values, **grad_norms})
+        with part("bookkeeping"):
+            check_finite(terms, step, last_checkpoint)
+            grad_norms = {}
+            if train_cfg["grad_norm_every"] and step % train_cfg["grad_norm_every"] == 0:
+                grad_norms = {f"grad_norm_{k}": _grad_norm(v, parameters) for k, v in terms.items() if k != "loss"}
+            log_now = logger is not None and (step % train_cfg["log_every"] == 0 or bool(grad_norms))
+        with part("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["loss"]).backward()
+        with part("optimizer"):
+            scaler.unscale_(optimizer)
+            grad_norms["grad_norm_total"] = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+        with part("bookkeeping"):
+            values = {k: float(reduce_mean(v.detach().float())) for k, v in terms.items()}
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            progress.update()
+            progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
+            if log_now:
+                logger.log("train", step, {"epoch": epoch, "lr": lr, **values, **grad_norms})
+        if timer is not None:
+            timer.steps += 1
+    progress.close()
     elapsed = time.perf_counter() - start
     return {**{k: v / steps for k, v in totals.items()}, "step_time_s": elapsed / steps}
 
@@ -214,7 +236,8 @@ def fit(
     resume: str | None = None,
     description: str = "model",
 ) -> dict:
-    """Train ``segmentor`` (already on ``ctx.device``) with ``step_function``; returns the best validation metrics.
+    """Train ``segmentor`` (already on ``ctx.device``) with ``step_function``; returns the best validation
+    metrics plus ``train_seconds`` (wall time of all epochs, over resumes) and ``steps`` (optimiser steps).
 
     Writes ``last.pt`` every epoch (resumable: optimiser, scheduler, scaler, epoch, best) and
     ``best.pt`` (weights and metadata) whenever the validation score improves.
@@ -223,11 +246,15 @@ def fit(
     output_dir = Path(train_cfg["output_dir"])
     seed = train_cfg["seed"]
     train_loader, val_loader = build_loaders(data_cfg, ctx, seed)
+    if train_cfg["channels_last"]:  # before the optimiser sees the parameters
+        segmentor.to(memory_format=torch.channels_last)
     model = segmentor
     if ctx.is_distributed:
         if ctx.device.type == "cuda":  # the head's BatchNorm sees the global batch, as SegFormer trains it
             segmentor = torch.nn.SyncBatchNorm.convert_sync_batchnorm(segmentor)
         model = DistributedDataParallel(segmentor, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if train_cfg["compile"]:  # the training forward only; checkpoints and validation use the plain module
+        model = torch.compile(model, dynamic=True)
 
     steps_per_epoch = min(train_cfg["max_steps_per_epoch"] or len(train_loader), len(train_loader))
     optimizer = build_optimizer(segmentor, optim_cfg["lr"], optim_cfg["weight_decay"])
@@ -240,7 +267,7 @@ def fit(
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
 
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
-    start_epoch, best = 0, {"score": -1.0}
+    start_epoch, best, train_seconds = 0, {"score": -1.0}, 0.0
     resume_path = last_path if resume == "auto" else Path(resume) if resume else None
     if resume_path is not None and (resume != "auto" or resume_path.exists()):
         checkpoint = load_checkpoint(resume_path, ctx.device)
@@ -252,6 +279,7 @@ def fit(
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, best = checkpoint["epoch"] + 1, checkpoint["best"]
+        train_seconds = float(checkpoint.get("train_seconds", 0.0))
         if ctx.is_main:
             print(f"resumed from {resume_path} at epoch {start_epoch}")
 
@@ -263,6 +291,7 @@ def fit(
 
     metrics = dict(best)
     for epoch in range(start_epoch, train_cfg["epochs"]):
+        epoch_start = time.perf_counter()
         set_epoch(train_loader, epoch, seed)
         seed_everything(seed + 1000 * epoch + ctx.rank)
         stats = train_one_epoch(model, step_function, optimizer, scheduler, scaler, train_loader, ctx, epoch,
@@ -272,6 +301,7 @@ def fit(
             metrics = {**validate(segmentor, val_loader, ctx, train_cfg["val_combinations"]), "epoch": epoch}
             if metrics["score"] > best["score"]:
                 best = metrics
+        train_seconds += time.perf_counter() - epoch_start
         if ctx.is_main:
             state = {
                 "model": segmentor.state_dict(),
@@ -282,6 +312,7 @@ def fit(
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "best": best,
+                "train_seconds": train_seconds,
             }
             save_checkpoint(last_path, state)
             if best.get("epoch") == epoch:
@@ -298,4 +329,4 @@ def fit(
         logger.close()
     if ctx.is_distributed:  # leave together: rank 0 may still be writing; an early teardown aborts the others
         torch.distributed.barrier()
-    return best
+    return {**best, "train_seconds": train_seconds, "steps": scheduler.last_epoch}
