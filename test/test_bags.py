@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -172,7 +171,7 @@ def test_bag_without_ground_truth_reports_everything_but_accuracy(bags, checkpoi
     assert "## Modalities fed" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frames(bags, checkpoint, monkeypatch):
+def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frames(bags, checkpoint, ros_domain):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
@@ -182,11 +181,8 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     from robustseg_ros.perception_node import PerceptionNode
     from robustseg_ros.replay_bag import BagPlayer, FaultWindow
 
-    domain = 1 + (os.getpid() * 13 + 57) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
-    context.init(domain_id=domain)
+    context.init(domain_id=ros_domain)
     rig = json.loads((bags["mcap"] / TIMELINE_FILE).read_text())["rig_parameters"]
     values = {**{name: tuple(value) if isinstance(value, list) else value for name, value in rig.items()},
               "use_sim_time": True, "checkpoint": checkpoint, "device": "cpu", "warmup_iterations": 0}
@@ -223,10 +219,7 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     assert all((msg.width, msg.height, msg.encoding) == (64, 48, "mono8") for msg in segmentations)
 
 
-def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, monkeypatch, capsys):
-    domain = 1 + (os.getpid() * 13 + 71) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, ros_domain, capsys):
     assert evaluate(bags["mcap"], tmp_path / "live", checkpoint, "--mode", "live", "--spawn-node", "--settle", "1.0",
                     "-p", "warmup_iterations:=0") == 0
     assert "no subscriber" not in capsys.readouterr().err  # every input matched before the replay

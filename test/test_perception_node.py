@@ -8,7 +8,6 @@ recording every output.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +40,6 @@ SENSOR_TOPICS = {"camera": "camera/image", "camera_info": "camera/camera_info", 
                  "lidar": "lidar/points", "events": "events/packets"}
 SENSOR_TYPES = {"camera": Image, "camera_info": CameraInfo, "depth": Image, "lidar": PointCloud2, "events": PointCloud2}
 PUBLISH_ORDER = ("depth", "lidar", "events", "camera_info", "camera")
-_DOMAINS = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +54,10 @@ def drive_and_frames():
 
 
 @pytest.fixture
-def context(monkeypatch):
+def context(ros_domain):
     """A fresh rclpy context on a domain of its own, discovery limited to this machine."""
-    domain = 1 + (os.getpid() * 13 + next(_DOMAINS)) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     ros_context = rclpy.Context()
-    ros_context.init(domain_id=domain)
+    ros_context.init(domain_id=ros_domain)
     yield ros_context
     ros_context.try_shutdown()
 
