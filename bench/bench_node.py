@@ -39,8 +39,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
 from robustseg_core.models import build_segmentor
+from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
-from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint
 from robustseg_ros.conversions import (
     intrinsics_to_camera_info,
     numpy_to_image,

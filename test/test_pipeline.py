@@ -16,10 +16,10 @@ from std_msgs.msg import Header  # noqa: E402
 from robustseg_core.data import DeliverDataset, EvalTransform  # noqa: E402
 from robustseg_core.inference import Segmenter  # noqa: E402
 from robustseg_core.models import build_segmentor  # noqa: E402
+from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
 from robustseg_core.sensors import R_BODY_OPTICAL  # noqa: E402
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame  # noqa: E402
 from robustseg_core.sim.writer import SceneJob, write_scene  # noqa: E402
-from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
 from robustseg_ros.conversions import (  # noqa: E402
     events_to_pointcloud2,
     intrinsics_to_camera_info,

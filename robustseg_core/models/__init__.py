@@ -13,10 +13,6 @@ from .mit import (
     MixVisionTransformer,
     build_mit,
     load_imagenet_weights,
-    mit_b0,
-    mit_b1,
-    mit_b2,
-    mit_cpu,
 )
 from .segmentor import (
     MISSING_CONVENTIONS,
@@ -67,8 +63,4 @@ __all__ = [
     "build_mit",
     "build_segmentor",
     "load_imagenet_weights",
-    "mit_b0",
-    "mit_b1",
-    "mit_b2",
-    "mit_cpu",
 ]
