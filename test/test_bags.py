@@ -15,9 +15,9 @@ pytest.importorskip("rosbags")
 
 from test_pipeline import make_tiny_checkpoint  # noqa: E402
 
-from robustseg_ros import evaluate_bag, record_synthetic  # noqa: E402
-from robustseg_ros.bag_io import BagError, BagReader, BagWriter  # noqa: E402
-from robustseg_ros.record_synthetic import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
+from robustseg_ros.bagtools import evaluate_bag, record_synthetic  # noqa: E402
+from robustseg_ros.bagtools.bag_io import BagError, BagReader, BagWriter  # noqa: E402
+from robustseg_ros.bagtools.faults import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
 
 SEED = 4
 DURATION_S = 3.0
@@ -112,7 +112,7 @@ def test_fault_timeline_round_trips(bags, tmp_path):
     assert record_synthetic.main([str(tmp_path / "custom"), "--duration", "0.6", "--width", "32", "--height", "32",
                                   "--faults", str(custom)]) == 0
     faults = faults_from_record(json.loads((tmp_path / "custom" / TIMELINE_FILE).read_text()))
-    assert [(fault.kind, fault.sensor, fault.start_s, fault.end_s) for fault in faults] == [
+    assert [(fault.kind, fault.target, fault.start_s, fault.end_s) for fault in faults] == [
         ("freeze", "lidar", 100.2, 100.5), ("noise", "events", 100.1, 100.3)]
     with BagReader(tmp_path / "custom") as bag:
         clouds = [msg for _, _, msg in bag.messages(["/lidar/points"])]
@@ -178,8 +178,9 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from robustseg_ros.perception_node import PerceptionNode
-    from robustseg_ros.replay_bag import BagPlayer, FaultWindow
+    from robustseg_ros.bagtools.faults import Fault
+    from robustseg_ros.bagtools.player import BagPlayer
+    from robustseg_ros.node import PerceptionNode
 
     context = rclpy.Context()
     context.init(domain_id=ros_domain)
@@ -198,7 +199,7 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     player = BagPlayer(bags["mcap"], context=context, clock=True, delay_s=1.0,
-                       faults=[FaultWindow("drop", "/depth/image", 1.0, 1.5)])
+                       faults=[Fault("drop", "/depth/image", 1.0, 1.5)])
     try:
         published = player.play()
         deadline = time.monotonic() + 5.0

@@ -15,8 +15,9 @@ rclpy = pytest.importorskip("rclpy")
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
-from robustseg_ros.perception_node import NODE_NAME, declare_perception_parameters, main  # noqa: E402
-from robustseg_ros.pipeline import PARAMETERS, flatten_parameters  # noqa: E402
+from robustseg_ros.node import declare_perception_parameters  # noqa: E402
+from robustseg_ros.params import NODE_NAME, PARAMETERS, read_params_file  # noqa: E402
+from robustseg_ros.perception_node import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "perception.yaml"
@@ -27,9 +28,10 @@ LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim
 
 
 def yaml_parameters(path: Path = CONFIG) -> dict:
+    """The file's dotted parameter values (lists as tuples), after checking it has one entry, for any namespace."""
     document = yaml.safe_load(path.read_text())
     assert list(document) == [YAML_NODE_KEY], "one node entry, matching the node in any namespace"
-    return flatten_parameters(document[YAML_NODE_KEY]["ros__parameters"])
+    return read_params_file(path)
 
 
 def declared_with_params_file(path: Path, ros_domain: int, namespace: str = "") -> tuple[dict, Node, rclpy.Context]:
@@ -46,7 +48,7 @@ def test_yaml_keys_are_the_declared_parameters_with_their_types(ros_domain):
         assert set(from_yaml) == set(declared), (f"only in the yaml: {sorted(set(from_yaml) - set(declared))}; "
                                                  f"only declared: {sorted(set(declared) - set(from_yaml))}")
         for name, value in from_yaml.items():
-            assert (list(declared[name]) if isinstance(value, list) else declared[name]) == value, name
+            assert (tuple(declared[name]) if isinstance(value, tuple) else declared[name]) == value, name
         for spec in PARAMETERS:
             descriptor = node.describe_parameter(spec.name)
             assert descriptor.description == spec.description and descriptor.read_only
@@ -141,8 +143,8 @@ def test_node_without_a_checkpoint_exits_with_a_clear_error(ros_domain, tmp_path
 
 def test_recorded_rig_params_file_sets_every_parameter(ros_domain, tmp_path):
     """record_synthetic's perception_params.yaml is a complete parameter file carrying the drive's rig."""
-    from robustseg_ros.record_synthetic import PARAMS_FILE
-    from robustseg_ros.record_synthetic import main as record_synthetic
+    from robustseg_ros.bagtools.record_synthetic import PARAMS_FILE
+    from robustseg_ros.bagtools.record_synthetic import main as record_synthetic
 
     bag = tmp_path / "bag"
     assert record_synthetic([str(bag), "--duration", "0.3", "--width", "32", "--height", "32"]) == 0

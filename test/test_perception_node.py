@@ -29,7 +29,7 @@ from test_pipeline import CAMERA_FRAME, SIZE, drive_messages, drive_parameters, 
 from robustseg_core.classes import CLASS_NAMES  # noqa: E402
 from robustseg_core.sim.drive import Drive, DriveConfig  # noqa: E402
 from robustseg_ros.conversions import numpy_to_image, numpy_to_pointcloud2, seconds_to_stamp  # noqa: E402
-from robustseg_ros.perception_node import PerceptionNode  # noqa: E402
+from robustseg_ros.node import PerceptionNode  # noqa: E402
 
 RATE_HZ = 10.0
 MAX_AGE_S = 0.3
