@@ -55,9 +55,9 @@ setup(
             "train_student = robustseg_core.training.train_student:cli",
             "export_checkpoint = robustseg_core.training.export:cli",
             "perception_node = robustseg_ros.perception_node:main",
-            "record_synthetic = robustseg_ros.record_synthetic:main",
-            "replay_bag = robustseg_ros.replay_bag:main",
-            "evaluate_bag = robustseg_ros.evaluate_bag:main",
+            "record_synthetic = robustseg_ros.bagtools.record_synthetic:main",
+            "replay_bag = robustseg_ros.bagtools.replay_bag:main",
+            "evaluate_bag = robustseg_ros.bagtools.evaluate_bag:main",
         ],
     },
 )

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from robustseg_core.classes import NUM_CLASSES
 from robustseg_core.losses import hpdm_loss, logit_kl, rrm_loss
 from robustseg_core.models import build_segmentor
-from robustseg_core.training.distributed import resolve_device
+from robustseg_core.models.checkpoint import resolve_device
 from robustseg_core.training.optim import build_optimizer
 from robustseg_core.training.modality_dropout import sample_modality_dropout
 from robustseg_core.training.train_student import DEFAULTS as STUDENT_DEFAULTS

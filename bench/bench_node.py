@@ -39,16 +39,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
 from robustseg_core.models import build_segmentor
+from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
-from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint
 from robustseg_ros.conversions import (
     intrinsics_to_camera_info,
     numpy_to_image,
     numpy_to_pointcloud2,
     seconds_to_stamp,
 )
-from robustseg_ros.perception_node import PerceptionNode
-from robustseg_ros.pipeline import PARAMETER_DEFAULTS
+from robustseg_ros.node import PerceptionNode
+from robustseg_ros.params import PARAMETER_DEFAULTS
 
 RELATIVE_EVENT_DTYPE = np.dtype([("x", np.uint16), ("y", np.uint16), ("t", np.int32), ("polarity", np.int8)])
 TOPICS = {"depth": ("depth/image", Image), "lidar": ("lidar/points", PointCloud2),
@@ -146,7 +146,7 @@ def measure_latency(context, base: dict, message_sets: list[dict], frames,
                     for value in status.values}
 
         wait_until(lambda: int(model_values().get("frames_processed", 0)) >= count, 5.0, "/diagnostics of all frames")
-        return rig.node.pipeline.recent_frames(), forward, model_values()
+        return rig.node.pipeline.statistics.recent_frames(), forward, model_values()
     finally:
         rig.close()
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from robustseg_core.data import DeliverDataset, EvalTransform, collate
 from robustseg_core.losses import hpdm_loss, logit_kl, rrm_loss
-from robustseg_core.training.checkpoint import build_model_from_checkpoint
+from robustseg_core.models.checkpoint import build_model_from_checkpoint
 from robustseg_core.training.modality_dropout import apply_modality_dropout
 
 TERMS = ("logit KL", "HPDM random", "HPDM identity", "RRM size-normalised", "feature RMS / teacher's")

@@ -1,12 +1,14 @@
 """Dataset-wide constants: DELIVER's 25 classes, their palette, the ignore label, its conditions,
 failure cases and splits, and the modality order.
 
-Class ids, names and palette follow DELIVER (`semseg/datasets/deliver.py`); see
-``shared/reference/mmss_anchors.md`` §1.1. Modality order follows DELIVER and RobustSeg:
-``rgb, depth, event, lidar`` (tensor index 0..3).
+Class ids, names and palette follow DELIVER's own loader (docs/method.md, "Data"). Modality order
+follows DELIVER and RobustSeg: ``rgb, depth, event, lidar`` (tensor index 0..3), each named by one
+letter in combination names such as ``"RDEL"``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -42,6 +44,18 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 MODALITIES: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
 #: One-letter codes used in combination names such as ``"RDEL"``.
 MODALITY_LETTERS: tuple[str, ...] = ("R", "D", "E", "L")
+
+
+def combination_name(modalities: Iterable[str]) -> str:
+    """Letters of ``modalities`` in model order: ``("lidar", "rgb") -> "RL"``; ``""`` for none.
+
+    Raises ``ValueError`` naming any entry that is not one of ``MODALITIES``.
+    """
+    chosen = set(modalities)
+    unknown = sorted(chosen - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
+    return "".join(letter for modality, letter in zip(MODALITIES, MODALITY_LETTERS) if modality in chosen)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:

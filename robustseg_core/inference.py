@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from .classes import CLASS_NAMES
-from .data.transforms import eval_size, resize_modality, to_network_input
+from .data.transforms import eval_size, resize_modality
 from .models import MISSING_CONVENTIONS, apply_missing_convention
-from .training.checkpoint import build_model_from_checkpoint
-from .training.distributed import resolve_device
+from .models.checkpoint import build_model_from_checkpoint, resolve_device
+from .sensors.normalization import preprocess_stack
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Segmenter:
             resize_modality(images[m], m, net_w, net_h) if present else blank
             for m, present in zip(self.modalities, keep)
         ]
-        tensor = to_network_input(resized, self.modalities)[None].to(self.device, non_blocking=True)
+        tensor = preprocess_stack(resized, self.modalities)[None].to(self.device, non_blocking=True)
         keep_mask = torch.tensor([keep], device=self.device)
         return apply_missing_convention(tensor, keep_mask, self.convention)
 

@@ -27,6 +27,7 @@ Conventions:
   > 0 -> +1, otherwise -1.
 * CameraInfo: only ``k`` (and width, height, binning) is used; distortion is ignored, images are
   assumed rectified.
+* Time: header stamps <-> float seconds (the node clock) <-> integer nanoseconds (bag timestamps).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ _NUMPY_TO_POINT_FIELD = {dtype: datatype for datatype, dtype in POINT_FIELD_DTYP
 
 
 # --------------------------------------------------------------------------------------------
-# time
+# time: the one place where stamps, float seconds and integer nanoseconds (bag timestamps) convert
 
 
 def stamp_to_seconds(stamp: Time) -> float:
@@ -112,15 +113,36 @@ def stamp_to_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def stamp_to_nanoseconds(stamp: Time) -> int:
+    """``builtin_interfaces/Time`` (or anything with ``sec`` and ``nanosec``) -> integer nanoseconds (exact)."""
+    return int(stamp.sec) * NANOSECONDS_PER_SECOND + int(stamp.nanosec)
+
+
+def nanoseconds_to_seconds(nanoseconds: int) -> float:
+    """Integer nanoseconds (a bag timestamp, the node clock) -> seconds (float)."""
+    return nanoseconds * 1e-9
+
+
+def seconds_to_nanoseconds(seconds: float) -> int:
+    """Seconds -> integer nanoseconds, rounded to the nearest nanosecond."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"cannot convert {seconds} s to nanoseconds")
+    return int(round(seconds * NANOSECONDS_PER_SECOND))
+
+
+def nanoseconds_to_stamp(nanoseconds: int) -> Time:
+    """Integer nanoseconds -> ``builtin_interfaces/Time`` (exact)."""
+    sec, nanosec = divmod(int(nanoseconds), NANOSECONDS_PER_SECOND)
+    if not -(2**31) <= sec < 2**31:
+        raise ValueError(f"{nanoseconds} ns does not fit builtin_interfaces/Time (int32 seconds)")
+    return Time(sec=sec, nanosec=nanosec)
+
+
 def seconds_to_stamp(seconds: float) -> Time:
     """Seconds -> ``builtin_interfaces/Time``, rounded to the nearest nanosecond."""
     if not math.isfinite(seconds):
         raise ValueError(f"cannot convert {seconds} s to a stamp")
-    total_ns = round(seconds * NANOSECONDS_PER_SECOND)
-    sec, nanosec = divmod(total_ns, NANOSECONDS_PER_SECOND)
-    if not -(2**31) <= sec < 2**31:
-        raise ValueError(f"{seconds} s does not fit builtin_interfaces/Time (int32 seconds)")
-    return Time(sec=int(sec), nanosec=int(nanosec))
+    return nanoseconds_to_stamp(seconds_to_nanoseconds(seconds))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,18 +225,22 @@ def image_to_numpy(msg: Image, *, topic: str | None = None) -> np.ndarray:
     return _native(view)
 
 
+def _image_of_kind(msg: Image, encodings: tuple[str, ...], kind: str, joiner: str, *, topic: str | None) -> np.ndarray:
+    """``image_to_numpy`` of an image whose encoding must be one of ``encodings`` (``MessageError`` naming
+    ``kind`` and the encodings, joined by ``joiner``, otherwise)."""
+    if msg.encoding not in encodings:
+        raise MessageError(f"expected {kind} ({joiner.join(encodings)}), got '{msg.encoding}'",
+                           topic=topic, field="encoding")
+    return image_to_numpy(msg, topic=topic)
+
+
 def camera_image_to_rgb(msg: Image, *, topic: str | None = None) -> np.ndarray:
     """Colour or mono image -> uint8 [H, W, 3] in RGB order.
 
     rgb8 and rgba8 are views over ``msg.data`` (rgba8 drops alpha through a stride); bgr8 and
     bgra8 are reordered into a new array; mono8 is repeated into three channels (a copy).
     """
-    if msg.encoding not in COLOR_ENCODINGS:
-        raise MessageError(
-            f"expected a colour image ({', '.join(COLOR_ENCODINGS)}), got '{msg.encoding}'",
-            topic=topic, field="encoding",
-        )
-    pixels = image_to_numpy(msg, topic=topic)
+    pixels = _image_of_kind(msg, COLOR_ENCODINGS, "a colour image", ", ", topic=topic)
     if msg.encoding == "mono8":
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if msg.encoding in ("rgb8", "rgba8"):
@@ -230,12 +256,7 @@ def depth_image_to_metres(msg: Image, *, topic: str | None = None) -> np.ndarray
 
     ``32FC1`` is metres, ``16UC1`` millimetres (REP 118). NaN, inf, 0 and negative values become 0.
     """
-    if msg.encoding not in DEPTH_ENCODINGS:
-        raise MessageError(
-            f"expected a depth image ({' or '.join(DEPTH_ENCODINGS)}), got '{msg.encoding}'",
-            topic=topic, field="encoding",
-        )
-    raw = image_to_numpy(msg, topic=topic)
+    raw = _image_of_kind(msg, DEPTH_ENCODINGS, "a depth image", " or ", topic=topic)
     if msg.encoding == "16UC1":
         return raw.astype(np.float32) / np.float32(MILLIMETRES_PER_METRE)
     valid = np.isfinite(raw) & (raw > 0)

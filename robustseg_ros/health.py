@@ -70,6 +70,14 @@ class SensorState(Enum):
         """0 (OK) < 1 (WARN) < 2 (STALE) < 3 (DEAD)."""
         return _SEVERITY[self]
 
+    @classmethod
+    def from_level(cls, level: int) -> SensorState:
+        """The state a diagnostic level reports (the inverse of ``level``); ``ValueError`` for other levels."""
+        for state, state_level in _LEVELS.items():
+            if state_level == level:
+                return state
+        raise ValueError(f"diagnostic level {level} is not one of {sorted(_LEVELS.values())}")
+
 
 _LEVELS = {
     SensorState.OK: DIAGNOSTIC_OK,
@@ -419,10 +427,6 @@ class HealthMonitor:
     def statuses(self, now: float) -> dict[str, HealthStatus]:
         """Status of every modality at ``now``."""
         return {name: sensor.status(now) for name, sensor in self.sensors.items()}
-
-    def exclusions(self, now: float) -> dict[str, str]:
-        """``excluded_modalities`` of the current statuses."""
-        return excluded_modalities(self.statuses(now))
 
     def reset(self, now: float) -> None:
         """``SensorHealth.reset`` for every modality."""

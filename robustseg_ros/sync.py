@@ -16,6 +16,10 @@ instead keeps a small stamp-ordered cache per modality and builds a frame from w
   ``max_age_s`` old. Age is ``now - header stamp`` on the node clock, so replay under
   ``use_sim_time`` behaves like a live run; everything is a function of the inputs (no wall clock),
   so the same message sequence always gives the same frames.
+* **Waiting for a pivot's partners.** ``awaited(stamp, now, periods_s)`` names the modalities whose
+  next message, due by their expected period, would join a pivot frame at ``stamp`` better than
+  anything cached; the caller may hold the pivot message back (``add`` it later) until they arrive
+  or its own deadline passes.
 
 Times are float seconds: ``stamp`` is the message's header stamp, ``received_at``/``now`` the node
 clock. Call ``reset()`` when the node clock jumps backwards (a looping bag).
@@ -251,6 +255,22 @@ class FrameSynchronizer:
         frame = self._build_frame(newest, float(now), TIMER_TRIGGER)
         self.counters.timer_frames += 1
         return frame
+
+    def awaited(self, stamp: float, now: float, periods_s: Mapping[str, float]) -> tuple[str, ...]:
+        """The modalities of ``periods_s`` (modality -> expected time between messages, s), in its order, worth
+        waiting for before a pivot frame at ``stamp`` (s): usable at ``now``, nothing cached within their
+        tolerance of ``stamp``, and their next message (newest cached stamp + period) due within it."""
+        awaited = []
+        for modality, period_s in periods_s.items():
+            if modality == self.pivot or not self.usable(modality, now):
+                continue
+            latest = self.caches[modality].latest()
+            tolerance_s = self.configs[modality].tolerance_s
+            if latest.stamp >= stamp - tolerance_s:
+                continue
+            if latest.stamp + period_s <= stamp + tolerance_s:
+                awaited.append(modality)
+        return tuple(awaited)
 
     def _pivot_usable(self) -> bool:
         return self._enabled[self.pivot] and self.pivot not in self._unhealthy

@@ -1,13 +1,18 @@
-"""Shared fixtures: a small generated DELIVER-layout data set, made once per test session."""
+"""Shared fixtures: a small generated DELIVER-layout data set, made once per test session, and a ROS domain
+of its own for every test that uses DDS."""
 
 from __future__ import annotations
 
+import itertools
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+_ROS_DOMAINS = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +26,14 @@ def mini_dataset(tmp_path_factory) -> Path:
         "--test-scenes", "1", "--frames-per-scene", "2",
     ])
     return root
+
+
+@pytest.fixture
+def ros_domain(monkeypatch) -> int:
+    """A ROS_DOMAIN_ID (1..100) for this test alone, set in the environment with discovery limited to this
+    machine: each test of the session gets the next one, offset by the process id so that test sessions
+    running side by side on one machine are unlikely to share a domain."""
+    domain = 1 + (os.getpid() * 13 + next(_ROS_DOMAINS)) % 100
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return domain

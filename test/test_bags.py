@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -16,9 +15,9 @@ pytest.importorskip("rosbags")
 
 from test_pipeline import make_tiny_checkpoint  # noqa: E402
 
-from robustseg_ros import evaluate_bag, record_synthetic  # noqa: E402
-from robustseg_ros.bag_io import BagError, BagReader, BagWriter  # noqa: E402
-from robustseg_ros.record_synthetic import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
+from robustseg_ros.bagtools import evaluate_bag, record_synthetic  # noqa: E402
+from robustseg_ros.bagtools.bag_io import BagError, BagReader, BagWriter  # noqa: E402
+from robustseg_ros.bagtools.faults import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
 
 SEED = 4
 DURATION_S = 3.0
@@ -113,7 +112,7 @@ def test_fault_timeline_round_trips(bags, tmp_path):
     assert record_synthetic.main([str(tmp_path / "custom"), "--duration", "0.6", "--width", "32", "--height", "32",
                                   "--faults", str(custom)]) == 0
     faults = faults_from_record(json.loads((tmp_path / "custom" / TIMELINE_FILE).read_text()))
-    assert [(fault.kind, fault.sensor, fault.start_s, fault.end_s) for fault in faults] == [
+    assert [(fault.kind, fault.target, fault.start_s, fault.end_s) for fault in faults] == [
         ("freeze", "lidar", 100.2, 100.5), ("noise", "events", 100.1, 100.3)]
     with BagReader(tmp_path / "custom") as bag:
         clouds = [msg for _, _, msg in bag.messages(["/lidar/points"])]
@@ -172,21 +171,19 @@ def test_bag_without_ground_truth_reports_everything_but_accuracy(bags, checkpoi
     assert "## Modalities fed" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frames(bags, checkpoint, monkeypatch):
+def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frames(bags, checkpoint, ros_domain):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from robustseg_ros.perception_node import PerceptionNode
-    from robustseg_ros.replay_bag import BagPlayer, FaultWindow
+    from robustseg_ros.bagtools.faults import Fault
+    from robustseg_ros.bagtools.player import BagPlayer
+    from robustseg_ros.node import PerceptionNode
 
-    domain = 1 + (os.getpid() * 13 + 57) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
-    context.init(domain_id=domain)
+    context.init(domain_id=ros_domain)
     rig = json.loads((bags["mcap"] / TIMELINE_FILE).read_text())["rig_parameters"]
     values = {**{name: tuple(value) if isinstance(value, list) else value for name, value in rig.items()},
               "use_sim_time": True, "checkpoint": checkpoint, "device": "cpu", "warmup_iterations": 0}
@@ -202,7 +199,7 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     player = BagPlayer(bags["mcap"], context=context, clock=True, delay_s=1.0,
-                       faults=[FaultWindow("drop", "/depth/image", 1.0, 1.5)])
+                       faults=[Fault("drop", "/depth/image", 1.0, 1.5)])
     try:
         published = player.play()
         deadline = time.monotonic() + 5.0
@@ -223,10 +220,7 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
     assert all((msg.width, msg.height, msg.encoding) == (64, 48, "mono8") for msg in segmentations)
 
 
-def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, monkeypatch, capsys):
-    domain = 1 + (os.getpid() * 13 + 71) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, ros_domain, capsys):
     assert evaluate(bags["mcap"], tmp_path / "live", checkpoint, "--mode", "live", "--spawn-node", "--settle", "1.0",
                     "-p", "warmup_iterations:=0") == 0
     assert "no subscriber" not in capsys.readouterr().err  # every input matched before the replay

@@ -14,6 +14,7 @@ from robustseg_ros.health import (
     HealthMonitor,
     SensorHealth,
     SensorState,
+    excluded_modalities,
     payload_digest,
 )
 
@@ -186,7 +187,7 @@ def test_monitor_and_exclusions():
     assert statuses["rgb"].state is SensorState.OK
     assert statuses["depth"].state is SensorState.STALE and statuses["depth"].conditions[0] == "frozen"
     assert statuses["lidar"].state is SensorState.STALE
-    assert monitor.exclusions(1.95) == {"depth": "frozen", "lidar": "never_received"}
+    assert excluded_modalities(statuses) == {"depth": "frozen", "lidar": "never_received"}
     assert monitor.record_error("lidar", "truncated", "59 < 60 bytes", now=2.0) is True
     assert monitor["lidar"].error_counts == {"truncated": 1}
 

@@ -9,7 +9,7 @@ import torch
 from robustseg_core.data import DeliverDataset, EvalTransform
 from robustseg_core.inference import Segmenter
 from robustseg_core.models import build_segmentor
-from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint
+from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,9 @@ rclpy = pytest.importorskip("rclpy")
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
-from robustseg_ros.perception_node import NODE_NAME, declare_perception_parameters, main  # noqa: E402
-from robustseg_ros.pipeline import PARAMETERS, flatten_parameters  # noqa: E402
+from robustseg_ros.node import declare_perception_parameters  # noqa: E402
+from robustseg_ros.params import NODE_NAME, PARAMETERS, read_params_file  # noqa: E402
+from robustseg_ros.perception_node import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "perception.yaml"
@@ -26,38 +25,30 @@ LAUNCH = ROOT / "launch" / "perception.launch.py"
 DOCS = ROOT / "docs" / "perception_node.md"
 YAML_NODE_KEY = f"/**/{NODE_NAME}"
 LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time"}
-_DOMAINS = itertools.count()
 
 
 def yaml_parameters(path: Path = CONFIG) -> dict:
+    """The file's dotted parameter values (lists as tuples), after checking it has one entry, for any namespace."""
     document = yaml.safe_load(path.read_text())
     assert list(document) == [YAML_NODE_KEY], "one node entry, matching the node in any namespace"
-    return flatten_parameters(document[YAML_NODE_KEY]["ros__parameters"])
+    return read_params_file(path)
 
 
-@pytest.fixture
-def domain(monkeypatch) -> int:
-    domain_id = 1 + (os.getpid() * 17 + 50 + next(_DOMAINS)) % 100
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    return domain_id
-
-
-def declared_with_params_file(path: Path, domain: int, namespace: str = "") -> tuple[dict, Node, rclpy.Context]:
+def declared_with_params_file(path: Path, ros_domain: int, namespace: str = "") -> tuple[dict, Node, rclpy.Context]:
     context = rclpy.Context()
-    context.init(args=["--ros-args", "--params-file", str(path)], domain_id=domain)
+    context.init(args=["--ros-args", "--params-file", str(path)], domain_id=ros_domain)
     node = Node(NODE_NAME, namespace=namespace, context=context)
     return declare_perception_parameters(node), node, context
 
 
-def test_yaml_keys_are_the_declared_parameters_with_their_types(domain):
+def test_yaml_keys_are_the_declared_parameters_with_their_types(ros_domain):
     from_yaml = yaml_parameters()
-    declared, node, context = declared_with_params_file(CONFIG, domain)
+    declared, node, context = declared_with_params_file(CONFIG, ros_domain)
     try:
         assert set(from_yaml) == set(declared), (f"only in the yaml: {sorted(set(from_yaml) - set(declared))}; "
                                                  f"only declared: {sorted(set(declared) - set(from_yaml))}")
         for name, value in from_yaml.items():
-            assert (list(declared[name]) if isinstance(value, list) else declared[name]) == value, name
+            assert (tuple(declared[name]) if isinstance(value, tuple) else declared[name]) == value, name
         for spec in PARAMETERS:
             descriptor = node.describe_parameter(spec.name)
             assert descriptor.description == spec.description and descriptor.read_only
@@ -72,11 +63,11 @@ def test_yaml_keys_are_the_declared_parameters_with_their_types(domain):
 
 
 @pytest.mark.parametrize("namespace", ["", "front_camera"])
-def test_params_file_applies_in_any_namespace(tmp_path, domain, namespace):
+def test_params_file_applies_in_any_namespace(tmp_path, ros_domain, namespace):
     edited = CONFIG.read_text().replace('device: "auto"', 'device: "cpu"').replace("window_s: 0.1", "window_s: 0.05")
     path = tmp_path / "perception.yaml"
     path.write_text(edited)
-    declared, node, context = declared_with_params_file(path, domain, namespace)
+    declared, node, context = declared_with_params_file(path, ros_domain, namespace)
     try:
         assert declared["device"] == "cpu" and declared["events.window_s"] == 0.05
     finally:
@@ -143,22 +134,22 @@ def test_docs_describe_every_parameter_and_output():
         assert topic in text, topic
 
 
-def test_node_without_a_checkpoint_exits_with_a_clear_error(domain, tmp_path, capfd):
+def test_node_without_a_checkpoint_exits_with_a_clear_error(ros_domain, tmp_path, capfd):
     missing = tmp_path / "missing.pt"
     code = main(["--ros-args", "-p", f"checkpoint:={missing}", "-p", "warmup_iterations:=0"])
     assert code == 1
     assert "checkpoint:=" in capfd.readouterr().err
 
 
-def test_recorded_rig_params_file_sets_every_parameter(domain, tmp_path):
+def test_recorded_rig_params_file_sets_every_parameter(ros_domain, tmp_path):
     """record_synthetic's perception_params.yaml is a complete parameter file carrying the drive's rig."""
-    from robustseg_ros.record_synthetic import PARAMS_FILE
-    from robustseg_ros.record_synthetic import main as record_synthetic
+    from robustseg_ros.bagtools.record_synthetic import PARAMS_FILE
+    from robustseg_ros.bagtools.record_synthetic import main as record_synthetic
 
     bag = tmp_path / "bag"
     assert record_synthetic([str(bag), "--duration", "0.3", "--width", "32", "--height", "32"]) == 0
     rig = json.loads((bag / "fault_timeline.json").read_text())["rig_parameters"]
-    declared, node, context = declared_with_params_file(bag / PARAMS_FILE, domain)
+    declared, node, context = declared_with_params_file(bag / PARAMS_FILE, ros_domain)
     try:
         assert set(yaml_parameters(bag / PARAMS_FILE)) == set(yaml_parameters())
         assert declared["camera.height_m"] == pytest.approx(rig["camera.height_m"])

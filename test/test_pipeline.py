@@ -16,10 +16,11 @@ from std_msgs.msg import Header  # noqa: E402
 from robustseg_core.data import DeliverDataset, EvalTransform  # noqa: E402
 from robustseg_core.inference import Segmenter  # noqa: E402
 from robustseg_core.models import build_segmentor  # noqa: E402
-from robustseg_core.sensors import R_BODY_OPTICAL  # noqa: E402
+from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
+from robustseg_core.sensors import R_BODY_OPTICAL, quaternion_to_rotation  # noqa: E402
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame  # noqa: E402
 from robustseg_core.sim.writer import SceneJob, write_scene  # noqa: E402
-from robustseg_core.training.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
+from robustseg_ros.bagtools.record_synthetic import rig_parameters as drive_parameters  # noqa: E402
 from robustseg_ros.conversions import (  # noqa: E402
     events_to_pointcloud2,
     intrinsics_to_camera_info,
@@ -27,16 +28,14 @@ from robustseg_ros.conversions import (  # noqa: E402
     numpy_to_pointcloud2,
     seconds_to_stamp,
 )
-from robustseg_ros.pipeline import (  # noqa: E402
+from robustseg_ros.params import (  # noqa: E402
     CO_LOCATED_LIDAR_TRANSFORM,
     PARAMETERS,
     PerceptionParams,
-    PerceptionPipeline,
-    quaternion_to_rotation,
     resolve_checkpoint,
     transform_from_parameter,
 )
-from robustseg_ros.record_synthetic import rig_parameters as drive_parameters  # noqa: E402
+from robustseg_ros.pipeline import PerceptionPipeline  # noqa: E402
 
 SEED = 11
 SIZE = (64, 48)  # width, height

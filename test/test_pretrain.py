@@ -13,7 +13,7 @@ from robustseg_core.models import SHIPPED_ENCODERS, build_segmentor, save_encode
 from robustseg_core.models.mit import build_mit
 from robustseg_core.sim.drive import Drive, DriveConfig
 from robustseg_core.sim.generate import plan_scenes
-from robustseg_core.training.checkpoint import load_checkpoint
+from robustseg_core.models.checkpoint import load_checkpoint
 from robustseg_core.training.pretrain_encoder import main as pretrain_encoder
 
 from test_train_teacher import tiny_overrides

@@ -8,8 +8,8 @@ import numpy as np
 
 from robustseg_core.classes import CLASS_NAMES, MODALITIES
 from robustseg_core.inference import Segmenter
-from robustseg_core.training.checkpoint import load_checkpoint
-from robustseg_ros.pipeline import resolve_checkpoint
+from robustseg_core.models.checkpoint import load_checkpoint
+from robustseg_ros.params import resolve_checkpoint
 
 SHIPPED = Path(__file__).resolve().parent.parent / "robustseg_ros" / "models" / "robustseg_student.pt"
 

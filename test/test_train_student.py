@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from robustseg_core.models import build_segmentor
-from robustseg_core.training.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from robustseg_core.models.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
 from robustseg_core.training.config import ConfigError
 from robustseg_core.training.train_student import main as train_student
 

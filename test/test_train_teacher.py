@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustseg_core.models.checkpoint import load_checkpoint
 from robustseg_core.training import engine
-from robustseg_core.training.checkpoint import load_checkpoint
 from robustseg_core.training.engine import TrainingDiverged, check_finite
 from robustseg_core.training.train_teacher import main as train_teacher
 

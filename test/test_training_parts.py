@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from robustseg_core.losses import OhemCrossEntropy
 from robustseg_core.models import build_segmentor
-from robustseg_core.training.checkpoint import (
+from robustseg_core.models.checkpoint import (
     CheckpointError, build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint,
 )
 from robustseg_core.training.config import ConfigError, load_config
@@ -120,7 +120,7 @@ def test_checkpoint_of_another_architecture_is_named(tmp_path):
     save_checkpoint(tmp_path / "other.pt", state)
     with pytest.raises(CheckpointError, match=r"(?s)other.pt: weights do not fit the model.*size mismatch"):
         build_model_from_checkpoint(tmp_path / "other.pt")
-    from robustseg_core.training.checkpoint import load_model_state
+    from robustseg_core.models.checkpoint import load_model_state
     with pytest.raises(CheckpointError, match="another architecture: embed_dim: checkpoint has 64, model has 32"):
         load_model_state(model, state, "other.pt")
 

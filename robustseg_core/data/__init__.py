@@ -1,10 +1,9 @@
 """DELIVER-layout data loading and joint transforms."""
 
 from .deliver import CONDITIONS, FAILURE_CASES, DatasetError, DeliverDataset, collate, read_image, read_label, scan_split
-from .transforms import EvalTransform, TrainTransform, eval_size, resize_label, resize_modality, to_network_input
+from .transforms import EvalTransform, TrainTransform, eval_size, resize_label, resize_modality
 
 __all__ = [
     "CONDITIONS", "FAILURE_CASES", "DatasetError", "DeliverDataset", "collate", "read_image", "read_label",
     "scan_split", "EvalTransform", "TrainTransform", "eval_size", "resize_label", "resize_modality",
-    "to_network_input",
 ]

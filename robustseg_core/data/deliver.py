@@ -1,6 +1,6 @@
 """DELIVER-layout multimodal segmentation dataset (real DELIVER and generated scenes alike).
 
-On disk (DELIVER's layout, see shared/reference/mmss_anchors.md §1.1)::
+On disk (DELIVER's layout, docs/method.md, "Data")::
 
     <root>/img/<condition>/<split>/<scene>/<frame>_rgb_front.png
     <root>/hha/.../<frame>_depth_front.png        # HHA-encoded depth, the "depth" input
@@ -42,13 +42,20 @@ class DatasetError(RuntimeError):
     """A data set file is missing, unreadable or inconsistent; the message names it."""
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG as uint8 RGB [H, W, 3] (4 channels -> first 3; 1 channel -> repeated)."""
+def _read_8bit_png(path: str | os.PathLike, kind: str) -> np.ndarray:
+    """The PNG at ``path`` as stored (uint8 [H, W] or [H, W, C], BGR(A) order); ``DatasetError`` naming the
+    file and ``kind`` ("image", "label image") when it is missing, unreadable or not 8-bit."""
     image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise DatasetError(f"{path}: missing or not a readable image")
+        raise DatasetError(f"{path}: missing or not a readable {kind}")
     if image.dtype != np.uint8:
-        raise DatasetError(f"{path}: expected an 8-bit image, got {image.dtype}")
+        raise DatasetError(f"{path}: expected an 8-bit {kind}, got {image.dtype}")
+    return image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG as uint8 RGB [H, W, 3] (4 channels -> first 3; 1 channel -> repeated)."""
+    image = _read_8bit_png(path, "image")
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.shape[2] == 1:
@@ -58,11 +65,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """Read a DELIVER semantic PNG -> class ids uint8 [H, W] with 255 = ignore."""
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"{path}: missing or not a readable label image")
-    if image.dtype != np.uint8:
-        raise DatasetError(f"{path}: expected an 8-bit label image, got {image.dtype}")
+    image = _read_8bit_png(path, "label image")
     raw = image if image.ndim == 2 else image[:, :, 2]  # channel 0 of RGB(A) is index 2 in BGR(A)
     invalid = (raw > NUM_CLASSES) & (raw != 255)
     if invalid.any():

@@ -4,7 +4,7 @@ Input: ``{"images": list of M uint8 [H, W, 3] in the dataset's modality order, "
 [H, W], "name"}``; output: ``images`` float [M, 3, h, w] normalised per modality
 (:mod:`robustseg_core.sensors.normalization`) and ``label`` int64 [h, w].
 
-Train (paper_spec §1.5): RGB-only colour jitter (p 0.2), horizontal flip (p 0.5), RGB-only 3x3
+Train (docs/method.md, "Data"): RGB-only colour jitter (p 0.2), horizontal flip (p 0.5), RGB-only 3x3
 Gaussian blur (p 0.2), then a random resized crop whose rescale base is the crop size (ratio in
 [0.5, 2]), padding images with 0 and the label with 255. Eval: short side to ``size``, both sides
 rounded up to a multiple of 32. Dense modalities are resized bilinearly; sparse ones (event, LiDAR)
@@ -49,11 +49,6 @@ def eval_size(height: int, width: int, short_side: int) -> tuple[int, int]:
         int(math.ceil(height * scale / 32) * 32),
         int(math.ceil(width * scale / 32) * 32),
     )
-
-
-def to_network_input(images: Sequence[np.ndarray], modalities: Sequence[str]) -> torch.Tensor:
-    """uint8 modality images -> normalised float tensor [M, 3, H, W]."""
-    return preprocess_stack(images, modalities)
 
 
 def _jitter_colour(rgb: np.ndarray) -> np.ndarray:
@@ -115,7 +110,7 @@ class TrainTransform:
         images = [im[top : top + crop, left : left + crop] for im in images]
         label = label[top : top + crop, left : left + crop]
         return {
-            "images": to_network_input(images, self.modalities),
+            "images": preprocess_stack(images, self.modalities),
             "label": torch.from_numpy(np.ascontiguousarray(label)).long(),
             "name": item["name"],
         }
@@ -133,7 +128,7 @@ class EvalTransform:
         images = [resize_modality(im, m, width, height) for im, m in zip(item["images"], self.modalities)]
         label = resize_label(item["label"], width, height)
         return {
-            "images": to_network_input(images, self.modalities),
+            "images": preprocess_stack(images, self.modalities),
             "label": torch.from_numpy(label).long(),
             "name": item["name"],
         }

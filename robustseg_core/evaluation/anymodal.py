@@ -2,7 +2,7 @@
 
 The 15 non-empty subsets of (R, D, E, L) are named by their letters in DELIVER's modality order
 (``R, D, E, L, RD, RE, RL, DE, DL, EL, RDE, RDL, REL, DEL, RDEL``). Two conventions for the
-missing modalities (paper_spec §6 item 8):
+missing modalities (docs/method.md, "Evaluation"):
 
 * ``drop``: missing modalities are left out of the masked-mean fusion (RobustSeg's any-modal table);
 * ``zero``: missing modalities are replaced by zero images after normalisation and still encoded and
@@ -19,14 +19,14 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..classes import MODALITY_LETTERS, NUM_CLASSES
+from ..classes import MODALITIES, MODALITY_LETTERS, NUM_CLASSES, combination_name
 from ..models import MISSING_CONVENTIONS
 from .metrics import ConfusionMatrix
 
 COMBINATIONS: tuple[str, ...] = tuple(
-    "".join(MODALITY_LETTERS[i] for i in subset)
-    for size in range(1, len(MODALITY_LETTERS) + 1)
-    for subset in itertools.combinations(range(len(MODALITY_LETTERS)), size)
+    combination_name(subset)
+    for size in range(1, len(MODALITIES) + 1)
+    for subset in itertools.combinations(MODALITIES, size)
 )
 FULL_COMBINATION = COMBINATIONS[-1]
 

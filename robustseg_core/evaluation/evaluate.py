@@ -20,8 +20,7 @@ from ..classes import CLASS_NAMES
 from ..cli import console_script
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
-from ..training.checkpoint import build_model_from_checkpoint
-from ..training.distributed import resolve_device
+from ..models.checkpoint import build_model_from_checkpoint, resolve_device
 from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
 from .robustness import evaluate_robustness, robustness_markdown
 

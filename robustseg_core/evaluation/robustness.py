@@ -1,4 +1,4 @@
-"""Robustness protocols of the multimodal segmentation robustness benchmark (paper_spec §5.2).
+"""Robustness protocols of the multimodal segmentation robustness benchmark (docs/method.md, "Evaluation").
 
 * EMM (entire-missing modality): the 15 combinations under the zero-fill convention; reported as the
   plain mean and as expectations E(p) = sum_c w_c mIoU_c / sum_c w_c with w_c = p^k (1 - p)^(M - k),

@@ -1,4 +1,4 @@
-"""Online hard example mining cross-entropy (paper_spec §3, pitfall 12)."""
+"""Online hard example mining cross-entropy (docs/method.md, "Stage 1: the teacher")."""
 
 from __future__ import annotations
 

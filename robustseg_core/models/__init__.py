@@ -12,10 +12,6 @@ from .mit import (
     MiTConfig,
     MixVisionTransformer,
     build_mit,
-    mit_b0,
-    mit_b1,
-    mit_b2,
-    mit_cpu,
 )
 from .pretrained import SHIPPED_ENCODERS, load_pretrained_encoder, save_encoder
 from .segmentor import (
@@ -67,9 +63,7 @@ __all__ = [
     "apply_missing_convention",
     "build_mit",
     "build_segmentor",
+    "SHIPPED_ENCODERS",
     "load_pretrained_encoder",
-    "mit_b0",
-    "mit_b1",
-    "mit_b2",
-    "mit_cpu",
+    "save_encoder",
 ]

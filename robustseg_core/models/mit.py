@@ -2,7 +2,7 @@
 
 Order: building blocks (overlapping patch embedding, efficient self-attention with spatial
 reduction, Mix-FFN, transformer block with stochastic depth), the ``MixVisionTransformer``
-model, the presets with one small factory per size.
+model, and the presets table with its one builder.
 
 Parameter and buffer names equal the official SegFormer ImageNet release (``mit_b0.pth`` ...),
 so an official checkpoint loads with ``strict=True`` once its ``head.*`` classifier is dropped
@@ -247,11 +247,14 @@ class MiTConfig:
     mlp_ratio: float = 4.0
 
 
+#: The MiT sizes ``build_mit`` builds (encoder parameters: B0 3,319,392; B1 13,151,424; B2 24,196,288;
+#: cpu 423,648; ``bench/model_sizes.py``).
 MIT_PRESETS: dict[str, MiTConfig] = {
     "mit_b0": MiTConfig((32, 64, 160, 256), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8)),
     "mit_b1": MiTConfig((64, 128, 320, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8)),
     "mit_b2": MiTConfig((64, 128, 320, 512), depths=(3, 4, 6, 3), num_heads=(1, 2, 5, 8)),
-    # Small preset for 2-core CPU training at 128-256 px; no official weights exist for it.
+    # Small preset for 2-core CPU training at 128-256 px (dims 16..128, one block per stage); no
+    # official weights exist for it.
     "mit_cpu": MiTConfig((16, 32, 64, 128), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 4)),
 }
 
@@ -269,23 +272,3 @@ def build_mit(preset: str, drop_path_rate: float = 0.1) -> MixVisionTransformer:
         mlp_ratio=config.mlp_ratio,
         drop_path_rate=drop_path_rate,
     )
-
-
-def mit_b0(drop_path_rate: float = 0.1) -> MixVisionTransformer:
-    """MiT-B0: 3,319,392 parameters."""
-    return build_mit("mit_b0", drop_path_rate)
-
-
-def mit_b1(drop_path_rate: float = 0.1) -> MixVisionTransformer:
-    """MiT-B1."""
-    return build_mit("mit_b1", drop_path_rate)
-
-
-def mit_b2(drop_path_rate: float = 0.1) -> MixVisionTransformer:
-    """MiT-B2: 24,196,288 parameters."""
-    return build_mit("mit_b2", drop_path_rate)
-
-
-def mit_cpu(drop_path_rate: float = 0.1) -> MixVisionTransformer:
-    """Small CPU preset: dims (16, 32, 64, 128), one block per stage."""
-    return build_mit("mit_cpu", drop_path_rate)

@@ -115,23 +115,18 @@ class MultimodalSegmentor(nn.Module):
         if return_features:
             return self.forward_features(images, present)
         self._validate_inputs(images, present)
-        present_images, sample_index, counts = self._gather_present(images, present)
-        fused = [
-            _masked_mean(stage, sample_index, counts) for stage in self.encoder(present_images)
-        ]
+        fused = [_masked_mean(stage, present) for stage in self.encoder(images[present])]
         return self._decode(fused, images.shape[-2:])
 
     def forward_features(self, images: Tensor, present: Tensor) -> SegmentorOutput:
         """Like ``forward``, also returning per-modality and fused features of the 4 stages."""
         self._validate_inputs(images, present)
-        present_images, sample_index, counts = self._gather_present(images, present)
-        batch, num_modalities = present.shape
         features, fused = [], []
-        for stage in self.encoder(present_images):
-            per_modality = stage.new_zeros((batch, num_modalities) + stage.shape[1:])
+        for stage in self.encoder(images[present]):
+            per_modality = stage.new_zeros(present.shape + stage.shape[1:])
             per_modality[present] = stage
             features.append(per_modality)
-            fused.append(_masked_mean(stage, sample_index, counts))
+            fused.append(_masked_mean(stage, present))
         logits = self._decode(fused, images.shape[-2:])
         return SegmentorOutput(logits=logits, features=features, fused=fused)
 
@@ -147,22 +142,12 @@ class MultimodalSegmentor(nn.Module):
         Lets one encoding of all modalities serve every modality combination: only the fusion and
         the head run again.
         """
-        weights = present.to(features[0].dtype)
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        fused = [(stage * weights[:, :, None, None, None]).sum(dim=1) for stage in features]
+        fused = [_masked_mean(stage[present], present) for stage in features]
         return self._decode(fused, output_size)
 
     def _decode(self, fused: list[Tensor], output_size: Sequence[int]) -> Tensor:
         logits = self.head(fused)
         return F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
-
-    @staticmethod
-    def _gather_present(images: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Present images [P, 3, H, W] in (sample, modality) order, their sample index [P] and
-        the number of present modalities per sample [B]."""
-        sample_index = present.nonzero()[:, 0]
-        counts = present.sum(dim=1)
-        return images[present], sample_index, counts
 
     def _validate_inputs(self, images: Tensor, present: Tensor) -> None:
         num_modalities = len(self.modalities)
@@ -191,10 +176,14 @@ class MultimodalSegmentor(nn.Module):
             raise ValueError(f"present has no modality for sample(s) {empty_samples}")
 
 
-def _masked_mean(stage_features: Tensor, sample_index: Tensor, counts: Tensor) -> Tensor:
-    """Mean over present modalities: features [P, C, h, w] of present images, their sample
-    index [P] and per-sample counts [B] -> fused [B, C, h, w]."""
-    batch = counts.shape[0]
-    summed = stage_features.new_zeros((batch,) + stage_features.shape[1:])
-    summed = summed.index_add(0, sample_index, stage_features)
-    return summed / counts.to(stage_features.dtype)[:, None, None, None]
+def _masked_mean(present_features: Tensor, present: Tensor) -> Tensor:
+    """The masked-mean fusion of every forward path (``forward``, ``forward_features``, ``decode_features``).
+
+    ``present_features`` [P, C, h, w] are the features of the present (sample, modality) pairs in
+    row-major order of ``present`` [B, M] bool (``features[present]``); returns fused [B, C, h, w],
+    each sample's mean over its present modalities.
+    """
+    counts = present.sum(dim=1)
+    summed = present_features.new_zeros(counts.shape + present_features.shape[1:])
+    summed = summed.index_add(0, present.nonzero()[:, 0], present_features)
+    return summed / counts.to(present_features.dtype)[:, None, None, None]

@@ -1,7 +1,7 @@
 """Raw sensor data -> the network's 3-channel uint8 images (one code path for simulator, writer and node).
 
 Inputs are real-world quantities (metres, seconds, points in the sensor frame); outputs are uint8
-[H, W, 3] images that ``normalization.preprocess`` turns into network input. Each module's
+[H, W, 3] images that ``normalization.preprocess_stack`` turns into network input. Each module's
 docstring documents its units, ranges and channel layout.
 """
 
@@ -12,7 +12,9 @@ from robustseg_core.sensors.camera import (
     CameraIntrinsics,
     invert_transform,
     make_transform,
+    quaternion_to_rotation,
     rotation_rpy,
+    rotation_to_quaternion,
     rotation_x,
     rotation_y,
     rotation_z,
@@ -48,7 +50,9 @@ __all__ = [
     "lidar_to_image",
     "make_transform",
     "project_points",
+    "quaternion_to_rotation",
     "rotation_rpy",
+    "rotation_to_quaternion",
     "rotation_x",
     "rotation_y",
     "rotation_z",

@@ -1,4 +1,4 @@
-"""Pinhole camera intrinsics, frame conventions and 4x4 rigid-transform helpers.
+"""Pinhole camera intrinsics, frame conventions, rotations (matrices and quaternions) and 4x4 rigid transforms.
 
 Frame conventions (used by every sensor encoder and by the scene generator):
 
@@ -11,7 +11,8 @@ point (x, y, z) lands on ``u = fx * x / z + cx``, ``v = fy * y / z + cy`` and th
 ``[-0.5, width - 0.5]`` (OpenCV / ROS ``CameraInfo`` convention).
 
 Transforms are named ``T_target_source``: ``p_target = T_target_source @ p_source`` for homogeneous
-points; rotations likewise ``R_target_source``.
+points; rotations likewise ``R_target_source``. Quaternions are ``(x, y, z, w)`` as in ROS messages
+(``geometry_msgs/Quaternion``, tf2).
 """
 
 from __future__ import annotations
@@ -103,6 +104,43 @@ def rotation_rpy(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np.ndarra
     In a z-up frame a positive pitch tilts the x (forward) axis down.
     """
     return rotation_z(yaw_rad) @ rotation_y(pitch_rad) @ rotation_x(roll_rad)
+
+
+def quaternion_to_rotation(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
+    """Quaternion (x, y, z, w; normalised here) -> 3x3 rotation matrix (float64).
+
+    Raises ``ValueError`` for a quaternion of (near) zero or non-finite norm.
+    """
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not norm > 1e-9 or not math.isfinite(norm):
+        raise ValueError(f"quaternion ({qx}, {qy}, {qz}, {qw}) has no direction (norm {norm})")
+    x, y, z, w = qx / norm, qy / norm, qz / norm, qw / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """3x3 rotation matrix -> unit quaternion (x, y, z, w), the inverse of ``quaternion_to_rotation``
+    up to the sign of the quaternion (branch on the largest diagonal term for accuracy)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    return x / norm, y / norm, z / norm, w / norm
 
 
 def make_transform(rotation: np.ndarray, translation: np.ndarray | tuple[float, float, float]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The one place where modality images become network input values.
 
 Every modality is a 3-channel uint8 image [H, W, 3]. All are divided by 255; RGB then gets the
-ImageNet mean and std, the others stay in [0, 1] (DELIVER / RobustSeg convention, paper_spec §1.4).
+ImageNet mean and std, the others stay in [0, 1] (DELIVER / RobustSeg convention, docs/method.md, "Data").
 """
 
 from __future__ import annotations
@@ -35,8 +35,3 @@ def preprocess_stack(images: Sequence[np.ndarray], modalities: Sequence[str]) ->
     std = torch.tensor([NORMALIZATION[m][1] for m in modalities]).view(-1, 3, 1, 1)
     stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))).float()
     return stacked.mul_(1.0 / (255.0 * std)).sub_(mean / std)
-
-
-def preprocess(image: np.ndarray, modality: str) -> torch.Tensor:
-    """uint8 modality image [H, W, 3] -> normalised network input [3, H, W]."""
-    return preprocess_stack([image], [modality])[0]

@@ -26,7 +26,7 @@ from ..atomic import write_text_atomic
 from ..classes import MODALITIES
 from ..data import DeliverDataset, EvalTransform, TrainTransform, collate
 from ..evaluation import evaluate_combinations
-from .checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, load_model_state, save_checkpoint
+from ..models.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, load_model_state, save_checkpoint
 from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer

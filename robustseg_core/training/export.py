@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..cli import console_script
-from .checkpoint import build_model_from_checkpoint, save_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint, save_checkpoint
 
 
 def export_checkpoint(checkpoint: Path, out: Path, scores: dict | None = None, note: str = "") -> dict:

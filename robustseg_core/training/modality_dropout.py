@@ -1,4 +1,4 @@
-"""Random modality dropout for student training (paper_spec §4.1, pitfall 8).
+"""Random modality dropout for student training (docs/method.md, "Modality dropout").
 
 Per sample: draw the number of kept modalities k from {1..M} (uniform by default), then a
 uniformly random subset of k modalities. Any modality can be dropped, RGB included, and at least

@@ -34,7 +34,7 @@ from ..classes import MODALITIES
 from ..cli import console_script
 from ..losses import OhemCrossEntropy
 from ..models import save_encoder
-from .checkpoint import build_model_from_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
 from .engine import TRAINING_DEFAULTS, fit, seed_everything

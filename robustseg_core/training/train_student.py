@@ -1,4 +1,4 @@
-"""Stage 2: train the robust student from a frozen teacher (paper_spec §4).
+"""Stage 2: train the robust student from a frozen teacher (docs/method.md, "Stage 2: the student").
 
 Each step drops modalities per sample (k uniform in 1..M, then a uniform subset of size k), runs the
 frozen teacher on the complete input and the student on what is left, and minimises
@@ -32,7 +32,7 @@ from ..cli import console_script
 from ..evaluation import COMBINATIONS
 from ..losses import OhemCrossEntropy, hpdm_loss, logit_kl, rrm_loss
 from ..models import MISSING_CONVENTIONS
-from .checkpoint import CheckpointError, build_model_from_checkpoint, load_model_state
+from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, load_model_state
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
 from .engine import TRAINING_DEFAULTS, fit, seed_everything

@@ -1,4 +1,4 @@
-"""Stage 1: train the multimodal teacher on complete inputs with OHEM cross-entropy (paper_spec §3).
+"""Stage 1: train the multimodal teacher on complete inputs with OHEM cross-entropy (docs/method.md, "Stage 1").
 
 Single process::
 

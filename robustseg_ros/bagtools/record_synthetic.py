@@ -10,12 +10,15 @@ its frame rate and written with the topics ``perception_node`` subscribes to by 
   rosbags type store because ``tf2_msgs`` is not among the rclpy wheels; the same extrinsic is in
   the fault timeline record (``rig_parameters["lidar.transform"]``);
 * ``/robustseg/fault_timeline`` (``std_msgs/String``, JSON) once at the start, also written as
-  ``fault_timeline.json`` inside the bag folder.
+  ``fault_timeline.json`` inside the bag folder;
+* ``perception_params.yaml`` inside the bag folder: a complete perception_node parameter file for the
+  recorded rig.
 
-Faults (``FAULT_KINDS``): ``drop`` (no messages), ``freeze`` (the first payload of the window repeated
-with advancing stamps), ``noise`` (heavy noise), ``night`` and ``overexposure`` (camera only). The
-bag is deterministic per seed: same arguments, same messages. Header stamps are ``--start-time`` plus
-the drive time; bag timestamps add a small per-sensor transport delay (``RECEIVE_DELAY_S``).
+Faults (``robustseg_ros.bagtools.faults``): ``drop`` (no messages), ``freeze`` (the first payload of the
+window repeated with advancing stamps), ``noise`` (heavy noise), ``night`` and ``overexposure`` (camera
+only). The bag is deterministic per seed: same arguments, same messages. Header stamps are
+``--start-time`` plus the drive time; bag timestamps add a small per-sensor transport delay
+(``RECEIVE_DELAY_S``).
 
 Run: ``record_synthetic /tmp/drive_bag --duration 10 --width 128 --height 128 [--storage sqlite3]``.
 """
@@ -24,134 +27,59 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from robustseg_core.atomic import write_text_atomic
-from robustseg_core.sim.drive import Drive, DriveConfig
 from robustseg_core.classes import CONDITIONS
-from robustseg_ros.bag_io import TYPESTORE, BagError, BagWriter, seconds_to_nanoseconds
+from robustseg_core.sensors import rotation_to_quaternion
+from robustseg_core.sim.drive import Drive, DriveConfig
+from robustseg_ros.bagtools.bag_io import (
+    FAULT_TIMELINE_TOPIC,
+    GROUND_TRUTH_TOPIC,
+    TF_STATIC_TOPIC,
+    TYPESTORE,
+    BagError,
+    BagWriter,
+)
+from robustseg_ros.bagtools.faults import (
+    FAULT_KINDS,
+    FAULT_SENSORS,
+    TIMELINE_FILE,
+    TIMELINE_FORMAT,
+    Fault,
+    MessageFaults,
+    load_faults,
+    timeline_entries,
+)
 from robustseg_ros.conversions import (
     events_to_pointcloud2,
     intrinsics_to_camera_info,
     numpy_to_image,
     numpy_to_pointcloud2,
+    seconds_to_nanoseconds,
     seconds_to_stamp,
 )
-from robustseg_ros.pipeline import PARAMETER_DEFAULTS, PARAMETERS, nest_parameters
+from robustseg_ros.params import PerceptionParams, absolute_topic, params_file_text
 
-TIMELINE_FORMAT = "robustseg_fault_timeline/1"
-TIMELINE_FILE = "fault_timeline.json"
 #: A complete perception_node parameter file for the recorded rig, written next to the bag's data.
 PARAMS_FILE = "perception_params.yaml"
-FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure")
-CAMERA_ONLY_FAULTS = ("night", "overexposure")
-FAULT_SENSORS = ("camera", "depth", "lidar", "events")
 CAMERA_FRAME, LIDAR_FRAME, EVENT_FRAME = "camera_optical", "lidar", "event_camera"
 #: Bag timestamp minus header stamp (s) per topic: the order in which one instant's messages arrive.
 RECEIVE_DELAY_S = {"camera_info": 0.001, "depth": 0.002, "lidar": 0.003, "events": 0.004, "camera": 0.005,
                    "labels": 0.006}
-#: The default timeline as fractions of the duration: (kind, sensor, start, end).
-DEFAULT_TIMELINE = (
-    ("overexposure", "camera", 0.05, 0.15),
-    ("night", "camera", 0.20, 0.30),
-    ("drop", "lidar", 0.35, 0.55),
-    ("freeze", "depth", 0.60, 0.80),
-    ("noise", "depth", 0.85, 0.95),
-)
+#: What is written on which topic by default: the node's default inputs, ground truth, timeline, tf.
 DEFAULT_TOPICS = {
-    "camera": "/" + PARAMETER_DEFAULTS["camera.topic"],
-    "camera_info": "/" + PARAMETER_DEFAULTS["camera.info_topic"],
-    "depth": "/" + PARAMETER_DEFAULTS["depth.topic"],
-    "lidar": "/" + PARAMETER_DEFAULTS["lidar.topic"],
-    "events": "/" + PARAMETER_DEFAULTS["events.topic"],
-    "labels": "/ground_truth/labels",
-    "fault_timeline": "/robustseg/fault_timeline",
-    "tf_static": "/tf_static",
+    **PerceptionParams().topics(absolute_topic),
+    "labels": GROUND_TRUTH_TOPIC,
+    "fault_timeline": FAULT_TIMELINE_TOPIC,
+    "tf_static": TF_STATIC_TOPIC,
 }
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scripted fault: ``kind`` on ``sensor`` for header stamps in [start_s, end_s) (s, bag clock)."""
-
-    kind: str
-    sensor: str
-    start_s: float
-    end_s: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind {self.kind!r}: expected one of {', '.join(FAULT_KINDS)}")
-        if self.sensor not in FAULT_SENSORS:
-            raise ValueError(f"fault sensor {self.sensor!r}: expected one of {', '.join(FAULT_SENSORS)}")
-        if self.kind in CAMERA_ONLY_FAULTS and self.sensor != "camera":
-            raise ValueError(f"fault {self.kind} applies to the camera only, not {self.sensor}")
-        if not self.end_s > self.start_s:
-            raise ValueError(f"fault {self.kind} {self.sensor}: end {self.end_s} s must be after start "
-                             f"{self.start_s} s")
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind} {self.sensor} {self.start_s:.2f}-{self.end_s:.2f}s"
-
-    def covers(self, stamp_s: float) -> bool:
-        return self.start_s <= stamp_s < self.end_s
-
-
-def faults_from_record(record: dict) -> list[Fault]:
-    """The ``Fault`` list of a timeline record (the JSON of ``/robustseg/fault_timeline``)."""
-    return [Fault(item["kind"], item["sensor"], float(item["start_s"]), float(item["end_s"]))
-            for item in record.get("faults", [])]
-
-
-def default_faults(start_s: float, duration_s: float) -> list[Fault]:
-    return [Fault(kind, sensor, round(start_s + begin * duration_s, 6), round(start_s + end * duration_s, 6))
-            for kind, sensor, begin, end in DEFAULT_TIMELINE]
-
-
-def load_faults(spec: str, start_s: float, duration_s: float) -> list[Fault]:
-    """``default``, ``none`` or a JSON file: a list of {kind, sensor, start_offset_s, end_offset_s} (seconds
-    from the start of the drive)."""
-    if spec == "default":
-        return default_faults(start_s, duration_s)
-    if spec == "none":
-        return []
-    try:
-        items = json.loads(Path(spec).read_text())
-        return [Fault(item["kind"], item["sensor"], start_s + float(item["start_offset_s"]),
-                      start_s + float(item["end_offset_s"])) for item in items]
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"faults file {spec}: expected a JSON list of {{kind, sensor, start_offset_s, "
-                         f"end_offset_s}} ({type(error).__name__}: {error})") from error
-
-
-def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
-    """3x3 rotation matrix -> unit quaternion (x, y, z, w)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    if trace > 0:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    return x / norm, y / norm, z / norm, w / norm
 
 
 def rig_parameters(drive: Drive) -> dict:
@@ -168,25 +96,15 @@ def rig_parameters(drive: Drive) -> dict:
     return values
 
 
-def node_params_yaml(overrides: dict) -> str:
-    """perception_node's parameter file (every parameter at its default, then ``overrides``), in the
-    ``/**/perception_node: ros__parameters:`` form ``--params-file`` and ``ros2 launch`` accept."""
-    values = {spec.name: list(spec.default) if isinstance(spec.default, tuple) else spec.default for spec in PARAMETERS}
-    values.update(overrides)
-    nested = nest_parameters(values)
-    header = "# perception_node parameters for the rig this bag was recorded with (record_synthetic).\n"
-    return header + yaml.safe_dump({"/**/perception_node": {"ros__parameters": nested}}, sort_keys=False)
-
-
 def tf_static_cdr(T_cam_lidar: np.ndarray, stamp_s: float) -> bytes:
     """``tf2_msgs/TFMessage`` CDR bytes with one transform camera optical frame -> LiDAR frame."""
     types = TYPESTORE.types
-    seconds, nanoseconds = divmod(seconds_to_nanoseconds(stamp_s), 1_000_000_000)
+    stamp = seconds_to_stamp(stamp_s)
     qx, qy, qz, qw = rotation_to_quaternion(T_cam_lidar[:3, :3])
     tx, ty, tz = (float(value) for value in T_cam_lidar[:3, 3])
     transform = types["geometry_msgs/msg/TransformStamped"](
-        header=types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=int(seconds),
-                                                                                      nanosec=int(nanoseconds)),
+        header=types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=stamp.sec,
+                                                                                      nanosec=stamp.nanosec),
                                             frame_id=CAMERA_FRAME),
         child_frame_id=LIDAR_FRAME,
         transform=types["geometry_msgs/msg/Transform"](
@@ -197,20 +115,24 @@ def tf_static_cdr(T_cam_lidar: np.ndarray, stamp_s: float) -> bytes:
 
 
 class FaultInjector:
-    """Applies the timeline to one sensor's data per frame: returns the message to write or None (dropped)."""
+    """Renders the timeline's data faults (noise, night, over-exposure) into one sensor's data per frame;
+    ``messages`` applies its drop and freeze faults to the finished messages."""
 
     def __init__(self, faults: list[Fault], seed: int) -> None:
         self.faults = faults
         self.seed = seed
-        self._frozen: dict[Fault, object] = {}
+        self.messages = MessageFaults(faults)
 
     def active(self, sensor: str, stamp_s: float) -> list[Fault]:
-        return [fault for fault in self.faults if fault.sensor == sensor and fault.covers(stamp_s)]
+        """The faults on ``sensor`` whose window covers the header stamp ``stamp_s`` (s)."""
+        return [fault for fault in self.faults if fault.target == sensor and fault.covers(stamp_s)]
 
     def rng(self, sensor: str, index: int) -> np.random.Generator:
+        """The noise source of ``sensor`` at frame ``index`` (deterministic per seed)."""
         return np.random.default_rng([self.seed, FAULT_SENSORS.index(sensor), index])
 
     def camera(self, rgb: np.ndarray, faults: list[Fault], rng: np.random.Generator) -> np.ndarray:
+        """The camera image under its night, over-exposure and noise faults."""
         image = rgb.astype(np.float32)
         for fault in faults:
             if fault.kind == "night":
@@ -220,15 +142,6 @@ class FaultInjector:
             elif fault.kind == "noise":
                 image = image + rng.normal(0.0, 60.0, image.shape)
         return np.clip(np.rint(image), 0, 255).astype(np.uint8)
-
-    def freeze(self, fault: Fault, message, header: Header):
-        """The window's first message with ``header``: identical payload, advancing stamp."""
-        first = self._frozen.setdefault(fault, message)
-        frozen = type(first)()
-        for slot in first.get_fields_and_field_types():
-            setattr(frozen, slot, getattr(first, slot))
-        frozen.header = header
-        return frozen
 
 
 def _noisy_depth(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -259,7 +172,7 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
     """The JSON record stored on the timeline topic and as ``fault_timeline.json``."""
     return {
         "format": TIMELINE_FORMAT,
-        "generator": "robustseg_ros.record_synthetic",
+        "generator": "robustseg_ros.record_synthetic",  # unchanged since the first recorded bags: a format value
         "seed": args.seed,
         "width": args.width,
         "height": args.height,
@@ -273,9 +186,7 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
         "T_cam_lidar": drive.T_cam_lidar.tolist(),
         "tf_static": f"{topics['tf_static']} (tf2_msgs/msg/TFMessage, {CAMERA_FRAME} -> {LIDAR_FRAME})",
         "rig_parameters": rig_parameters(drive),
-        "faults": [{**asdict(fault), "start_offset_s": round(fault.start_s - args.start_time, 6),
-                    "end_offset_s": round(fault.end_s - args.start_time, 6), "name": fault.name}
-                   for fault in faults],
+        "faults": timeline_entries(faults, args.start_time),
     }
 
 
@@ -308,7 +219,9 @@ def record(args) -> dict:
             for index in range(1, frame_count + 1):
                 _write_frame(bag, drive, index, args.start_time, topics, injector)
         write_text_atomic(partial / TIMELINE_FILE, json.dumps(record_, indent=2, sort_keys=True) + "\n")
-        write_text_atomic(partial / PARAMS_FILE, node_params_yaml(record_["rig_parameters"]))
+        write_text_atomic(partial / PARAMS_FILE, params_file_text(
+            record_["rig_parameters"], "perception_node parameters for the rig this bag was recorded with "
+                                       "(record_synthetic)."))
         partial.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -341,11 +254,9 @@ def _write_frame(bag: BagWriter, drive: Drive, index: int, start_s: float, topic
     messages["lidar"] = numpy_to_pointcloud2(points, header[LIDAR_FRAME])
     messages["events"] = events_to_pointcloud2(events, header[EVENT_FRAME])
     for sensor in FAULT_SENSORS:
-        kinds = {fault.kind: fault for fault in faults[sensor]}
-        if "drop" in kinds:
-            del messages[sensor]
-        elif "freeze" in kinds:
-            messages[sensor] = injector.freeze(kinds["freeze"], messages[sensor], messages[sensor].header)
+        message = injector.messages.apply(sensor, stamp_s, messages.pop(sensor))
+        if message is not None:
+            messages[sensor] = message
     for key in sorted(messages, key=RECEIVE_DELAY_S.__getitem__):
         bag.write(topics[key], seconds_to_nanoseconds(stamp_s + RECEIVE_DELAY_S[key]), messages[key])
 

@@ -7,6 +7,9 @@ present) or message types that this Python environment cannot import. ``messages
 
 ``BagWriter`` writes rclpy messages (serialized by rclpy) to a new bag; ``write_raw`` takes CDR
 bytes for types rclpy cannot import here (``/tf_static`` serialized with the rosbags type store).
+
+The topics a recorded drive carries besides the sensor inputs (ground truth, fault timeline,
+``/tf_static``) are named here once, for the tools that write, replay and evaluate such bags.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from rosbags.typesys import Stores, get_typestore
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9
-NANOSECONDS_PER_SECOND = 1_000_000_000
+#: Ground-truth class ids of a recorded drive (``sensor_msgs/Image`` mono8, 255 ignore).
+GROUND_TRUTH_TOPIC = "/ground_truth/labels"
+#: The fault timeline record of a recorded drive (``std_msgs/String``, JSON, once at the start; latched).
+FAULT_TIMELINE_TOPIC = "/robustseg/fault_timeline"
+#: Static transforms (``tf2_msgs/TFMessage``; latched).
+TF_STATIC_TOPIC = "/tf_static"
 
 
 class BagError(RuntimeError):
@@ -46,10 +54,6 @@ def message_type_name(message_class_: type) -> str:
     """``sensor_msgs/msg/Image`` for ``sensor_msgs.msg.Image``."""
     package = message_class_.__module__.split(".")[0]
     return f"{package}/msg/{message_class_.__name__}"
-
-
-def seconds_to_nanoseconds(seconds: float) -> int:
-    return int(round(seconds * NANOSECONDS_PER_SECOND))
 
 
 class BagReader:

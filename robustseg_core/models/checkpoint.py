@@ -1,8 +1,11 @@
-"""Checkpoints: a dict of tensors and plain metadata, written atomically, read with weights_only=True.
+"""Checkpoints and the device they run on: what training writes and serving (inference, evaluation) reads.
 
+A checkpoint is a dict of tensors and plain metadata, written atomically, read with ``weights_only=True``.
 Layout: ``{"model": state_dict, "architecture": {...}, "meta": {classes, modalities,
 normalisation, config, scores, command, versions}, "epoch"}`` plus, for resumable training
 (``last.pt``), ``optimizer``, ``scheduler``, ``scaler`` and ``best`` (the best validation metrics).
+
+Nothing here imports ``robustseg_core.training``: serving depends on the model, never on training.
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ from torch import nn
 from ..atomic import atomic_open
 from ..classes import CLASS_NAMES, MODALITIES
 from ..sensors.normalization import NORMALIZATION
+from . import build_segmentor
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given ("cpu", "cuda", "cuda:N").
+
+    Raises ``RuntimeError`` when a CUDA device is asked for and CUDA is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return resolved
 
 
 class CheckpointError(RuntimeError):
@@ -107,8 +124,6 @@ def check_normalization(checkpoint: Mapping, path: str | os.PathLike) -> None:
 def build_model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the segmentor a checkpoint describes (its input normalisation checked) and load its weights;
     returns (model, checkpoint)."""
-    from ..models import build_segmentor
-
     checkpoint = load_checkpoint(path, map_location)
     check_normalization(checkpoint, path)
     architecture = dict(checkpoint["architecture"])

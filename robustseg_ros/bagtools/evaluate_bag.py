@@ -1,0 +1,177 @@
+"""``evaluate_bag``: run the perception pipeline over a rosbag2 bag and report accuracy, health and timing.
+
+Offline (the default, ``offline.OfflineEvaluation``): the bag is read in bag-timestamp order and fed
+in-process to ``PerceptionPipeline``, the object ``perception_node`` wraps, with the node clock set to
+each message's bag time; two runs over one bag give the same frames, predictions and metrics, only the
+``timing`` section (wall-clock processing time) varies.
+
+Parameters: the node's defaults < ``--params-file`` (config/perception.yaml layout) < the rig
+parameters recorded in the bag's fault timeline (``record_synthetic``) < ``-p name:=value``.
+Sensor topics are the node's parameters (relative names get a leading "/").
+
+Ground truth: a mono8 label image topic (``--labels-topic``; class ids, 255 ignore) matched to
+output frames by header stamp. Without it the report has everything but accuracy. Fault windows
+come from the ``/robustseg/fault_timeline`` topic or the ``fault_timeline.json`` in the bag folder.
+
+Live mode (``--mode live``, ``live.LiveEvaluation``): the bag is replayed over DDS with ``/clock`` into a
+perception node on sim time (running elsewhere, or in this process with ``--spawn-node``), and the
+node's outputs and ``/diagnostics`` are recorded and scored the same way (``scoring``); not repeatable
+(DDS, CPU load).
+
+Outputs in ``--output``: ``metrics.json`` (fields in docs/bags.md), ``report.md``,
+``miou_over_time.png``, ``latency_histogram.png``, ``samples.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from robustseg_core.atomic import write_text_atomic
+from robustseg_ros.bagtools.bag_io import FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader
+from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
+from robustseg_ros.bagtools.live import run_live
+from robustseg_ros.bagtools.offline import OfflineEvaluation
+from robustseg_ros.bagtools.report import report_markdown, write_plots
+from robustseg_ros.conversions import nanoseconds_to_seconds
+from robustseg_ros.params import (
+    PARAMETER_DEFAULTS,
+    SENSORS,
+    PerceptionParams,
+    absolute_topic,
+    load_segmenter,
+    parse_override,
+    read_params_file,
+)
+
+
+def resolve_parameters(args, record: dict) -> PerceptionParams:
+    """The node's defaults < ``--params-file`` < the rig parameters of the timeline ``record`` (unless
+    ``--ignore-rig``) < ``-p name:=value`` < ``--checkpoint`` / ``--device``."""
+    values = dict(PARAMETER_DEFAULTS)
+    if args.params_file:
+        values.update(read_params_file(args.params_file))
+    if not args.ignore_rig:
+        values.update({name: tuple(value) if isinstance(value, list) else value
+                       for name, value in record.get("rig_parameters", {}).items()})
+    for text in args.param:
+        name, value = parse_override(text)
+        values[name] = value
+    if args.checkpoint:
+        values["checkpoint"] = args.checkpoint
+    if args.device:
+        values["device"] = args.device
+    return PerceptionParams(values)
+
+
+def check_sensor_topics(bag: BagReader, topics: dict[str, str], sensors: list[str]) -> None:
+    """``BagError`` naming the sensor topics (and CameraInfo) absent from the bag, with the parameters to fix it."""
+    sensors = [*sensors, "camera_info"]
+    try:
+        bag.require([topics[sensor] for sensor in sensors], what="sensor")
+    except BagError as error:
+        absent = [sensor for sensor in sensors if topics[sensor] not in bag.topics]
+        hints = [f"-p {sensor}.topic:=/name or -p {sensor}.enabled:=false" if sensor != "camera_info"
+                 else "-p camera.info_topic:=/name" for sensor in absent]
+        raise BagError(f"{error}. Point the node at the bag's topics or disable the sensor: "
+                       f"{'; '.join(hints)}") from error
+
+
+def evaluate(args) -> dict:
+    """Evaluate ``args.bag`` (offline, or live with ``--mode live``); writes the JSON, report and plots and
+    returns the JSON dict."""
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    bag_path = Path(args.bag)
+    output = Path(args.output) if args.output else bag_path.with_name(bag_path.name + "_evaluation")
+    with BagReader(bag_path) as bag:
+        record = read_fault_record(bag, args.timeline_topic)
+        params = resolve_parameters(args, record)
+        options = {"faults": faults_from_record(record), "sample_count": args.samples,
+                   "labels_topic": args.labels_topic if args.labels_topic in bag.topics else ""}
+        if args.labels_topic and not options["labels_topic"] and args.labels_topic != GROUND_TRUTH_TOPIC:
+            bag.require([args.labels_topic], what="ground-truth")
+        start_s, storage = nanoseconds_to_seconds(bag.start_ns), bag.storage
+        if args.mode == "offline":
+            torch.manual_seed(0)
+            checkpoint, segmenter = load_segmenter(params)
+            evaluation = OfflineEvaluation(bag_path, params, segmenter, **options)
+            check_sensor_topics(bag, evaluation.topics, list(evaluation.pipeline.active_sensors))
+            evaluation.run(bag)
+            extra = {"checkpoint": str(checkpoint), "device": str(segmenter.device)}
+        else:
+            check_sensor_topics(bag, params.topics(absolute_topic),
+                                [sensor for sensor in SENSORS if params[f"{sensor}.enabled"]])
+    if args.mode == "live":
+        evaluation, extra = run_live(bag_path, params, ros_args=args.ros_args, spawn_node=args.spawn_node,
+                                     node_name=args.node_name, rate=args.rate, wait_for_node_s=args.wait_for_node,
+                                     settle_s=args.settle, **options)
+    result = evaluation.results()
+    result.update({**extra, "mode": args.mode, "storage": storage, "bag_start_s": round(start_s, 9),
+                   "faults_source": record.get("generator", "none")})
+    output.mkdir(parents=True, exist_ok=True)
+    files = write_plots(evaluation, result, output, start_s) if not args.no_plots else {}
+    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
+    write_text_atomic(output / "report.md", report_markdown(result, files))
+    write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaluate_bag", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
+    parser.add_argument("--output", "-o", default="", help="output folder; default <bag>_evaluation next to the bag")
+    parser.add_argument("--checkpoint", default="", help="checkpoint (.pt); default the params' / packaged one")
+    parser.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto; default the params' (auto)")
+    parser.add_argument("--params-file", default="", help="perception_node params YAML (config/perception.yaml)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="node parameter override, repeatable (e.g. -p lidar.topic:=/velodyne_points)")
+    parser.add_argument("--labels-topic", default=GROUND_TRUTH_TOPIC,
+                        help="ground-truth mono8 label topic; '' for none")
+    parser.add_argument("--timeline-topic", default=FAULT_TIMELINE_TOPIC,
+                        help="fault timeline topic (std_msgs/String JSON)")
+    parser.add_argument("--ignore-rig", action="store_true",
+                        help="do not apply the rig parameters recorded in the bag's fault timeline")
+    parser.add_argument("--samples", type=int, default=6, help="sample frames in samples.png (one per window)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="CPU threads for torch (torch.set_num_threads); 0: torch's default")
+    parser.add_argument("--mode", choices=("offline", "live"), default="offline",
+                        help="offline: the pipeline in-process, deterministic; live: replay over DDS with /clock into "
+                             "a perception node on sim time and record its outputs")
+    parser.add_argument("--spawn-node", action="store_true",
+                        help="live: run perception_node in this process (use_sim_time, the resolved parameters)")
+    parser.add_argument("--node-name", default="/perception_node",
+                        help="live: fully qualified name of the running node (its outputs are <name>/segmentation...)")
+    parser.add_argument("--rate", type=float, default=1.0, help="live: replay speed factor")
+    parser.add_argument("--wait-for-node", type=float, default=30.0,
+                        help="live: seconds to wait for the node to subscribe to the camera topic")
+    parser.add_argument("--settle", type=float, default=2.0, help="live: seconds to wait for outputs after the replay")
+    parser.add_argument("--no-plots", action="store_true", help="JSON and Markdown only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``evaluate_bag``; 0 on success, 1 (message on stderr) when the bag or settings are unusable."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown and unknown[0] != "--ros-args":
+        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.ros_args = unknown
+    try:
+        result = evaluate(args)
+    except (BagError, FileNotFoundError, ValueError) as error:
+        print(f"evaluate_bag: {error}", file=sys.stderr)
+        return 1
+    accuracy = result["accuracy"]
+    summary = f"mIoU {accuracy['miou']:.2f} %" if accuracy else "no ground truth"
+    print(f"evaluate_bag: {result['frames']['total']} frames, {summary}; report in "
+          f"{Path(args.output) if args.output else Path(args.bag).with_name(Path(args.bag).name + '_evaluation')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Sensor faults in time windows: one definition for recording them into a drive, injecting them while
+replaying a bag, and scoring the perception pipeline against them.
+
+A ``Fault`` is a ``kind`` applied to a ``target`` for times in [start_s, end_s):
+
+* in a drive's fault timeline (``record_synthetic`` writes it, ``evaluate_bag`` reads it) the target
+  is a sensor of ``FAULT_SENSORS`` and the times are header stamps (s);
+* in ``replay_bag --drop/--freeze TOPIC:START:END`` the target is a topic and the times are seconds
+  after the bag's start.
+
+Kinds (``FAULT_KINDS``): ``drop`` (no messages) and ``freeze`` (the window's first message repeated
+with the headers of the messages it replaces) act on messages (``MessageFaults``); ``noise``,
+``night`` and ``overexposure`` (the last two camera only) are rendered into the data by
+``record_synthetic``.
+
+The timeline record (format ``TIMELINE_FORMAT``) is JSON: on ``bag_io.FAULT_TIMELINE_TOPIC`` once at
+the start of the bag and in ``TIMELINE_FILE`` inside the bag folder (fields in docs/bags.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustseg_ros.bagtools.bag_io import BagReader
+
+TIMELINE_FORMAT = "robustseg_fault_timeline/1"
+TIMELINE_FILE = "fault_timeline.json"
+FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure")
+#: The kinds that act on whole messages (the ones ``replay_bag`` injects).
+MESSAGE_FAULT_KINDS = ("drop", "freeze")
+CAMERA_ONLY_FAULTS = ("night", "overexposure")
+FAULT_SENSORS = ("camera", "depth", "lidar", "events")
+#: The default timeline as fractions of the duration: (kind, sensor, start, end).
+DEFAULT_TIMELINE = (
+    ("overexposure", "camera", 0.05, 0.15),
+    ("night", "camera", 0.20, 0.30),
+    ("drop", "lidar", 0.35, 0.55),
+    ("freeze", "depth", 0.60, 0.80),
+    ("noise", "depth", 0.85, 0.95),
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """``kind`` on ``target`` (a sensor or a topic, module docstring) for times in [start_s, end_s) (s)."""
+
+    kind: str
+    target: str
+    start_s: float
+    end_s: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {self.kind!r}: expected one of {', '.join(FAULT_KINDS)}")
+        if not self.end_s > self.start_s:
+            raise ValueError(f"fault {self.kind} {self.target}: end {self.end_s} s must be after start "
+                             f"{self.start_s} s")
+
+    @property
+    def name(self) -> str:
+        """``"drop lidar 103.50-105.50s"``: how reports name the fault."""
+        return f"{self.kind} {self.target} {self.start_s:.2f}-{self.end_s:.2f}s"
+
+    def covers(self, time_s: float) -> bool:
+        """True when ``time_s`` (on the fault's clock) lies in [start_s, end_s)."""
+        return self.start_s <= time_s < self.end_s
+
+
+# --------------------------------------------------------------------------------------------
+# a drive's timeline: faults on sensors, at header stamps
+
+
+def sensor_fault(kind: str, sensor: str, start_s: float, end_s: float) -> Fault:
+    """A fault of a drive's timeline; ``ValueError`` for an unknown sensor or a camera-only kind elsewhere."""
+    if sensor not in FAULT_SENSORS:
+        raise ValueError(f"fault sensor {sensor!r}: expected one of {', '.join(FAULT_SENSORS)}")
+    if kind in CAMERA_ONLY_FAULTS and sensor != "camera":
+        raise ValueError(f"fault {kind} applies to the camera only, not {sensor}")
+    return Fault(kind, sensor, start_s, end_s)
+
+
+def default_faults(start_s: float, duration_s: float) -> list[Fault]:
+    """``DEFAULT_TIMELINE`` for a drive of ``duration_s`` seconds whose header stamps start at ``start_s``."""
+    return [sensor_fault(kind, sensor, round(start_s + begin * duration_s, 6), round(start_s + end * duration_s, 6))
+            for kind, sensor, begin, end in DEFAULT_TIMELINE]
+
+
+def load_faults(spec: str, start_s: float, duration_s: float) -> list[Fault]:
+    """``default``, ``none`` or a JSON file: a list of {kind, sensor, start_offset_s, end_offset_s} (seconds
+    from the start of the drive)."""
+    if spec == "default":
+        return default_faults(start_s, duration_s)
+    if spec == "none":
+        return []
+    try:
+        items = json.loads(Path(spec).read_text())
+        return [sensor_fault(item["kind"], item["sensor"], start_s + float(item["start_offset_s"]),
+                             start_s + float(item["end_offset_s"])) for item in items]
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"faults file {spec}: expected a JSON list of {{kind, sensor, start_offset_s, "
+                         f"end_offset_s}} ({type(error).__name__}: {error})") from error
+
+
+def timeline_entries(faults: list[Fault], start_s: float) -> list[dict]:
+    """The ``faults`` entries of a timeline record: kind, sensor, start_s and end_s (header stamps), their
+    offsets from the drive's start ``start_s`` and the fault's name."""
+    return [{"kind": fault.kind, "sensor": fault.target, "start_s": fault.start_s, "end_s": fault.end_s,
+             "start_offset_s": round(fault.start_s - start_s, 6), "end_offset_s": round(fault.end_s - start_s, 6),
+             "name": fault.name} for fault in faults]
+
+
+def faults_from_record(record: dict) -> list[Fault]:
+    """The faults of a timeline record (the JSON of the fault timeline topic)."""
+    return [sensor_fault(item["kind"], item["sensor"], float(item["start_s"]), float(item["end_s"]))
+            for item in record.get("faults", [])]
+
+
+def read_fault_record(bag: BagReader, timeline_topic: str) -> dict:
+    """The timeline record from ``timeline_topic`` or the bag folder's ``TIMELINE_FILE``; {} if neither."""
+    if timeline_topic and timeline_topic in bag.topics:
+        for _, _, message in bag.messages([timeline_topic]):
+            return json.loads(message.data)
+    sidecar = bag.path / TIMELINE_FILE if bag.path.is_dir() else bag.path.with_name(TIMELINE_FILE)
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# faults on messages
+
+
+def parse_topic_fault(kind: str, text: str) -> Fault:
+    """``TOPIC:START:END`` (seconds after the bag start) of ``replay_bag --drop`` / ``--freeze`` -> a fault."""
+    if kind not in MESSAGE_FAULT_KINDS:
+        raise ValueError(f"--{kind}: only {', '.join(MESSAGE_FAULT_KINDS)} act on replayed messages")
+    rest, separator, end = text.rpartition(":")
+    topic, separator2, start = rest.rpartition(":")
+    try:
+        if not (separator and separator2 and topic):
+            raise ValueError
+        start_s, end_s = float(start), float(end)
+    except ValueError:
+        raise ValueError(f"--{kind} {text!r}: expected TOPIC:START:END (seconds from the bag start)") from None
+    if not end_s > start_s:
+        raise ValueError(f"--{kind} {text!r}: END must be after START")
+    return Fault(kind, topic, start_s, end_s)
+
+
+def frozen_copy(message, header):
+    """A copy of the rclpy ``message`` with every field shared except ``header``: identical payload, new stamp."""
+    frozen = type(message)()
+    for slot in message.get_fields_and_field_types():
+        setattr(frozen, slot, getattr(message, slot))
+    frozen.header = header
+    return frozen
+
+
+class MessageFaults:
+    """Applies the ``drop`` and ``freeze`` faults of a list to a stream of messages (other kinds are ignored).
+
+    ``apply(target, time_s, message)`` returns the message to send, or None to drop it: a drop window
+    covering ``time_s`` wins; in a freeze window the window's first message comes back under the
+    current message's header. ``reset()`` forgets the frozen messages (a replay starting over).
+    """
+
+    def __init__(self, faults: list[Fault]) -> None:
+        self.faults = [fault for fault in faults if fault.kind in MESSAGE_FAULT_KINDS]
+        self._first: dict[Fault, object] = {}
+
+    def reset(self) -> None:
+        self._first.clear()
+
+    def apply(self, target: str, time_s: float, message):
+        active = [fault for fault in self.faults if fault.target == target and fault.covers(time_s)]
+        if any(fault.kind == "drop" for fault in active):
+            return None
+        freeze = next((fault for fault in active if fault.kind == "freeze"), None)
+        if freeze is None:
+            return message
+        first = self._first.setdefault(freeze, message)
+        if first is message or not hasattr(message, "header"):
+            return first
+        return frozen_copy(first, message.header)

@@ -1,0 +1,91 @@
+"""``replay_bag``: publish a rosbag2 bag over DDS with its original timing, for machines without ``ros2 bag play``.
+
+Messages go out in bag-timestamp order, each at ``(bag time - start) / rate`` seconds after the
+start (wall clock). Options: ``--rate``, ``--start-offset`` and ``--duration`` (bag seconds),
+``--loop``, ``--topics`` / ``--exclude-topics``, ``--remap old:=new``, and ``--clock``: publish
+``/clock`` (bag time) before every message and at ``--clock-hz`` in between, for nodes run with
+``use_sim_time:=true``. Fault injection, with windows in seconds from the bag's start:
+``--drop TOPIC:START:END`` (no messages) and ``--freeze TOPIC:START:END`` (the window's first
+message repeated with the stamps of the messages it replaces). The player is
+``robustseg_ros.bagtools.player.BagPlayer``.
+
+On a full ROS install ``ros2 bag play BAG --clock`` does the same (docs/bags.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import rclpy
+
+from robustseg_ros.bagtools.bag_io import BagError
+from robustseg_ros.bagtools.faults import parse_topic_fault
+from robustseg_ros.bagtools.player import BagPlayer
+
+
+def parse_remap(items: list[str]) -> dict[str, str]:
+    """``--remap /old:=/new ...`` -> {old: new}; ``ValueError`` naming a malformed item."""
+    remap = {}
+    for item in items:
+        old, separator, new = item.partition(":=")
+        if not separator or not old or not new:
+            raise ValueError(f"--remap {item!r}: expected /old:=/new")
+        remap[old] = new
+    return remap
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replay_bag", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
+    parser.add_argument("-r", "--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--start-offset", type=float, default=0.0, help="skip this many bag seconds")
+    parser.add_argument("--duration", type=float, default=None, help="play this many bag seconds")
+    parser.add_argument("-l", "--loop", action="store_true", help="play again from the start when done")
+    parser.add_argument("-d", "--delay", type=float, default=0.5,
+                        help="wait (s) after creating the publishers, so that subscribers discover them")
+    parser.add_argument("--clock", action="store_true", help="publish /clock with the bag time (use_sim_time)")
+    parser.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages (with --clock)")
+    parser.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    parser.add_argument("--exclude-topics", nargs="+", default=[], help="not these topics")
+    parser.add_argument("--remap", nargs="+", default=[], metavar="OLD:=NEW", help="publish OLD as NEW")
+    parser.add_argument("--drop", action="append", default=[], metavar="TOPIC:START:END",
+                        help="publish nothing on TOPIC from START to END (s after the bag start); repeatable")
+    parser.add_argument("--freeze", action="append", default=[], metavar="TOPIC:START:END",
+                        help="repeat TOPIC's first message of the window, with fresh stamps; repeatable")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``replay_bag``; 0 when played (or interrupted), 1 when the bag or options are unusable."""
+    args, ros_args = build_parser().parse_known_args(argv)
+    try:
+        faults = ([parse_topic_fault("drop", text) for text in args.drop]
+                  + [parse_topic_fault("freeze", text) for text in args.freeze])
+        remap = parse_remap(args.remap)
+    except ValueError as error:
+        print(f"replay_bag: {error}", file=sys.stderr)
+        return 1
+    rclpy.init(args=["replay_bag", *ros_args])
+    player = None
+    try:
+        player = BagPlayer(args.bag, rate=args.rate, start_offset_s=args.start_offset, duration_s=args.duration,
+                           loop=args.loop, clock=args.clock, clock_hz=args.clock_hz, topics=args.topics,
+                           exclude_topics=args.exclude_topics, remap=remap, faults=faults, delay_s=args.delay)
+        count = player.play()
+        print(f"replay_bag: published {count} messages from {args.bag}")
+    except (BagError, ValueError) as error:
+        print(f"replay_bag: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if player is not None:
+            player.close()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The bag evaluation's report: ``report.md`` and the plots ``miou_over_time.png``,
+``latency_histogram.png`` and ``samples.png``, from ``Evaluation.results()`` (docs/bags.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from robustseg_core.classes import colorize
+from robustseg_ros.bagtools.scoring import Evaluation
+
+TIMING_LABELS = {"processing": "processing time per frame (ms)", "latency": "end-to-end latency per frame (ms)"}
+
+
+def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: float) -> dict[str, str]:
+    """miou_over_time.png, latency_histogram.png and samples.png in ``output`` (times relative to the bag start
+    ``start_s``); returns name -> file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    files = {}
+    figure, axis = plt.subplots(figsize=(12, 3.5))
+    colors = plt.get_cmap("tab10")
+    for index, fault in enumerate(evaluation.faults):
+        axis.axvspan(fault.start_s - start_s, fault.end_s - start_s, color=colors(index % 10), alpha=0.2,
+                     label=fault.name)
+    times = [frame.stamp_s - start_s for frame in evaluation.frames]
+    if result["accuracy"] is not None:
+        scored = [(t, frame.miou) for t, frame in zip(times, evaluation.frames) if frame.miou is not None]
+        axis.plot([t for t, _ in scored], [value for _, value in scored], "k.-", label="frame mIoU (present classes)")
+        axis.set_ylabel("mIoU (%)")
+    else:
+        axis.step(times, [len(frame.fed.strip("-")) for frame in evaluation.frames], "k-", where="post",
+                  label="modalities fed")
+        axis.set_ylabel("modalities fed")
+    axis.set_xlabel("bag time (s)")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.set_title("mIoU over time" if result["accuracy"] is not None else "modalities fed over time")
+    figure.tight_layout()
+    figure.savefig(output / "miou_over_time.png", dpi=100)
+    plt.close(figure)
+    files["miou_over_time"] = "miou_over_time.png"
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.hist(result["timing"]["per_frame_ms"] or [0.0], bins=30, color="tab:blue")
+    axis.axvline(result["timing"]["late_threshold_ms"], color="tab:red", linestyle="--", label="camera period")
+    axis.set_xlabel(TIMING_LABELS[result["timing"]["measure"]])
+    axis.set_ylabel("frames")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output / "latency_histogram.png", dpi=100)
+    plt.close(figure)
+    files["latency_histogram"] = "latency_histogram.png"
+
+    if evaluation.samples:
+        rows = len(evaluation.samples)
+        figure, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
+        for row, sample in enumerate(evaluation.samples):
+            blank = np.zeros((*sample.prediction.shape, 3), np.uint8)
+            panels = (("RGB", sample.rgb if sample.rgb is not None else blank),
+                      ("label", colorize(sample.label) if sample.label is not None else blank),
+                      ("prediction", colorize(sample.prediction)), ("confidence", sample.confidence))
+            for column, (name, image) in enumerate(panels):
+                axes[row][column].imshow(image, vmin=0.0, vmax=1.0, cmap="viridis" if image.ndim == 2 else None)
+                axes[row][column].set_axis_off()
+                axes[row][column].set_title(f"{name}: {sample.title}" if column == 0 else name, fontsize=7, loc="left")
+        figure.tight_layout()
+        figure.savefig(output / "samples.png", dpi=100)
+        plt.close(figure)
+        files["samples"] = "samples.png"
+    return files
+
+
+def report_markdown(result: dict, files: dict[str, str]) -> str:
+    """``report.md``: frames, accuracy (or the modalities fed), faults, timing and the plots in ``files``."""
+    lines = [f"# Bag evaluation: `{result['bag']}`", "",
+             f"Checkpoint `{result['checkpoint']}` on `{result['device']}`; ground truth: "
+             f"`{result['ground_truth_topic'] or 'none (no accuracy)'}`.", ""]
+    frames = result["frames"]
+    lines += ["## Frames", "", "| frames | camera | timer | scored | camera messages | without frame | "
+              "dropped | skipped | failed |", "|---|---|---|---|---|---|---|---|---|",
+              f"| {frames['total']} | {frames['camera']} | {frames['timer']} | {frames['scored']} | "
+              f"{frames['camera_messages']} | {frames['camera_messages_without_frame']} | "
+              f"{frames.get('pipeline_frames_dropped', 0)} | {frames.get('pipeline_frames_skipped', 0)} | "
+              f"{frames['failed']} |", ""]
+    if result["accuracy"] is not None:
+        accuracy = result["accuracy"]
+        lines += ["## Accuracy", "", f"mIoU {accuracy['miou']:.2f} % (all 25 classes), "
+                  f"{accuracy['miou_present']:.2f} % (classes present), pixel accuracy "
+                  f"{accuracy['pixel_accuracy']:.2f} %.", "",
+                  "| window | frames | mIoU present (%) | pixel acc. (%) |", "|---|---|---|---|"]
+        lines += [f"| {name} | {value['frames']} | {value['miou_present']:.2f} | {value['pixel_accuracy']:.2f} |"
+                  for name, value in result["accuracy_by_window"].items()]
+        lines += ["", "| modalities fed | frames | mIoU present (%) | pixel acc. (%) |", "|---|---|---|---|"]
+        lines += [f"| {code} | {value['frames']} | {value['miou_present']:.2f} | {value['pixel_accuracy']:.2f} |"
+                  for code, value in result["accuracy_by_modalities"].items()]
+        lines.append("")
+    else:
+        lines += ["## Modalities fed", "", "| modalities | frames |", "|---|---|"]
+        lines += [f"| {code} | {count} |" for code, count in result["frames_by_modalities"].items()]
+        lines.append("")
+    if result["faults"]:
+        lines += ["## Faults", "", "| fault | reference message (s) | STALE at (s) | delay (s) | worst state | "
+                  "recovered at (s) |", "|---|---|---|---|---|---|"]
+        for fault in result["faults"]:
+            lines.append(f"| {fault['name']} | {_text(fault['reference_message_s'])} | {_text(fault['stale_at_s'])} | "
+                         f"{_text(fault['stale_delay_s'])} | {fault['worst_state'] or '-'} | "
+                         f"{_text(fault['recovered_at_s'])} |")
+        lines.append("")
+    timing = result["timing"]["frame_ms"]
+    if timing["count"]:
+        lines += [f"## {TIMING_LABELS[result['timing']['measure']].capitalize()}", "",
+                  "| mean | p50 | p90 | p95 | p99 | max | late frames |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {timing['mean']} | {timing['p50']} | {timing['p90']} | {timing['p95']} | {timing['p99']} | "
+                  f"{timing['max']} | {result['timing']['late_frames']} (> {result['timing']['late_threshold_ms']} "
+                  "ms) |", ""]
+    captions = {"miou_over_time": "Accuracy over time (fault windows shaded)",
+                "latency_histogram": TIMING_LABELS[result["timing"]["measure"]].capitalize(),
+                "samples": "Sample frames"}
+    for key, name in files.items():
+        lines += [f"### {captions[key]}", "", f"![{captions[key]}]({name})", ""]
+    return "\n".join(lines)
+
+
+def _text(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

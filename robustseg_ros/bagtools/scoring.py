@@ -1,0 +1,339 @@
+"""What a bag evaluation collects and the metrics it reports, whoever produced the frames (the offline
+pipeline, ``offline.OfflineEvaluation``, or a live node, ``live.LiveEvaluation``).
+
+``Evaluation`` takes the output frames (header stamp, the modalities that fed them, class ids,
+confidence), the ground-truth label images (matched to frames by header stamp), every bag message's
+time and the sensors' health transitions, and turns them into the ``metrics.json`` dict
+(``results()``, fields in docs/bags.md): accuracy overall, per fault window and per set of modalities
+fed (confusion matrices, mIoU as in ``robustseg_core.evaluation``), the fault timeline analysis (how
+long each faulty sensor took to be declared STALE and when it recovered), and timing percentiles.
+Times are bag seconds (the node clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from robustseg_core.classes import IGNORE_INDEX, combination_name
+from robustseg_core.evaluation.metrics import ConfusionMatrix
+from robustseg_ros.bagtools.faults import Fault
+from robustseg_ros.conversions import (
+    MessageError,
+    image_to_numpy,
+    nanoseconds_to_seconds,
+    seconds_to_nanoseconds,
+    stamp_to_nanoseconds,
+)
+from robustseg_ros.health import SensorState
+from robustseg_ros.params import MODALITY_OF_SENSOR, SENSORS, PerceptionParams, absolute_topic
+
+#: The window name of frames outside every fault window.
+NOMINAL = "nominal"
+LATENCY_PERCENTILES = (50, 90, 95, 99)
+STALE_SEVERITY = SensorState.STALE.severity
+#: Ground-truth images are kept this long (bag seconds) waiting for the frame of their stamp.
+LABELS_KEPT_S = 10.0
+
+
+def modality_code(fed: tuple[str, ...]) -> str:
+    """"RDEL" style code of the modalities that fed a frame, in model order; "-" for none."""
+    return combination_name(fed) or "-"
+
+
+@dataclass
+class FrameRecord:
+    """One output frame: header stamp (s), trigger ("camera" or "timer"), modality code, accuracy when scored."""
+
+    stamp_s: float
+    source: str
+    fed: str
+    windows: list[str]
+    reasons: dict[str, str]
+    miou: float | None = None
+    pixel_accuracy: float | None = None
+
+
+@dataclass
+class Sample:
+    """A frame kept for the sample grid: header stamp (ns), camera RGB (or None), prediction, confidence, ground
+    truth (filled when its label arrives)."""
+
+    stamp_ns: int
+    title: str
+    rgb: np.ndarray | None
+    prediction: np.ndarray
+    confidence: np.ndarray
+    label: np.ndarray | None = None
+
+
+@dataclass
+class Accumulator:
+    """Confusion matrices overall, per fault window and per modality code."""
+
+    num_classes: int
+    overall: ConfusionMatrix = field(init=False)
+    by_window: dict[str, ConfusionMatrix] = field(default_factory=dict)
+    by_modalities: dict[str, ConfusionMatrix] = field(default_factory=dict)
+    frames_by_window: dict[str, int] = field(default_factory=dict)
+    frames_by_modalities: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.overall = ConfusionMatrix(self.num_classes)
+
+    def add(self, matrix: ConfusionMatrix, windows: list[str], code: str) -> None:
+        self.overall.matrix += matrix.matrix
+        for name in windows:
+            self.by_window.setdefault(name, ConfusionMatrix(self.num_classes)).matrix += matrix.matrix
+            self.frames_by_window[name] = self.frames_by_window.get(name, 0) + 1
+        self.by_modalities.setdefault(code, ConfusionMatrix(self.num_classes)).matrix += matrix.matrix
+        self.frames_by_modalities[code] = self.frames_by_modalities.get(code, 0) + 1
+
+
+def _summary(matrix: ConfusionMatrix, class_names: tuple[str, ...], frames: int | None = None) -> dict:
+    summary = matrix.summary()
+    result = {"miou": round(summary["miou"], 4), "miou_present": round(summary["miou_present"], 4),
+              "pixel_accuracy": round(summary["pixel_accuracy"], 4)}
+    if frames is not None:
+        result["frames"] = frames
+    else:
+        result["per_class_iou"] = {name: None if value is None else round(value, 4)
+                                   for name, value in zip(class_names, summary["per_class_iou"])}
+    return result
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    array = np.asarray(values, dtype=np.float64)
+    result = {"count": int(array.size), "mean": round(float(array.mean()), 3), "max": round(float(array.max()), 3)}
+    result.update({f"p{q}": round(float(np.percentile(array, q)), 3) for q in LATENCY_PERCENTILES})
+    return result
+
+
+class Evaluation:
+    """Everything collected for the report, whoever produces the frames (offline pipeline or live node).
+
+    Times are bag seconds (the node clock). ``timing_measure`` names what ``frame_ms`` holds: the
+    pipeline's processing time per frame (offline) or the node's end-to-end latency (live).
+    """
+
+    timing_measure = "processing"
+
+    def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *,
+                 labels_topic: str, faults: list[Fault], sample_count: int) -> None:
+        self.bag_path = bag_path
+        self.params = params
+        self.class_names = tuple(class_names)
+        self.labels_topic = labels_topic
+        self.faults = faults
+        self.sample_count = sample_count
+        self.topics = params.topics(absolute_topic)
+        self.frames: list[FrameRecord] = []
+        self.frame_ms: list[float] = []
+        self.accuracy = Accumulator(len(self.class_names))
+        self.samples: list[Sample] = []
+        self._sampled_windows: set[str] = set()
+        self._pending_outputs: dict[int, tuple[int, np.ndarray]] = {}
+        self._labels: dict[int, np.ndarray] = {}
+        self.message_times: dict[str, list[float]] = {sensor: [] for sensor in SENSORS}
+        self.message_counts: dict[str, int] = {}
+        self.transitions: list[dict] = []
+        self._states: dict[str, SensorState] = {}
+        self.failures: list[str] = []
+        self.unknown_pixel_fraction: list[float] = []
+        self.end_s = 0.0
+
+    def note_message(self, topic: str, now: float) -> None:
+        """Count a bag message; remember when each sensor's messages came (for the STALE delays)."""
+        self.message_counts[topic] = self.message_counts.get(topic, 0) + 1
+        for sensor in SENSORS:
+            if self.topics[sensor] == topic:
+                self.message_times[sensor].append(now)
+
+    def note_state(self, now: float, modality: str, state: SensorState, message: str) -> None:
+        """A sensor's health at ``now`` (s); kept when it changed."""
+        if self._states.get(modality) is not state:
+            self._states[modality] = state
+            self.transitions.append({"time_s": round(now, 6), "modality": modality, "state": state.value,
+                                     "message": message})
+
+    def add_frame(self, stamp_ns: int, source: str, fed: tuple[str, ...], reasons: dict[str, str],
+                  frame_ms: float | None,
+                  labels: np.ndarray, confidence: np.ndarray | None, rgb: np.ndarray | None) -> None:
+        """One output frame: header stamp (ns), trigger ("camera" / "timer"), modalities fed, why the others were
+        not, its time (ms; None when measured elsewhere), class ids uint8 [H, W], confidence float32 [H, W] and
+        the camera RGB (or None)."""
+        stamp_s = nanoseconds_to_seconds(stamp_ns)
+        windows = [fault.name for fault in self.faults if fault.covers(stamp_s)] or [NOMINAL]
+        record = FrameRecord(round(stamp_s, 9), source, modality_code(fed), windows, dict(sorted(reasons.items())))
+        self.frames.append(record)
+        if frame_ms is not None:
+            self.frame_ms.append(frame_ms)
+        self._maybe_sample(record, stamp_ns, labels, confidence, rgb)
+        if self.labels_topic:
+            self._pending_outputs[stamp_ns] = (len(self.frames) - 1, labels)
+            self._match(stamp_ns)
+
+    def _maybe_sample(self, record: FrameRecord, stamp_ns: int, labels: np.ndarray, confidence: np.ndarray | None,
+                      rgb: np.ndarray | None) -> None:
+        if len(self.samples) >= self.sample_count:
+            return
+        for name in record.windows:
+            fault = next((fault for fault in self.faults if fault.name == name), None)
+            if name in self._sampled_windows or (fault is not None
+                                                 and record.stamp_s < (fault.start_s + fault.end_s) / 2):
+                continue
+            self._sampled_windows.add(name)
+            self.samples.append(Sample(stamp_ns, f"{record.stamp_s:.2f} s, fed {record.fed}\n{name}",
+                                       None if rgb is None else rgb.copy(), labels.copy(),
+                                       np.zeros(labels.shape, np.float32) if confidence is None else confidence.copy(),
+                                       self._labels.get(stamp_ns)))
+            return
+
+    def add_label(self, message) -> None:
+        """A ground-truth label image (mono8 class ids), matched to the frame of the same stamp."""
+        try:
+            labels = image_to_numpy(message, topic=self.labels_topic)
+        except MessageError as error:
+            self.failures.append(f"ground truth: {error}")
+            return
+        if labels.ndim == 3:
+            labels = labels[:, :, 0]
+        key = stamp_to_nanoseconds(message.header.stamp)
+        self._labels[key] = labels
+        for sample in self.samples:
+            if sample.label is None and sample.stamp_ns == key:
+                sample.label = labels
+        self._match(key)
+        horizon = key - seconds_to_nanoseconds(LABELS_KEPT_S)
+        for old in [stamp for stamp in self._labels if stamp < horizon]:
+            del self._labels[old]
+
+    def _match(self, key: int) -> None:
+        if key not in self._labels or key not in self._pending_outputs:
+            return
+        index, prediction = self._pending_outputs.pop(key)
+        label = self._labels.pop(key)
+        if label.shape != prediction.shape:
+            label = cv2.resize(label, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        unknown = prediction == IGNORE_INDEX
+        self.unknown_pixel_fraction.append(float(unknown.mean()))
+        out_of_range = (label >= len(self.class_names)) & (label != IGNORE_INDEX)
+        if out_of_range.any() and "ground truth: class ids" not in " ".join(self.failures):
+            self.failures.append(f"ground truth: class ids {sorted(set(label[out_of_range].tolist()))} are not below "
+                                 f"{len(self.class_names)}; those pixels are ignored")
+        label = np.where(unknown | out_of_range, IGNORE_INDEX, label)
+        matrix = ConfusionMatrix(len(self.class_names))
+        matrix.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+        record = self.frames[index]
+        summary = matrix.summary()
+        record.miou, record.pixel_accuracy = round(summary["miou_present"], 4), round(summary["pixel_accuracy"], 4)
+        self.accuracy.add(matrix, record.windows, record.fed)
+
+    # ------------------------------------------------------------------ results
+
+    def fault_results(self) -> list[dict]:
+        """Per fault: the sensor's last message before it (drop) or first frozen message (freeze), when the
+        pipeline called the sensor STALE and the delay (s), the worst state in the window and recovery."""
+        results = []
+        for fault in self.faults:
+            sensor = fault.target
+            modality = MODALITY_OF_SENSOR[sensor]
+            times = self.message_times.get(sensor, [])
+            horizon = fault.end_s + self.params[f"{sensor}.dead_after_s"]
+            if fault.kind == "drop":
+                before = [t for t in times if t < fault.start_s]
+                reference = before[-1] if before else None
+            elif fault.kind == "freeze":
+                inside = [t for t in times if t >= fault.start_s]
+                reference = inside[0] if inside else None
+            else:
+                reference = None
+            history = [item for item in self.transitions if item["modality"] == modality]
+            state_at_start = next((item["state"] for item in reversed(history) if item["time_s"] <= fault.start_s),
+                                  None)
+            in_window = [item["state"] for item in history if fault.start_s < item["time_s"] < fault.end_s]
+            states = [state for state in [state_at_start, *in_window] if state is not None]
+            worst = max(states, key=lambda state: SensorState(state).severity) if states else None
+            stale_at = next((item["time_s"] for item in history if fault.start_s <= item["time_s"] <= horizon
+                             and SensorState(item["state"]).severity >= STALE_SEVERITY), None)
+            recovered_at = next((item["time_s"] for item in history if item["time_s"] >= fault.end_s
+                                 and SensorState(item["state"]).severity < STALE_SEVERITY), None)
+            results.append({
+                "name": fault.name, "kind": fault.kind, "sensor": sensor, "start_s": fault.start_s,
+                "end_s": fault.end_s, "reference_message_s": None if reference is None else round(reference, 6),
+                "stale_at_s": stale_at,
+                "stale_delay_s": (round(stale_at - reference, 6)
+                                  if stale_at is not None and reference is not None else None),
+                "worst_state": worst, "recovered_at_s": recovered_at if stale_at is not None else None,
+            })
+        return results
+
+    def model_counters(self) -> dict:
+        """The node's frame counters (frames_dropped, camera_frames...), from its /diagnostics model status
+        (``diagnostics.counters_from_diagnostics``); {} in this base class."""
+        return {}
+
+    def results(self) -> dict:
+        """The ``metrics.json`` content (docs/bags.md) of everything collected so far."""
+        has_truth = self.accuracy.overall.matrix.sum().item() > 0
+        camera_period_ms = 1e3 / self.params["camera.expected_rate_hz"]
+        counters = self.model_counters()
+        camera_messages = self.message_counts.get(self.topics["camera"], 0)
+        frames = {
+            "total": len(self.frames),
+            "camera": sum(frame.source == "camera" for frame in self.frames),
+            "timer": sum(frame.source == "timer" for frame in self.frames),
+            "camera_messages": camera_messages,
+            "camera_messages_without_frame": max(camera_messages - sum(frame.source == "camera"
+                                                                       for frame in self.frames), 0),
+            "scored": sum(frame.miou is not None for frame in self.frames),
+            "unmatched_outputs": len(self._pending_outputs) if self.labels_topic else None,
+            "failed": len(self.failures),
+            **{f"pipeline_{key}": value for key, value in counters.items()},
+        }
+        result = {
+            "bag": str(self.bag_path),
+            "ground_truth_topic": self.labels_topic or None,
+            "topics": self.topics,
+            "message_counts": dict(sorted(self.message_counts.items())),
+            "frames": frames,
+            "accuracy": _summary(self.accuracy.overall, self.class_names) if has_truth else None,
+            "accuracy_by_window": ({name: _summary(matrix, self.class_names, self.accuracy.frames_by_window[name])
+                                    for name, matrix in sorted(self.accuracy.by_window.items())}
+                                   if has_truth else None),
+            "accuracy_by_modalities": ({code: _summary(matrix, self.class_names,
+                                                       self.accuracy.frames_by_modalities[code])
+                                        for code, matrix in sorted(self.accuracy.by_modalities.items())}
+                                       if has_truth else None),
+            "frames_by_modalities": _count(frame.fed for frame in self.frames),
+            "unknown_pixel_fraction": (round(float(np.mean(self.unknown_pixel_fraction)), 6)
+                                       if self.unknown_pixel_fraction else None),
+            "faults": self.fault_results(),
+            "state_transitions": self.transitions,
+            "per_frame": [{"stamp_s": frame.stamp_s, "source": frame.source, "fed": frame.fed,
+                           "windows": frame.windows, "miou": frame.miou, "pixel_accuracy": frame.pixel_accuracy,
+                           "absent": frame.reasons} for frame in self.frames],
+            "failures": self.failures,
+            "timing": {
+                "measure": self.timing_measure,
+                "frame_ms": _percentiles(self.frame_ms),
+                "late_threshold_ms": round(camera_period_ms, 3),
+                "late_frames": sum(value > camera_period_ms for value in self.frame_ms),
+                "per_frame_ms": [round(value, 3) for value in self.frame_ms],
+            },
+        }
+        return result
+
+
+def _count(values) -> dict[str, int]:
+    """How often each value occurs, sorted by value."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,79 @@
+"""What one frame is at each step of the perception pipeline: a cached sensor payload, the job to
+process, and the segmented output (plain data, shared by the pipeline, the node, /diagnostics and the
+bag evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from std_msgs.msg import Header
+
+from robustseg_core.sensors import CameraIntrinsics
+from robustseg_ros.health import HealthStatus
+from robustseg_ros.sync import SyncedFrame
+
+
+@dataclass(frozen=True)
+class SensorPayload:
+    """A converted message as cached for synchronisation.
+
+    ``header``: the message's header; ``data``: rgb uint8 [H, W, 3] (camera, event image), depth float32
+    [H, W] metres, LiDAR points float32 [N, 4], or events ``EVENT_DTYPE`` [N]; ``T_cam_lidar``: the
+    extrinsic valid for this cloud (LiDAR only); ``convert_ms``: conversion time.
+    """
+
+    header: Header
+    data: np.ndarray
+    convert_ms: float
+    T_cam_lidar: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """Everything ``PerceptionPipeline.process`` needs for one frame, snapshotted when the frame was built.
+
+    ``header``: the outputs' header (the camera image's, or the frame stamp + camera frame_id);
+    ``size``: output (height, width) px; ``intrinsics``: camera intrinsics at that size, None without
+    CameraInfo; ``events``/``event_window``: the events of the window (s) ending at the frame stamp
+    (packets input); ``statuses``: sensor health when the frame was built.
+    """
+
+    frame: SyncedFrame
+    header: Header
+    size: tuple[int, int]
+    intrinsics: CameraIntrinsics | None
+    events: np.ndarray | None
+    event_window: tuple[float, float]
+    statuses: dict[str, HealthStatus]
+
+    @property
+    def newest_input_stamp(self) -> float:
+        """Newest header stamp (s) among the messages that joined the frame."""
+        return max(entry.stamp for entry in self.frame.entries.values() if entry is not None)
+
+
+@dataclass
+class FrameOutput:
+    """One segmented frame at camera resolution.
+
+    ``labels`` uint8 [H, W] (255 unknown), ``color`` / ``overlay`` uint8 [H, W, 3] RGB (None when not
+    asked for), ``confidence`` float32 [H, W]; ``encoded``: the modality images given to the model;
+    ``fed``: modalities that fed it; ``reasons``: why each other modality did not; ``timings_ms``: convert,
+    encode, preprocess, infer, postprocess.
+    """
+
+    job: FrameJob
+    labels: np.ndarray
+    color: np.ndarray | None
+    confidence: np.ndarray
+    overlay: np.ndarray | None
+    encoded: dict[str, np.ndarray]
+    fed: tuple[str, ...]
+    reasons: dict[str, str]
+    timings_ms: dict[str, float]
+
+    @property
+    def header(self) -> Header:
+        return self.job.header

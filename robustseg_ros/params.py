@@ -1,0 +1,347 @@
+"""perception_node's parameters: the schema, validated values, parameter files, and the checkpoint they name.
+
+One definition serves the node (which declares ``PARAMETERS``), the offline and live bag evaluation
+(which read a ``--params-file`` and ``-p name:=value`` overrides) and ``record_synthetic`` (which
+writes a complete parameter file for the rig it recorded).
+
+Sensors and the model modality each feeds (model order ``rgb, depth, event, lidar``):
+``camera -> rgb``, ``depth -> depth``, ``events -> event``, ``lidar -> lidar``. Parameters are named
+``<sensor>.<setting>`` or ``<section>.<setting>``; ``PerceptionParams`` holds their validated values.
+A parameter file nests them under ``/**/perception_node: ros__parameters:``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from robustseg_core.inference import Segmenter
+from robustseg_core.models import MISSING_CONVENTIONS
+from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
+from robustseg_core.sensors.camera import check_transform
+from robustseg_ros.health import HealthConfig
+from robustseg_ros.sync import ModalitySyncConfig
+
+NODE_NAME = "perception_node"
+SENSORS: tuple[str, ...] = ("camera", "depth", "events", "lidar")
+MODALITY_OF_SENSOR: dict[str, str] = {"camera": "rgb", "depth": "depth", "events": "event", "lidar": "lidar"}
+SENSOR_OF_MODALITY: dict[str, str] = {modality: sensor for sensor, modality in MODALITY_OF_SENSOR.items()}
+QOS_CHOICES: tuple[str, ...] = ("sensor_data", "reliable")
+EVENT_INPUT_TYPES: tuple[str, ...] = ("packets", "image")
+PACKAGED_CHECKPOINT = ("models", "robustseg_student.pt")
+#: T_cam_lidar for a LiDAR at the camera's origin with REP 103 body axes (x forward, y left, z up):
+#: translation (0, 0, 0) and the quaternion (x, y, z, w) rotating body axes into the optical frame.
+CO_LOCATED_LIDAR_TRANSFORM = (0.0, 0.0, 0.0, 0.5, -0.5, 0.5, 0.5)
+#: Top-level keys of a parameter file that address this node (the first is the one written).
+PARAMS_FILE_NODE_KEYS = (f"/**/{NODE_NAME}", NODE_NAME, f"/{NODE_NAME}", "/**")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One ROS parameter of the node: dotted name, default (its type is the parameter's type), description."""
+
+    name: str
+    default: bool | int | float | str | tuple
+    description: str
+
+
+def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | None, what: str) -> list[ParameterSpec]:
+    specs = [
+        ParameterSpec(f"{sensor}.enabled", True, f"Subscribe to the {what} and feed it to the model."),
+        ParameterSpec(f"{sensor}.topic", topic,
+                      f"Topic of the {what} (relative names resolve in the node's namespace)."),
+        ParameterSpec(f"{sensor}.qos", "sensor_data",
+                      "Subscription QoS: sensor_data (best effort, keep last 5; accepts reliable and best-effort "
+                      "publishers) or reliable (keep last 5; receives nothing from best-effort publishers)."),
+        ParameterSpec(f"{sensor}.expected_rate_hz", rate_hz,
+                      f"Nominal rate of the {what} (Hz): late / low-rate warnings are measured against it."),
+    ]
+    if tolerance_s is not None:
+        specs.append(ParameterSpec(f"{sensor}.tolerance_s", tolerance_s,
+                                   f"Largest |stamp difference| (s) between a {what} message and the frame it joins."))
+    specs += [
+        ParameterSpec(f"{sensor}.max_age_s", 0.5,
+                      f"A {what} message older than this (s, node clock minus stamp) never joins a frame, and the "
+                      "sensor is STALE when nothing arrived, or the newest stamp is, this old."),
+        ParameterSpec(f"{sensor}.dead_after_s", 5.0, f"The {what} is DEAD (diagnostic ERROR) after this long (s) "
+                                                     "without a message."),
+    ]
+    return specs
+
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("checkpoint", "", "RobustSeg checkpoint (.pt); empty: the student shipped in the package "
+                                    "(robustseg_ros/models/robustseg_student.pt)."),
+    ParameterSpec("device", "auto", "Torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    ParameterSpec("fp16", True, "Half precision when the device is CUDA (ignored on CPU)."),
+    ParameterSpec("short_side", 0, "Network input short side (px; both sides rounded up to multiples of 32); "
+                                   "0: the checkpoint's data.eval_size."),
+    ParameterSpec("missing_convention", "drop", "How absent modalities reach the model: drop (left out of the "
+                                                "fusion) or zero (zero images, encoded and averaged in)."),
+    ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
+    ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),
+    ParameterSpec("warmup_height", 480, "Image height (px) of the warm-up frames (use the camera's)."),
+    *_input_specs("camera", "camera/image", 10.0, None, "camera image"),
+    ParameterSpec("camera.info_topic", "camera/camera_info",
+                  "CameraInfo of the camera image (intrinsics for depth and LiDAR, frame_id for timer frames); "
+                  "same QoS as camera.qos."),
+    ParameterSpec("camera.height_m", 1.6, "Height (m) of the camera's optical centre above the ground (HHA depth "
+                                          "encoding)."),
+    ParameterSpec("camera.roll_deg", 0.0, "Camera roll (deg) about the forward axis relative to level ground "
+                                          "(HHA depth encoding)."),
+    ParameterSpec("camera.pitch_deg", 0.0, "Camera pitch (deg) relative to level ground, positive looking down "
+                                           "(HHA depth encoding)."),
+    *_input_specs("depth", "depth/image", 10.0, 0.05, "depth image"),
+    *_input_specs("events", "events/packets", 10.0, 0.05, "event stream"),
+    ParameterSpec("events.input_type", "packets",
+                  "packets: PointCloud2 event packets (x, y, t, polarity) accumulated over events.window_s; "
+                  "image: an already-rendered event-frame Image (rgb8, bgr8, rgba8, bgra8, mono8)."),
+    ParameterSpec("events.window_s", 0.1, "Event accumulation window (s) ending at the frame stamp (packets only)."),
+    ParameterSpec("events.sensor_width", 0, "Event sensor width (px); 0: the camera's. Frames are resized to the "
+                                            "camera's size by nearest neighbour."),
+    ParameterSpec("events.sensor_height", 0, "Event sensor height (px); 0: the camera's."),
+    *_input_specs("lidar", "lidar/points", 10.0, 0.06, "LiDAR point cloud"),
+    ParameterSpec("lidar.intensity_field", "intensity", "PointCloud2 field read as intensity (0 when absent)."),
+    ParameterSpec("lidar.intensity_scale", 1.0, "Factor bringing intensity into [0, 1] (e.g. 0.00392157 = 1/255 for "
+                                                "a driver reporting 0..255)."),
+    ParameterSpec("lidar.max_range_m", 100.0, "LiDAR range (m) mapped to the darkest range value; farther points "
+                                              "are dropped (training used 100)."),
+    ParameterSpec("lidar.transform", CO_LOCATED_LIDAR_TRANSFORM,
+                  "T_cam_lidar, LiDAR frame -> camera optical frame: [x, y, z, qx, qy, qz, qw] (the LiDAR origin "
+                  "in the optical frame, m, and a unit quaternion) or 16 values of a row-major 4x4 matrix. "
+                  "Default: co-located sensors, LiDAR axes x forward, y left, z up."),
+    ParameterSpec("lidar.use_tf", False, "Look T_cam_lidar up with tf2 (cloud frame_id -> camera frame) when tf2_ros "
+                                         "is installed, instead of lidar.transform."),
+    ParameterSpec("lidar.camera_frame", "", "Target frame of the tf2 lookup; empty: the CameraInfo's frame_id."),
+    ParameterSpec("sync.cache_size", 8, "Messages cached per input for synchronisation."),
+    ParameterSpec("sync.camera_wait_s", 0.05,
+                  "Longest wait (s) of a camera image for the other sensors' messages stamped within their tolerance "
+                  "of it, when such a message is due by their expected rate (messages of one instant arrive in any "
+                  "order); it ends as soon as they are in. 0: segment at once."),
+    ParameterSpec("health.check_period_s", 0.05, "Period (s) of the health check that also drives frames while the "
+                                                 "camera is silent; a state change is on /diagnostics within it."),
+    ParameterSpec("health.diagnostics_period_s", 1.0, "Period (s) of /diagnostics when no state changes."),
+    ParameterSpec("health.warn_after_periods", 3.0, "WARN late when the last message is older than this many "
+                                                    "expected periods."),
+    ParameterSpec("health.rate_window_s", 2.0, "Window (s) over which the arrival rate is measured."),
+    ParameterSpec("health.min_rate_fraction", 0.5, "WARN low rate below this fraction of expected_rate_hz."),
+    ParameterSpec("health.frozen_warn_repeats", 3, "WARN frozen after this many identical payloads in a row."),
+    ParameterSpec("health.frozen_stale_repeats", 10, "STALE frozen (no longer fused) after this many identical "
+                                                     "payloads in a row."),
+    ParameterSpec("health.future_tolerance_s", 0.2, "A stamp later than arrival + this (s) is a future-stamp anomaly; "
+                                                    "such messages are not fused."),
+    ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies and malformed messages keep the sensor at WARN this "
+                                                "long (s)."),
+    ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1)."),
+    ParameterSpec("output.confidence_threshold", 0.0, "Pixels whose confidence is below this become 255 (unknown) "
+                                                      "in ~/segmentation; 0: off."),
+)
+PARAMETER_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
+
+
+# --------------------------------------------------------------------------------------------
+# validated values
+
+
+@dataclass(frozen=True)
+class InputParams:
+    """One sensor input: its topic, QoS and the sync and health settings derived from its parameters."""
+
+    sensor: str
+    modality: str
+    enabled: bool
+    topic: str
+    qos: str
+    sync: ModalitySyncConfig
+    health: HealthConfig
+
+
+class PerceptionParams:
+    """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``T_cam_lidar`` and
+    ``R_world_cam``.
+
+    Build with ``PerceptionParams(values)``; names missing from ``values`` take their defaults, unknown
+    names and invalid values raise ``ValueError`` naming the parameter.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(PARAMETER_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}")
+        self.values: dict[str, Any] = {**PARAMETER_DEFAULTS, **values}
+        self._validate()
+        self.inputs: dict[str, InputParams] = {sensor: self._input(sensor) for sensor in SENSORS}
+        self.T_cam_lidar = transform_from_parameter(self.values["lidar.transform"])
+        self.R_world_cam = (rotation_rpy(math.radians(self["camera.roll_deg"]), math.radians(self["camera.pitch_deg"]),
+                                         0.0) @ R_BODY_OPTICAL)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def topics(self, resolve: Callable[[str], str] = str) -> dict[str, str]:
+        """Topic of every sensor input and of ``"camera_info"``, each passed through ``resolve`` (the node's
+        ``resolve_topic_name``, ``absolute_topic``, or by default as written)."""
+        topics = {sensor: resolve(self[f"{sensor}.topic"]) for sensor in SENSORS}
+        topics["camera_info"] = resolve(self["camera.info_topic"])
+        return topics
+
+    def _validate(self) -> None:
+        choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
+        choices["events.input_type"] = EVENT_INPUT_TYPES
+        choices["missing_convention"] = MISSING_CONVENTIONS
+        for name, allowed in choices.items():
+            if self.values[name] not in allowed:
+                raise ValueError(f"parameter {name}: {self.values[name]!r} is not one of {', '.join(allowed)}")
+        positive = ("events.window_s", "lidar.max_range_m", "health.check_period_s", "health.diagnostics_period_s",
+                    "lidar.intensity_scale", "warmup_width", "warmup_height")
+        for name in positive:
+            if not self.values[name] > 0:
+                raise ValueError(f"parameter {name}: must be > 0, got {self.values[name]}")
+        non_negative = ("short_side", "warmup_iterations", "events.sensor_width", "events.sensor_height",
+                        "sync.camera_wait_s")
+        for name in non_negative:
+            if self.values[name] < 0:
+                raise ValueError(f"parameter {name}: must be >= 0, got {self.values[name]}")
+        if (self.values["events.sensor_width"] == 0) != (self.values["events.sensor_height"] == 0):
+            raise ValueError("parameters events.sensor_width and events.sensor_height: set both or neither")
+        for name in ("output.overlay_alpha", "output.confidence_threshold"):
+            if not 0.0 <= self.values[name] <= 1.0:
+                raise ValueError(f"parameter {name}: must be in [0, 1], got {self.values[name]}")
+
+    def _input(self, sensor: str) -> InputParams:
+        value = self.values
+        try:
+            sync = ModalitySyncConfig(tolerance_s=value.get(f"{sensor}.tolerance_s", 0.0),
+                                      max_age_s=value[f"{sensor}.max_age_s"], cache_size=value["sync.cache_size"],
+                                      enabled=value[f"{sensor}.enabled"])
+            health = HealthConfig(
+                expected_rate_hz=value[f"{sensor}.expected_rate_hz"], max_age_s=value[f"{sensor}.max_age_s"],
+                dead_after_s=value[f"{sensor}.dead_after_s"], warn_after_periods=value["health.warn_after_periods"],
+                rate_window_s=value["health.rate_window_s"], min_rate_fraction=value["health.min_rate_fraction"],
+                frozen_warn_repeats=value["health.frozen_warn_repeats"],
+                frozen_stale_repeats=value["health.frozen_stale_repeats"],
+                future_tolerance_s=value["health.future_tolerance_s"], anomaly_hold_s=value["health.anomaly_hold_s"])
+        except ValueError as error:
+            raise ValueError(f"parameters of {sensor} (or health.*): {error}") from error
+        return InputParams(sensor, MODALITY_OF_SENSOR[sensor], bool(value[f"{sensor}.enabled"]),
+                           value[f"{sensor}.topic"], value[f"{sensor}.qos"], sync, health)
+
+
+def transform_from_parameter(values) -> np.ndarray:
+    """``lidar.transform``: [x, y, z, qx, qy, qz, qw] or 16 row-major values -> 4x4 float64 transform."""
+    values = [float(value) for value in values]
+    if len(values) == 7:
+        return make_transform(quaternion_to_rotation(*values[3:]), values[:3])
+    if len(values) == 16:
+        try:
+            return check_transform(np.array(values).reshape(4, 4))
+        except ValueError as error:
+            raise ValueError(f"parameter lidar.transform: {error}") from error
+    raise ValueError(f"parameter lidar.transform: expected 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), "
+                     f"got {len(values)}")
+
+
+def absolute_topic(name: str) -> str:
+    """A topic name as resolved in the root namespace: a leading "/" added to a relative name."""
+    return name if name.startswith("/") else "/" + name
+
+
+# --------------------------------------------------------------------------------------------
+# parameter files
+
+
+def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A parameter file's nested ``ros__parameters`` mapping -> ``{dotted name: value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_parameters(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def nest_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{dotted name: value}`` -> the nested mapping a parameter file holds (inverse of ``flatten_parameters``)."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        *sections, key = name.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return nested
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Dotted parameter values of perception_node from a ROS 2 parameter file (``config/perception.yaml``
+    layout; lists become tuples, as ``PerceptionParams`` holds them). ``ValueError`` naming the file when
+    it has no ``ros__parameters`` section for this node."""
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    section = next((document[key] for key in PARAMS_FILE_NODE_KEYS if key in document), None)
+    if section is None and len(document) == 1:
+        section = next(iter(document.values()))
+    if not isinstance(section, dict) or "ros__parameters" not in section:
+        raise ValueError(f"params file {path}: no {NODE_NAME} ros__parameters section (keys: {list(document)})")
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in flatten_parameters(section["ros__parameters"]).items()}
+
+
+def params_file_text(overrides: Mapping[str, Any], comment: str) -> str:
+    """A complete parameter file: every parameter at its default, then ``overrides``, under
+    ``/**/perception_node: ros__parameters:`` (the form ``--params-file`` and ``ros2 launch`` accept), after
+    the ``comment`` line(s)."""
+    values = {spec.name: list(spec.default) if isinstance(spec.default, tuple) else spec.default for spec in PARAMETERS}
+    values.update(overrides)
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    document = {PARAMS_FILE_NODE_KEYS[0]: {"ros__parameters": nest_parameters(values)}}
+    return header + yaml.safe_dump(document, sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``name:=value`` -> (name, value), the value parsed as YAML like ``--ros-args -p`` (lists become tuples)."""
+    name, separator, value = text.partition(":=")
+    if not separator or not name:
+        raise ValueError(f"parameter override {text!r}: expected name:=value")
+    parsed = yaml.safe_load(value)
+    return name, tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+# --------------------------------------------------------------------------------------------
+# the checkpoint
+
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """The checkpoint file to load: ``checkpoint`` itself, or for "" the student shipped in the package.
+
+    Raises ``FileNotFoundError`` with a message saying how to pass one.
+    """
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; pass checkpoint:=/path/to/model.pt")
+        return path
+    packaged = Path(str(importlib.resources.files("robustseg_ros").joinpath(*PACKAGED_CHECKPOINT)))
+    if not packaged.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint given and the packaged student checkpoint {packaged} is not installed; pass one with "
+            "checkpoint:=/path/to/model.pt (ros2 launch) or --ros-args -p checkpoint:=/path/to/model.pt")
+    return packaged
+
+
+def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
+    """The checkpoint the parameters name and a ``Segmenter`` built from it with their device, fp16, short
+    side and missing-modality convention (the node and the offline evaluation build it alike)."""
+    checkpoint = resolve_checkpoint(params["checkpoint"])
+    segmenter = Segmenter(checkpoint, device=params["device"], fp16=None if params["fp16"] else False,
+                          short_side=params["short_side"] or None, convention=params["missing_convention"])
+    return checkpoint, segmenter
