@@ -30,7 +30,8 @@ from robustseg_core.sim.materials import (
 )
 from robustseg_core.sim.primitives import PrimitiveSet
 from robustseg_core.sim.raycast import KIND_BOX, KIND_CYLINDER, KIND_GROUND, KIND_SPHEROID, Hits, RayGrid
-from robustseg_core.sim.scene import ZONE_LABELS, ZONE_ROAD, Scene, WorldWindow
+from robustseg_core.sim.scene import Scene, WorldWindow
+from robustseg_core.sim.style import ZONE_LABELS, ZONE_ROAD
 from robustseg_core.sim.textures import band_coverage, hash_unit, pulse_coverage, sample_noise
 
 FACE_GROUND, FACE_CYLINDER, FACE_CAP, FACE_SPHEROID = 9, 6, 7, 8
