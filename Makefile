@@ -59,6 +59,22 @@ $(PRETRAIN_DATA)/meta.json: | $(STAMP)
 
 pretrain-data: $(PRETRAIN_DATA)/meta.json
 
+# Which pretraining inputs: one modality per sample ("single") or RGB only ("rgb"), same budget
+# (config/pretrain_cpu.yaml); then a short teacher from each and from scratch, scored on val
+# (docs/results.md, "Pretrained encoder").
+CHOICE_EPOCHS ?= 8
+encoder-choice: $(PRETRAIN_DATA)/meta.json $(BENCH_DATA)/meta.json
+	for inputs in single rgb; do \
+		$(VENV)/bin/pretrain_encoder --config config/pretrain_cpu.yaml --set data.root=$(PRETRAIN_DATA) \
+			pretrain.inputs=$$inputs train.output_dir=runs/pretrain_$$inputs --resume auto || exit 1; done
+	for init in single rgb scratch; do \
+		weights=runs/pretrain_$$init/encoder.pth; [ $$init = scratch ] && weights=null; \
+		$(VENV)/bin/train_teacher --config config/teacher_cpu.yaml --set data.root=$(BENCH_DATA) \
+			model.pretrained=$$weights train.epochs=$(CHOICE_EPOCHS) train.output_dir=runs/encoder_choice/$$init \
+			--resume auto || exit 1; \
+		$(VENV)/bin/evaluate --checkpoint runs/encoder_choice/$$init/best.pt --data-root $(BENCH_DATA) --split val \
+			--conventions drop --json runs/encoder_choice/$$init/eval_val.json || exit 1; done
+
 pretrained-encoder: $(PRETRAIN_DATA)/meta.json
 	$(VENV)/bin/pretrain_encoder --config config/pretrain_cpu.yaml --set data.root=$(PRETRAIN_DATA) \
 		train.output_dir=$(PRETRAIN_RUN) --resume auto
@@ -83,7 +99,7 @@ shipped-student: student-results
 	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
 		--out $(SHIPPED_STUDENT) --note "make shipped-student on the generated benchmark (data/sim128)"
 
-.PHONY: benchmark-data pretrain-data pretrained-encoder teacher-results student-results shipped-student
+.PHONY: benchmark-data pretrain-data encoder-choice pretrained-encoder teacher-results student-results shipped-student
 
 # Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md).
 # Budgets cut to fit a 2-core CPU in about 100 minutes (two runs at a time, one thread each).

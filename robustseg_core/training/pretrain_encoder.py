@@ -40,11 +40,12 @@ from .distributed import cleanup_distributed, setup_distributed
 from .engine import TRAINING_DEFAULTS, fit, seed_everything
 from .train_teacher import build_model, get_args_parser
 
-#: What the encoder sees per sample: one modality drawn uniformly, or RGB only.
-PRETRAIN_INPUTS = ("single", "rgb")
+#: What the encoder sees per sample (one modality drawn uniformly, or RGB only) -> the modality
+#: combinations validated by default (``train.val_combinations: null``), i.e. what it is trained for.
+PRETRAIN_INPUTS: dict[str, list[str]] = {"single": ["R", "D", "E", "L"], "rgb": ["R"]}
 
 DEFAULTS = copy.deepcopy(TRAINING_DEFAULTS)
-DEFAULTS["train"].update(output_dir="runs/pretrain", val_combinations=["R", "D", "E", "L"])
+DEFAULTS["train"].update(output_dir="runs/pretrain", val_combinations=None)
 DEFAULTS.update({"loss": {"ohem_thresh": 0.7}, "pretrain": {"inputs": "single", "encoder_out": None}})
 
 
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_config(DEFAULTS, args.config, args.set)
     inputs = config["pretrain"]["inputs"]
     if inputs not in PRETRAIN_INPUTS:
-        raise ConfigError(f"pretrain.inputs {inputs!r}: expected one of {PRETRAIN_INPUTS}")
+        raise ConfigError(f"pretrain.inputs {inputs!r}: expected one of {tuple(PRETRAIN_INPUTS)}")
+    if config["train"]["val_combinations"] is None:
+        config["train"]["val_combinations"] = PRETRAIN_INPUTS[inputs]
     ctx = setup_distributed(config["train"]["device"])
     try:
         seed_everything(config["train"]["seed"] + ctx.rank)
