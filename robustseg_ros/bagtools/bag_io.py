@@ -123,7 +123,8 @@ class BagReader:
         return report
 
     def _leave_out_chunks(self, report: IntegrityReport) -> None:
-        """Drop the damaged chunks from the chunk lists rosbags reads messages from."""
+        """Drop the damaged chunks from the chunk lists rosbags reads messages from (rosbags has no public
+        way to skip chunks: its MCAP readers keep the summary's chunk index in ``chunks``)."""
         storage = self.reader.storage
         for mcap in getattr(storage, "storages", [storage]):
             damaged = {chunk.offset for chunk in report.damaged if chunk.file.name == Path(mcap.path).name}
