@@ -417,12 +417,14 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                     best = metrics
             train_seconds += time.perf_counter() - epoch_start
             if ctx.is_main:
-                save_epoch(segmentor, epoch, {
+                state = save_epoch(segmentor, epoch, {
                     "meta": checkpoint_meta(config, metrics, segmentor.modalities),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
-                }, stats, metrics if validated else None, logger, output_dir)
+                }, stats, metrics if validated else None, logger, last_path)
                 saved_epoch = epoch
+                if best.get("epoch") == epoch:  # after last.pt: a resume rewrites it from there if cut short
+                    save_checkpoint(best_path, {key: state[key] for key in BEST_KEYS})
                 score_text = (f"val score {metrics['score']:.2f} (mean mIoU over "
                               f"{'/'.join(train_cfg['val_combinations'])}), " if validated else "")
                 print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, {score_text}"
@@ -441,21 +443,18 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
 
 
 def save_epoch(segmentor: torch.nn.Module, epoch: int, training_state: dict, stats: dict, scores: dict | None,
-               logger: ScalarLogger, output_dir: Path) -> None:
-    """Log epoch ``epoch`` and write its checkpoints in the order that survives a kill at any instant: the
-    log rows (a resume drops them again when no ``last.pt`` follows), ``last.pt``, then ``best.pt`` when this
-    epoch is the best (a resume rewrites it from ``last.pt`` when the kill came first). Weights that are not
-    all finite are never written (``TrainingDiverged``)."""
+               logger: ScalarLogger, last_path: Path) -> dict:
+    """Log epoch ``epoch``, then write ``last.pt`` (a resume drops log rows no ``last.pt`` follows); returns
+    the state written. Weights that are not all finite are never written (``TrainingDiverged``)."""
     weights = segmentor.state_dict()
     nonfinite = [name for name, tensor in weights.items() if tensor.is_floating_point() and
                  not bool(torch.isfinite(tensor).all())]
     if nonfinite:
         raise TrainingDiverged(f"epoch {epoch}: weights {', '.join(nonfinite[:3])} are not finite; not saved; last "
-                               f"good checkpoint: {good_checkpoint(output_dir / 'last.pt')}")
+                               f"good checkpoint: {good_checkpoint(last_path)}")
     state = {"model": weights, "architecture": segmentor.architecture, "epoch": epoch, **training_state}
     logger.log("epochs", epoch, stats)
     if scores is not None:
         logger.log("val", epoch, {k: v for k, v in scores.items() if k != "epoch"})
-    save_checkpoint(output_dir / "last.pt", state)
-    if training_state["best"].get("epoch") == epoch:
-        save_checkpoint(output_dir / "best.pt", {key: state[key] for key in BEST_KEYS})
+    save_checkpoint(last_path, state)
+    return state
