@@ -51,7 +51,7 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) ->
     """``NotWritable`` when the file system of ``folder`` has less than ``needed_bytes`` free for ``what``."""
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
-        raise NotWritable(f"output folder {folder}: {free / 1e6:.1f} MB free, but {what} needs about "
+        raise NotWritable(f"output folder {folder} has {free / 1e6:.1f} MB free; writing {what} takes about "
                           f"{needed_bytes / 1e6:.1f} MB")
 
 

@@ -97,6 +97,12 @@ CASES = [
          1, "an unfinished generate_dataset run"),
     Case("train: data set without meta.json", TEACHER,
          teacher_set(data__root="{data_nometa}", train__output_dir="{tmp}/r3"), 1, "generate_dataset --index"),
+    Case("train: data set of other classes", TEACHER,
+         teacher_set(data__root="{data_reordered}", train__output_dir="{tmp}/r7"), 1,
+         "the data set's classes do not match the model's: class 0 is 'Fence' in the data set and 'Building'"),
+    Case("evaluate: data set of other classes", EVALUATE,
+         ["--checkpoint", "{checkpoint}", "--data-root", "{data_reordered}", "--workers", "0"], 1,
+         "class 0 is 'Building' in the checkpoint and 'Fence' in the data set"),
     Case("train: batch larger than the data", TEACHER, teacher_set(data__batch_size=64, train__output_dir="{tmp}/r4"),
          1, "6 samples, fewer than one global batch"),
     Case("train: missing pretrained encoder", TEACHER,
@@ -108,7 +114,7 @@ CASES = [
     Case("train: read-only output", TEACHER, teacher_set(train__output_dir="{ro}/run"), 1,
          "output folder {ro}/run is not writable: Read-only file system"),
     Case("train: output too small for the checkpoints", TEACHER, teacher_set(train__output_dir="{small}/run"), 1,
-         "MB free, but best.pt and last.pt needs about"),
+         "MB free; writing best.pt and last.pt takes about"),
     Case("train: output in use", TEACHER, teacher_set(train__output_dir="{locked}"), 1, "{locked} is in use by pid"),
     Case("train: fresh start over a run", TEACHER, teacher_set(), 2,
          "{run} already holds a run ({run}/last.pt); continue it with --resume auto"),
@@ -272,9 +278,12 @@ def world(mini_dataset, tmp_path_factory, commands, ros_domain_module):
     locked folder and, where mounting is allowed, a read-only and a 4 MB file system."""
     tmp = tmp_path_factory.mktemp("faults")
     paths = {"tmp": tmp, "data": mini_dataset}
-    for name in ("data_copy", "data_partial", "data_nometa"):
+    for name in ("data_copy", "data_partial", "data_nometa", "data_reordered"):
         shutil.copytree(mini_dataset, tmp / name)
         paths[name] = tmp / name
+    meta = json.loads((tmp / "data_reordered" / "meta.json").read_text())
+    meta["classes"] = [CLASS_NAMES[1], CLASS_NAMES[0], *CLASS_NAMES[2:]]  # labelled in another class order
+    (tmp / "data_reordered" / "meta.json").write_text(json.dumps(meta))
     (tmp / "data_partial" / ".partial").mkdir()
     (tmp / "data_partial" / ".partial" / "plan.json").write_text(json.dumps(
         {"seed": 0, "drive_config": json.loads((mini_dataset / "meta.json").read_text())["drive_config"], "scenes": []}))

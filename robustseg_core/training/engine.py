@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from ..atomic import remove_stale_temporaries, write_text_atomic
-from ..classes import MODALITIES
+from ..classes import CLASS_NAMES, MODALITIES, list_difference
 from ..data import DatasetError, DeliverDataset, EvalTransform, TrainTransform, collate
 from ..errors import UserError
 from ..evaluation import COMBINATIONS, evaluate_combinations
@@ -119,11 +119,15 @@ def seed_everything(seed: int) -> None:
 
 
 def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[DataLoader, DataLoader]:
-    """Train loader (random crops, shuffled, sharded under DDP) and val loader (eval size, sharded)."""
+    """Train loader (random crops, shuffled, sharded under DDP) and val loader (eval size, sharded); the data
+    set's classes (its meta.json) must be the model's, in the same order."""
     common = dict(root=data["root"], modalities=MODALITIES, conditions=data["conditions"], cases=data["cases"],
                   cache=data["cache"])
     train_set = DeliverDataset(split=data["train_split"], transform=TrainTransform(data["crop_size"]), **common)
     val_set = DeliverDataset(split=data["val_split"], transform=EvalTransform(data["eval_size"]), **common)
+    difference = list_difference(train_set.classes, CLASS_NAMES, ("data set", "model"))
+    if difference:
+        raise DatasetError(f"{data['root']}: the data set's classes do not match the model's: {difference}")
     global_batch = data["batch_size"] * ctx.world_size
     if len(train_set) < global_batch:
         raise DatasetError(

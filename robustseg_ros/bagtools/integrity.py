@@ -108,16 +108,22 @@ def _records(data: bytes, base: int) -> Iterator[tuple[int, int, bytes]]:
 
 def _chunk_locations(handle: BinaryIO, size: int, summary_start: int) -> list[tuple[int, int, int, int]]:
     """(offset, length, start_ns, end_ns) of every chunk: from the summary's chunk index, else by scanning."""
+    locations = []
     if summary_start:
         handle.seek(summary_start)
         summary = handle.read(size - len(MAGIC) - FOOTER.size - summary_start)
-        return [(offset, length, start_ns, end_ns)
-                for opcode, _, content in _records(summary, summary_start) if opcode == OP_CHUNK_INDEX
-                for start_ns, end_ns, offset, length in [CHUNK_INDEX_HEAD.unpack_from(content)]]
+        for opcode, _, content in _records(summary, summary_start):
+            if opcode == OP_CHUNK_INDEX:
+                start_ns, end_ns, offset, length = CHUNK_INDEX_HEAD.unpack_from(content)
+                locations.append((offset, length, start_ns, end_ns))
+        return locations
     handle.seek(len(MAGIC))
     data = handle.read(size - len(MAGIC) * 2 - FOOTER.size)
-    return [(offset, RECORD_HEADER.size + len(content), *CHUNK_HEADER.unpack_from(content)[:2])
-            for opcode, offset, content in _records(data, len(MAGIC)) if opcode == OP_CHUNK]
+    for opcode, offset, content in _records(data, len(MAGIC)):
+        if opcode == OP_CHUNK:
+            start_ns, end_ns = CHUNK_HEADER.unpack_from(content)[:2]
+            locations.append((offset, RECORD_HEADER.size + len(content), start_ns, end_ns))
+    return locations
 
 
 def _chunk_crcs(content: bytes) -> tuple[int, int]:
