@@ -105,8 +105,9 @@ def check_training_config(config: Mapping) -> None:
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
-    unknown = [name for name in config["train"]["val_combinations"] if name not in COMBINATIONS]
-    if unknown or not config["train"]["val_combinations"]:
+    combinations = config["train"]["val_combinations"] or []
+    unknown = [name for name in combinations if name not in COMBINATIONS]
+    if unknown or not combinations:
         raise ConfigError(f"train.val_combinations {config['train']['val_combinations']}: expected some of "
                           f"{', '.join(COMBINATIONS)}")
 

@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser("Pretrain the shared MiT encoder on generated scenes (ImageNet stand-in).",
                            PROG).parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
-    check_training_config(config)
     inputs = config["pretrain"]["inputs"]
     if inputs not in PRETRAIN_INPUTS:
         raise ConfigError(f"pretrain.inputs {inputs!r}: expected one of {tuple(PRETRAIN_INPUTS)}")
     if config["train"]["val_combinations"] is None:
         config["train"]["val_combinations"] = PRETRAIN_INPUTS[inputs]
+    check_training_config(config)
     ctx = setup_distributed(config["train"]["device"])
     try:
         seed_everything(config["train"]["seed"] + ctx.rank)
