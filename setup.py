@@ -38,7 +38,7 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "tensorboard>=2.10"],  # tensorboard: the logger's resume test
     },
     zip_safe=True,
     maintainer="robustseg_ros developers",
@@ -48,16 +48,16 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "generate_dataset = robustseg_core.sim.generate:main",
+            "generate_dataset = robustseg_core.sim.generate:cli",
             "pretrain_encoder = robustseg_core.training.pretrain_encoder:cli",
             "train_teacher = robustseg_core.training.train_teacher:cli",
             "evaluate = robustseg_core.evaluation.evaluate:cli",
             "train_student = robustseg_core.training.train_student:cli",
             "export_checkpoint = robustseg_core.training.export:cli",
-            "perception_node = robustseg_ros.perception_node:main",
-            "record_synthetic = robustseg_ros.bagtools.record_synthetic:main",
-            "replay_bag = robustseg_ros.bagtools.replay_bag:main",
-            "evaluate_bag = robustseg_ros.bagtools.evaluate_bag:main",
+            "perception_node = robustseg_ros.perception_node:cli",
+            "record_synthetic = robustseg_ros.bagtools.record_synthetic:cli",
+            "replay_bag = robustseg_ros.bagtools.replay_bag:cli",
+            "evaluate_bag = robustseg_ros.bagtools.evaluate_bag:cli",
         ],
     },
 )

@@ -3,7 +3,8 @@
     ros2 launch robustseg_ros perception.launch.py checkpoint:=/path/to/model.pt device:=cuda namespace:=front
 
 Arguments: params_file (default: the package's config/perception.yaml), checkpoint and device (empty:
-keep the parameter file's value), namespace, use_sim_time (true when replaying a bag with --clock).
+keep the parameter file's value), namespace, use_sim_time (true when replaying a bag with --clock),
+strict_parameters (default true: the node refuses to start on a parameter it does not have, a typo).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ PACKAGE = "robustseg_ros"
 
 
 def _perception_node(context):
-    """The node, with checkpoint and device overriding the parameter file only when given."""
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")}
+    """The node, with checkpoint and device overriding the parameter file only when given, and use_sim_time and
+    strict_parameters always."""
+    overrides = {name: LaunchConfiguration(name).perform(context).lower() in ("true", "1")
+                 for name in ("use_sim_time", "strict_parameters")}
     for name in ("checkpoint", "device"):
         value = LaunchConfiguration(name).perform(context)
         if value:
@@ -51,5 +54,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Namespace of the node; relative input topics resolve in it."),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Follow /clock (bag replay with `ros2 bag play --clock`)."),
+        DeclareLaunchArgument("strict_parameters", default_value="true",
+                              description="Refuse to start on a parameter the node does not have (a typo in the "
+                                          "parameter file or an override); false: warn and start."),
         OpaqueFunction(function=_perception_node),
     ])

@@ -8,7 +8,7 @@ letter in combination names such as ``"RDEL"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -63,3 +63,16 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:NUM_CLASSES] = PALETTE
     return lut[labels]
+
+
+def list_difference(first: Sequence[str], second: Sequence[str], names: tuple[str, str], what: str = "class") -> str:
+    """How two ordered lists of names (classes, modalities) differ, "" when equal: the counts, or the first
+    position whose names differ. ``names`` says whose lists they are, e.g. ("checkpoint", "data set")."""
+    first, second = list(first), list(second)
+    plural = what + ("es" if what.endswith("s") else "s")
+    if len(first) != len(second):
+        return f"the {names[0]} has {len(first)} {plural}, the {names[1]} {len(second)}"
+    for index, (a, b) in enumerate(zip(first, second)):
+        if a != b:
+            return f"{what} {index} is {a!r} in the {names[0]} and {b!r} in the {names[1]} (another {what} order)"
+    return ""

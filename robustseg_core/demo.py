@@ -9,9 +9,11 @@ Everything lands under ``--out``: ``data/`` (DELIVER layout), ``teacher/`` (chec
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+from .cli import console_script
 from .evaluation.evaluate import main as evaluate
 from .sim.generate import main as generate
 from .training.train_teacher import main as train_teacher
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[demo] training the teacher for {args.epochs} epochs ({args.config})")
     train_teacher([
         "--config", str(args.config), "--set", f"data.root={data}", f"train.epochs={args.epochs}",
-        f"train.output_dir={args.out / 'teacher'}", "train.tensorboard=false",
+        f"train.output_dir={args.out / 'teacher'}", "train.tensorboard=false", "--resume", "auto",
+        "--allow-config-change",  # a second demo continues the first, with more epochs if asked
     ])
     print("[demo] evaluating all 15 modality combinations")
     result = evaluate([
@@ -55,4 +58,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(console_script(main, "robustseg_core.demo")())

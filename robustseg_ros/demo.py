@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-    from .bagtools.evaluate_bag import main as evaluate_bag
-    from .bagtools.record_synthetic import main as record_synthetic
+    from .bagtools.evaluate_bag import cli as evaluate_bag  # console scripts: one error line, an exit status
+    from .bagtools.record_synthetic import cli as record_synthetic
 
     bag, report = args.out / "drive_bag", args.out / "live_evaluation"
     if bag.exists():

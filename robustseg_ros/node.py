@@ -28,8 +28,10 @@ from robustseg_ros.frames import FrameJob, FrameOutput
 from robustseg_ros.params import (
     NODE_NAME,
     PARAMETERS,
+    ParameterError,
     ParameterSpec,
     PerceptionParams,
+    describe_unknown,
     load_segmenter,
     transform_from_parameter,
 )
@@ -92,6 +94,7 @@ class PerceptionNode(Node):
         self._slot = threading.Condition()
         self._worker: threading.Thread | None = None
         self.params = PerceptionParams(declare_perception_parameters(self))
+        self._check_unknown_parameters()
         checkpoint, self.segmenter = load_segmenter(self.params)
         self.get_logger().info(f"loaded {checkpoint} on {self.segmenter.device} (fp16 {self.segmenter.fp16}, "
                                f"modalities {', '.join(self.segmenter.modalities)}, short side "
@@ -110,6 +113,18 @@ class PerceptionNode(Node):
         self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics)
 
     # ------------------------------------------------------------------ set-up
+
+    def _check_unknown_parameters(self) -> None:
+        """Name the parameters given to this node (parameter files, ``-p``, overrides) that it does not have:
+        ``ParameterError`` with ``strict_parameters``, else a warning."""
+        given = getattr(self, "_parameter_overrides", {})  # rclpy keeps the node's overrides here (no public API)
+        unknown = sorted(name for name in given if not self.has_parameter(name))
+        if not unknown:
+            return
+        text = f"unknown parameter(s) {describe_unknown(unknown)}"
+        if self.params["strict_parameters"]:
+            raise ParameterError(f"{text}; refused because strict_parameters is true")
+        self.get_logger().warning(f"{text}: ignored (strict_parameters:=true refuses them)")
 
     def _warm_up(self) -> None:
         iterations = self.params["warmup_iterations"]

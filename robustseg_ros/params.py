@@ -12,9 +12,10 @@ A parameter file nests them under ``/**/perception_node: ros__parameters:``.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from robustseg_core.errors import UsageError
 from robustseg_core.inference import Segmenter
+from robustseg_core.yaml_file import read_yaml
 from robustseg_core.models import MISSING_CONVENTIONS
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
 from robustseg_core.sensors.camera import check_transform
@@ -41,6 +44,10 @@ PACKAGED_CHECKPOINT = ("models", "robustseg_student.pt")
 CO_LOCATED_LIDAR_TRANSFORM = (0.0, 0.0, 0.0, 0.5, -0.5, 0.5, 0.5)
 #: Top-level keys of a parameter file that address this node (the first is the one written).
 PARAMS_FILE_NODE_KEYS = (f"/**/{NODE_NAME}", NODE_NAME, f"/{NODE_NAME}", "/**")
+
+
+class ParameterError(UsageError, ValueError):
+    """An unknown parameter, an invalid value or an unusable parameter file; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", "", "RobustSeg checkpoint (.pt); empty: the student shipped in the package "
                                     "(robustseg_ros/models/robustseg_student.pt)."),
     ParameterSpec("device", "auto", "Torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    ParameterSpec("strict_parameters", False,
+                  "Refuse to start when a parameter file or -p override names a parameter this node does not have "
+                  "(perception.launch.py sets it true); false: log a warning naming them and start."),
     ParameterSpec("fp16", True, "Half precision when the device is CUDA (ignored on CPU)."),
     ParameterSpec("short_side", 0, "Network input short side (px; both sides rounded up to multiples of 32); "
                                    "0: the checkpoint's data.eval_size."),
@@ -168,14 +178,14 @@ class PerceptionParams:
     ``R_world_cam``.
 
     Build with ``PerceptionParams(values)``; names missing from ``values`` take their defaults, unknown
-    names and invalid values raise ``ValueError`` naming the parameter.
+    names and invalid values raise ``ParameterError`` (a ``ValueError``) naming the parameter.
     """
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         values = dict(values or {})
         unknown = sorted(set(values) - set(PARAMETER_DEFAULTS))
         if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}")
+            raise ParameterError(f"unknown parameter(s) {describe_unknown(unknown)}")
         self.values: dict[str, Any] = {**PARAMETER_DEFAULTS, **values}
         self._validate()
         self.inputs: dict[str, InputParams] = {sensor: self._input(sensor) for sensor in SENSORS}
@@ -199,22 +209,22 @@ class PerceptionParams:
         choices["missing_convention"] = MISSING_CONVENTIONS
         for name, allowed in choices.items():
             if self.values[name] not in allowed:
-                raise ValueError(f"parameter {name}: {self.values[name]!r} is not one of {', '.join(allowed)}")
+                raise ParameterError(f"parameter {name}: {self.values[name]!r} is not one of {', '.join(allowed)}")
         positive = ("events.window_s", "lidar.max_range_m", "health.check_period_s", "health.diagnostics_period_s",
                     "lidar.intensity_scale", "warmup_width", "warmup_height")
         for name in positive:
             if not self.values[name] > 0:
-                raise ValueError(f"parameter {name}: must be > 0, got {self.values[name]}")
+                raise ParameterError(f"parameter {name}: must be > 0, got {self.values[name]}")
         non_negative = ("short_side", "warmup_iterations", "events.sensor_width", "events.sensor_height",
                         "sync.camera_wait_s")
         for name in non_negative:
             if self.values[name] < 0:
-                raise ValueError(f"parameter {name}: must be >= 0, got {self.values[name]}")
+                raise ParameterError(f"parameter {name}: must be >= 0, got {self.values[name]}")
         if (self.values["events.sensor_width"] == 0) != (self.values["events.sensor_height"] == 0):
-            raise ValueError("parameters events.sensor_width and events.sensor_height: set both or neither")
+            raise ParameterError("parameters events.sensor_width and events.sensor_height: set both or neither")
         for name in ("output.overlay_alpha", "output.confidence_threshold"):
             if not 0.0 <= self.values[name] <= 1.0:
-                raise ValueError(f"parameter {name}: must be in [0, 1], got {self.values[name]}")
+                raise ParameterError(f"parameter {name}: must be in [0, 1], got {self.values[name]}")
 
     def _input(self, sensor: str) -> InputParams:
         value = self.values
@@ -230,22 +240,32 @@ class PerceptionParams:
                 frozen_stale_repeats=value["health.frozen_stale_repeats"],
                 future_tolerance_s=value["health.future_tolerance_s"], anomaly_hold_s=value["health.anomaly_hold_s"])
         except ValueError as error:
-            raise ValueError(f"parameters of {sensor} (or health.*): {error}") from error
+            raise ParameterError(f"parameters of {sensor} (or health.*): {error}") from error
         return InputParams(sensor, MODALITY_OF_SENSOR[sensor], bool(value[f"{sensor}.enabled"]),
                            value[f"{sensor}.topic"], value[f"{sensor}.qos"], sync, health)
 
 
+def describe_unknown(names: Iterable[str]) -> str:
+    """Unknown parameter names, each with the known name it most likely misspells:
+    ``"camera.topik (did you mean camera.topic?)"``."""
+    described = []
+    for name in names:
+        close = difflib.get_close_matches(name, PARAMETER_DEFAULTS, n=1)
+        described.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return ", ".join(described)
+
+
 def transform_from_parameter(values) -> np.ndarray:
     """``lidar.transform``: [x, y, z, qx, qy, qz, qw] or 16 row-major values -> 4x4 float64 transform."""
-    values = [float(value) for value in values]
-    if len(values) == 7:
-        return make_transform(quaternion_to_rotation(*values[3:]), values[:3])
-    if len(values) == 16:
-        try:
+    try:
+        values = [float(value) for value in values]
+        if len(values) == 7:
+            return make_transform(quaternion_to_rotation(*values[3:]), values[:3])
+        if len(values) == 16:
             return check_transform(np.array(values).reshape(4, 4))
-        except ValueError as error:
-            raise ValueError(f"parameter lidar.transform: {error}") from error
-    raise ValueError(f"parameter lidar.transform: expected 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), "
+    except (TypeError, ValueError) as error:
+        raise ParameterError(f"parameter lidar.transform: {error}") from error
+    raise ParameterError(f"parameter lidar.transform: expected 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), "
                      f"got {len(values)}")
 
 
@@ -282,16 +302,25 @@ def nest_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def load_params_document(path: str | Path) -> dict:
+    """A ROS 2 parameter file as a mapping of node names; ``ParameterError`` naming the file when it is
+    missing, unreadable, not YAML or not a mapping."""
+    document = read_yaml(path, ParameterError, "params file") or {}
+    if not isinstance(document, dict):
+        raise ParameterError(f"params file {path}: expected a mapping of node names, got {type(document).__name__}")
+    return document
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """Dotted parameter values of perception_node from a ROS 2 parameter file (``config/perception.yaml``
-    layout; lists become tuples, as ``PerceptionParams`` holds them). ``ValueError`` naming the file when
-    it has no ``ros__parameters`` section for this node."""
-    document = yaml.safe_load(Path(path).read_text()) or {}
+    layout; lists become tuples, as ``PerceptionParams`` holds them). ``ParameterError`` naming the file when
+    it is unusable (``load_params_document``) or has no ``ros__parameters`` section for this node."""
+    document = load_params_document(path)
     section = next((document[key] for key in PARAMS_FILE_NODE_KEYS if key in document), None)
     if section is None and len(document) == 1:
         section = next(iter(document.values()))
     if not isinstance(section, dict) or "ros__parameters" not in section:
-        raise ValueError(f"params file {path}: no {NODE_NAME} ros__parameters section (keys: {list(document)})")
+        raise ParameterError(f"params file {path}: no {NODE_NAME} ros__parameters section (keys: {list(document)})")
     return {name: tuple(value) if isinstance(value, list) else value
             for name, value in flatten_parameters(section["ros__parameters"]).items()}
 
@@ -311,8 +340,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``name:=value`` -> (name, value), the value parsed as YAML like ``--ros-args -p`` (lists become tuples)."""
     name, separator, value = text.partition(":=")
     if not separator or not name:
-        raise ValueError(f"parameter override {text!r}: expected name:=value")
-    parsed = yaml.safe_load(value)
+        raise ParameterError(f"parameter override {text!r}: expected name:=value")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ParameterError(f"parameter override {text!r}: the value is not valid YAML") from error
     return name, tuple(parsed) if isinstance(parsed, list) else parsed
 
 

@@ -28,12 +28,31 @@ def mini_dataset(tmp_path_factory) -> Path:
     return root
 
 
+def _next_ros_domain() -> int:
+    """The next ROS_DOMAIN_ID (1..100) of this session, offset by the process id so that test sessions running
+    side by side on one machine are unlikely to share a domain."""
+    return 1 + (os.getpid() * 13 + next(_ROS_DOMAINS)) % 100
+
+
 @pytest.fixture
 def ros_domain(monkeypatch) -> int:
-    """A ROS_DOMAIN_ID (1..100) for this test alone, set in the environment with discovery limited to this
-    machine: each test of the session gets the next one, offset by the process id so that test sessions
-    running side by side on one machine are unlikely to share a domain."""
-    domain = 1 + (os.getpid() * 13 + next(_ROS_DOMAINS)) % 100
+    """A ROS_DOMAIN_ID for this test alone, set in the environment with discovery limited to this machine."""
+    domain = _next_ros_domain()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain
+
+
+@pytest.fixture(scope="session")
+def commands():
+    """Console scripts run as real processes, forked from one interpreter that imported them (test/forked_commands.py)."""
+    from forked_commands import CommandRunner
+
+    with CommandRunner() as runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
+def ros_domain_module() -> int:
+    """A ROS_DOMAIN_ID for the processes a test module starts (it passes it in their environment)."""
+    return _next_ros_domain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 
@@ -12,6 +13,7 @@ import torch
 
 from robustseg_core.classes import IGNORE_INDEX, NUM_CLASSES
 from robustseg_core.data import DatasetError, DeliverDataset, EvalTransform, TrainTransform, read_label, scan_split
+from robustseg_core.dataset_meta import PARTIAL_FOLDER, index_dataset
 
 
 def test_loads_every_modality_and_label(mini_dataset):
@@ -54,13 +56,48 @@ def test_out_of_range_label_values_are_named(tmp_path):
         read_label(tmp_path / "bad.png")
 
 
-def test_empty_split_and_missing_root_are_errors(mini_dataset, tmp_path):
+def test_folders_without_a_finished_meta_json_are_refused(mini_dataset, tmp_path):
+    with pytest.raises(DatasetError, match="no such data set folder"):
+        scan_split(tmp_path / "nowhere", "train")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(mini_dataset, unfinished)
+    (unfinished / PARTIAL_FOLDER).mkdir()
+    with pytest.raises(DatasetError, match="unfinished generate_dataset run .* run the same generate_dataset command"):
+        DeliverDataset(unfinished, "train")
+    (unfinished / PARTIAL_FOLDER).rmdir()
+    (unfinished / "meta.json").unlink()
+    with pytest.raises(DatasetError, match=f"no meta.json.*generate_dataset --index {unfinished}"):
+        DeliverDataset(unfinished, "train")
+
+
+def test_an_index_makes_a_folder_from_elsewhere_loadable(mini_dataset, tmp_path):
+    foreign = tmp_path / "deliver"
+    shutil.copytree(mini_dataset, foreign)
+    (foreign / "meta.json").unlink()
+    meta = index_dataset(foreign)
+    assert (meta["width"], meta["height"]) == (64, 64)
+    assert [len(meta["splits"][split]) for split in ("train", "val", "test")] == [3, 2, 1]
+    assert len(DeliverDataset(foreign, "train")) == len(DeliverDataset(mini_dataset, "train")) == 6
+    with pytest.raises(DatasetError, match="already has meta.json"):
+        index_dataset(foreign)
     empty = tmp_path / "empty"
     (empty / "img").mkdir(parents=True)
-    with pytest.raises(DatasetError, match="split 'train' is empty"):
-        scan_split(empty, "train")
-    with pytest.raises(DatasetError, match="no img/ folder"):
-        scan_split(tmp_path / "nowhere", "train")
+    with pytest.raises(DatasetError, match="no img/<condition>/<split>/<scene>/"):
+        index_dataset(empty)
+
+
+def test_frames_on_disk_must_be_the_listed_ones(mini_dataset, tmp_path):
+    root = tmp_path / "mixed"
+    shutil.copytree(mini_dataset, root)
+    listed = sorted((root / "img").glob("*/train/*/*_rgb_front.png"))
+    extra = listed[0].with_name("000007_rgb_front.png")  # a frame of another run
+    shutil.copy(listed[0], extra)
+    with pytest.raises(DatasetError, match=f"{extra}: not listed in .*meta.json"):
+        DeliverDataset(root, "train")
+    extra.unlink()
+    listed[-1].unlink()
+    with pytest.raises(DatasetError, match=f"{listed[-1]}: missing; meta.json lists 6 train frames"):
+        DeliverDataset(root, "train")
 
 
 def tamper(mini_dataset, tmp_path, modality):
@@ -85,18 +122,21 @@ def test_missing_file_is_named(mini_dataset, tmp_path):
 
 def test_unreadable_file_is_named(mini_dataset, tmp_path):
     root, victim = tamper(mini_dataset, tmp_path, "depth")
+    png = victim.read_bytes()
     victim.write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=f"{victim.name}: not a PNG image"):  # found when the split is listed
+        DeliverDataset(root, "train", modalities=["depth"])
+    victim.write_bytes(png[:40])  # the header survives, the pixels do not: found when the frame is read
     dataset = DeliverDataset(root, "train", modalities=["depth"])
     with pytest.raises(DatasetError, match=f"{victim.name}: missing or not a readable image"):
         dataset[frame_index(dataset, "depth", victim)]
 
 
-def test_mismatched_modality_size_is_an_error(mini_dataset, tmp_path):
+def test_an_image_of_another_size_is_named_before_training(mini_dataset, tmp_path):
     root, victim = tamper(mini_dataset, tmp_path, "lidar")
-    cv2.imwrite(str(victim), np.zeros((32, 48, 3), np.uint8))
-    dataset = DeliverDataset(root, "train", modalities=["lidar"])
-    with pytest.raises(DatasetError, match=r"size 48x32 does not match the label"):
-        dataset[frame_index(dataset, "lidar", victim)]
+    cv2.imwrite(str(victim), np.zeros((32, 48, 3), np.uint8))  # say, a 48 px run's file mixed into a 64 px set
+    with pytest.raises(DatasetError, match=rf"{victim.name}: 48x32 px, but the data set's meta.json says 64x64"):
+        DeliverDataset(root, "train", modalities=["lidar"])
 
 
 def test_low_resolution_events_are_resized_to_rgb(mini_dataset, tmp_path):
@@ -104,6 +144,10 @@ def test_low_resolution_events_are_resized_to_rgb(mini_dataset, tmp_path):
     small = np.zeros((32, 32, 3), np.uint8)
     small[0, 0] = 200
     cv2.imwrite(str(victim), small)
+    meta = json.loads((root / "meta.json").read_text())
+    scene = next(s for s in meta["splits"]["train"] if s["scene"] == victim.parent.name)
+    scene["event_size"] = [32, 32]  # as meta.json records an eventlowres scene
+    (root / "meta.json").write_text(json.dumps(meta))
     dataset = DeliverDataset(root, "train", modalities=["event"])
     event = dataset[frame_index(dataset, "event", victim)]["images"][0]
     assert event.shape == (64, 64, 3) and (event[:2, :2] == 200).all() and event[2:, 2:].max() == 0

@@ -14,17 +14,20 @@ rclpy = pytest.importorskip("rclpy")
 
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 
 from robustseg_ros.node import declare_perception_parameters  # noqa: E402
 from robustseg_ros.params import NODE_NAME, PARAMETERS, read_params_file  # noqa: E402
-from robustseg_ros.perception_node import main  # noqa: E402
+from robustseg_ros.node import PerceptionNode  # noqa: E402
+from robustseg_ros.params import ParameterError  # noqa: E402
+from robustseg_ros.perception_node import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "perception.yaml"
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 DOCS = ROOT / "docs" / "perception_node.md"
 YAML_NODE_KEY = f"/**/{NODE_NAME}"
-LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time"}
+LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time", "strict_parameters"}
 
 
 def yaml_parameters(path: Path = CONFIG) -> dict:
@@ -136,15 +139,33 @@ def test_docs_describe_every_parameter_and_output():
 
 def test_node_without_a_checkpoint_exits_with_a_clear_error(ros_domain, tmp_path, capfd):
     missing = tmp_path / "missing.pt"
-    code = main(["--ros-args", "-p", f"checkpoint:={missing}", "-p", "warmup_iterations:=0"])
+    code = cli(["--ros-args", "-p", f"checkpoint:={missing}", "-p", "warmup_iterations:=0"])
     assert code == 1
-    assert "checkpoint:=" in capfd.readouterr().err
+    [line] = capfd.readouterr().err.splitlines()
+    assert line.startswith("perception_node: error: checkpoint") and "checkpoint:=" in line
+
+
+def test_unknown_parameters_are_named_and_refused_when_strict(ros_domain, tmp_path, capfd):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"{YAML_NODE_KEY}:\n  ros__parameters:\n    camera:\n      topik: /cam\n")
+    context = rclpy.Context()
+    context.init(args=["--ros-args", "--params-file", str(params), "-p", "warmup_iterations:=0", "-p", "fp17:=true"],
+                 domain_id=ros_domain)
+    try:
+        node = PerceptionNode(context=context)  # a typo is named, and the node starts
+        node.destroy_node()
+        assert ("unknown parameter(s) camera.topik (did you mean camera.topic?), fp17 (did you mean fp16?): ignored"
+                in capfd.readouterr().err)
+        with pytest.raises(ParameterError, match=r"unknown parameter\(s\) camera.topik .*strict_parameters is true"):
+            PerceptionNode(context=context, parameter_overrides=[Parameter("strict_parameters", value=True)])
+    finally:
+        context.try_shutdown()
 
 
 def test_recorded_rig_params_file_sets_every_parameter(ros_domain, tmp_path):
     """record_synthetic's perception_params.yaml is a complete parameter file carrying the drive's rig."""
     from robustseg_ros.bagtools.record_synthetic import PARAMS_FILE
-    from robustseg_ros.bagtools.record_synthetic import main as record_synthetic
+    from robustseg_ros.bagtools.record_synthetic import cli as record_synthetic
 
     bag = tmp_path / "bag"
     assert record_synthetic([str(bag), "--duration", "0.3", "--width", "32", "--height", "32"]) == 0

@@ -19,7 +19,7 @@ from robustseg_core.models import build_segmentor  # noqa: E402
 from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint  # noqa: E402
 from robustseg_core.sensors import R_BODY_OPTICAL, quaternion_to_rotation  # noqa: E402
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame  # noqa: E402
-from robustseg_core.sim.writer import SceneJob, write_scene  # noqa: E402
+from robustseg_core.sim.writer import SceneJob, write_dataset  # noqa: E402
 from robustseg_ros.bagtools.record_synthetic import rig_parameters as drive_parameters  # noqa: E402
 from robustseg_ros.conversions import (  # noqa: E402
     events_to_pointcloud2,
@@ -154,7 +154,7 @@ def test_network_input_equals_the_data_set_path(tmp_path, segmenter, monkeypatch
     config = DriveConfig(width=SIZE[0], height=SIZE[1])
     name = "SIM_0000" + (f"_{failure}" if failure else "")
     job = SceneJob("val", name, SEED, "sun", failure, frames=6)
-    write_scene(str(tmp_path), job, config)
+    write_dataset(str(tmp_path), [job], config, seed=SEED)
     dataset = DeliverDataset(tmp_path, "val")
     index = next(i for i, sample in enumerate(dataset.samples) if sample.name.endswith("000005"))
     item = dataset.load(index)

@@ -57,7 +57,7 @@ def test_pretraining_writes_a_strictly_loadable_encoder_and_resumes(mini_dataset
         assert torch.equal(value, best["model"][f"encoder.{key}"]), key
     # A finished run resumed with a longer budget continues from its last epoch.
     overrides[overrides.index("train.epochs=2")] = "train.epochs=3"
-    pretrain_encoder(["--set", *overrides, "--resume", "auto"])
+    pretrain_encoder(["--set", *overrides, "--resume", "auto", "--allow-config-change"])
     assert load_checkpoint(output / "last.pt")["epoch"] == 2
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
 
+from robustseg_core.atomic import KILL_HOOK_ENVIRONMENT
 from robustseg_core.classes import CLASS_ID, NUM_CLASSES
+from robustseg_core.data import DatasetError, DeliverDataset
+from robustseg_core.dataset_meta import PARTIAL_FOLDER
 from robustseg_core.sensors import decode_depth_png, depth_to_hha, project_points
 from robustseg_core.sim import Drive, DriveConfig, encode_frame
 from robustseg_core.sim.analysis import (
@@ -175,7 +179,7 @@ def test_writer_produces_deliver_layout_and_round_trips(tmp_path):
     argv = ["--out", root, "--size", "64", "--train-scenes", "1", "--val-scenes", "1", "--test-scenes", "0",
             "--frames-per-scene", "2", "--seed", "3", "--failure-fraction", "1.0", "--conditions", "rain,night",
             "--quiet"]
-    assert generate_main(argv) == 0
+    assert generate_main(argv)["width"] == 64
     jobs = plan_scenes(3, {"train": 1, "val": 1}, 2, ("rain", "night"), 1.0)
     assert [job.name for job in jobs] == [f"SIM_0000_{jobs[0].failure}", f"SIM_0001_{jobs[1].failure}"]
     expected = set()
@@ -215,9 +219,35 @@ def test_writer_produces_deliver_layout_and_round_trips(tmp_path):
             return handle.read()
 
     before = {folder: file_bytes(folder) for folder in MODALITY_FILES}
-    assert generate_main(argv) == 0                         # re-run over an existing folder: same bytes
+    for folder in ("img", "event"):
+        os.unlink(path(folder))
+    assert generate_main([*argv, "--overwrite"]) == meta    # cleared and written again: the same bytes
     assert {folder: file_bytes(folder) for folder in MODALITY_FILES} == before
-    assert not [f for _, _, files in os.walk(root) for f in files if f.endswith(".tmp")]
+    assert not [f for _, _, files in os.walk(root) for f in files if f.endswith(".tmp") or f == ".lock"]
+
+
+def test_a_killed_generation_is_refused_by_loaders_and_finished_by_the_same_command(tmp_path, commands):
+    def arguments(root):
+        return ["--out", root, "--size", "32", "--seed", "2", "--train-scenes", "3", "--val-scenes", "1",
+                "--test-scenes", "0", "--frames-per-scene", "1", "--quiet"]
+
+    root = tmp_path / "killed"
+    killed = commands.run("robustseg_core.sim.generate", arguments(root),
+                          env={KILL_HOOK_ENVIRONMENT: "000000_semantic_front.png:3"})  # the third scene's last file
+    assert killed.status == -signal.SIGKILL and not (root / "meta.json").exists()
+    records = sorted(path.name for path in (root / PARTIAL_FOLDER).iterdir())
+    assert len(records) == 3 and records[0].startswith("SIM_0000") and records[1].startswith("SIM_0001")
+    with pytest.raises(DatasetError, match="an unfinished generate_dataset run"):
+        DeliverDataset(root, "train")
+    finished = commands.run("robustseg_core.sim.generate", arguments(root))
+    assert finished.status == 0 and f"resuming {root}: 2 of 4 scenes were already written" in finished.stderr
+    assert commands.run("robustseg_core.sim.generate", arguments(tmp_path / "straight")).status == 0
+
+    def files(folder):
+        return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+    assert files(root) == files(tmp_path / "straight")  # no temporary file, lock or bookkeeping left, same bytes
+    assert len(DeliverDataset(root, "train")) == 3
 
 
 def test_plan_spreads_conditions_and_failures():

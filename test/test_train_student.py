@@ -49,7 +49,10 @@ def test_each_recipe_trains_and_logs_its_terms_and_gradient_norms(mini_dataset, 
 def test_resume_with_more_epochs_keeps_learning(mini_dataset, tmp_path, teacher):
     train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher, "SPC", epochs=1)])
     before = load_checkpoint(tmp_path / "last.pt")["model"]
-    train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher, "SPC", epochs=2), "--resume", "auto"])
+    more = ["--set", *student_overrides(mini_dataset, tmp_path, teacher, "SPC", epochs=2), "--resume", "auto"]
+    with pytest.raises(ConfigError, match=r"train.epochs: 1 -> 2.*pass --allow-config-change"):
+        train_student(more)
+    train_student([*more, "--allow-config-change"])
     after = load_checkpoint(tmp_path / "last.pt")
     assert after["epoch"] == 1
     with open(tmp_path / "train.csv", newline="") as handle:
@@ -77,14 +80,15 @@ def test_teacher_mismatches_are_named(mini_dataset, tmp_path, teacher):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, tmp_path / "missing.pt")])
     model = build_segmentor("mit_cpu", embed_dim=32, modalities=("rgb", "lidar", "event", "depth"))
     reordered = tmp_path / "reordered.pt"
-    save_checkpoint(reordered, {"model": model.state_dict(), "architecture": model.architecture, "meta": checkpoint_meta()})
-    with pytest.raises(CheckpointError, match="teacher modality order"):
+    save_checkpoint(reordered, {"model": model.state_dict(), "architecture": model.architecture,
+                                "meta": checkpoint_meta(modalities=model.modalities)})
+    with pytest.raises(CheckpointError, match="modality 1 is 'lidar' in the teacher and 'depth' in the student"):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, reordered)])
     state = load_checkpoint(teacher)
     state["meta"]["classes"] = ["road", "not road"] + state["meta"]["classes"][2:]
     other_classes = tmp_path / "classes.pt"
     save_checkpoint(other_classes, state)
-    with pytest.raises(CheckpointError, match="teacher classes"):
+    with pytest.raises(CheckpointError, match="class 0 is 'road' in the teacher and 'Building' in the student"):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, other_classes)])
     with pytest.raises(CheckpointError, match="encoder must match the teacher's"):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher), "model.preset=mit_b0"])

@@ -1,7 +1,8 @@
-"""Config, OHEM loss, optimiser groups, schedule and checkpoints: the parts both stages share."""
+"""Config, OHEM loss, optimiser groups, schedule, checkpoints and logs: the parts both stages share."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from robustseg_core.models.checkpoint import (
     CheckpointError, build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint,
 )
 from robustseg_core.training.config import ConfigError, load_config
+from robustseg_core.training.logger import ScalarLogger
 from robustseg_core.training.optim import WarmupPolyLR, build_optimizer
 from robustseg_core.training.train_teacher import DEFAULTS
 
@@ -165,3 +167,29 @@ def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
     loaded, _ = build_model_from_checkpoint(tmp_path / "shipped.pt")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name])
+
+
+def test_logs_hold_each_step_once_after_a_resume(tmp_path):
+    """A resumed run drops the rows (and TensorBoard events) the interrupted run logged past its last checkpoint,
+    and a row cut off by a kill."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = ScalarLogger(tmp_path, tensorboard=True, first_steps={"train": 0})
+    for step in range(6):
+        first.log("train", step, {"loss": float(step)})
+    first.close()
+    with open(tmp_path / "train.csv", "a") as handle:
+        handle.write("6,0.")  # a kill mid-row
+    resumed = ScalarLogger(tmp_path, tensorboard=True, first_steps={"train": 4})  # last.pt ends at step 4
+    for step in range(4, 8):
+        resumed.log("train", step, {"loss": 10.0 + step})
+    resumed.close()
+    with open(tmp_path / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["step"]), float(r["loss"])) for r in rows] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0),
+                                                                (5, 15.0), (6, 16.0), (7, 17.0)]
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "train"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(s, float(s) if s < 4 else 10.0 + s)
+                                                                        for s in range(8)]

@@ -18,14 +18,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..classes import CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
+from ..classes import CLASS_NAMES, CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
+from ..dataset_meta import DatasetError, check_frame_sizes, check_listed, read_meta
+from ..errors import UsageError
 
 
 #: Folder and file-name tag of each modality, relative to the RGB path (DELIVER's replacements).
@@ -38,8 +40,8 @@ MODALITY_LOCATION: dict[str, tuple[str, str]] = {
 }
 
 
-class DatasetError(RuntimeError):
-    """A data set file is missing, unreadable or inconsistent; the message names it."""
+class SelectionError(UsageError, ValueError):
+    """An unknown split, modality, weather condition or failure case was asked for."""
 
 
 def _read_8bit_png(path: str | os.PathLike, kind: str) -> np.ndarray:
@@ -108,27 +110,31 @@ def scan_split(
     modalities: Sequence[str] = MODALITIES,
     conditions: Sequence[str] | None = None,
     cases: Sequence[str] | None = None,
+    meta: Mapping | None = None,
 ) -> list[Sample]:
-    """List the frames of ``split`` and check that every needed file exists.
+    """List the frames of ``split`` and check them against the data set's ``meta.json`` (``meta``, read
+    when None; :mod:`robustseg_core.dataset_meta`): the frames on disk must be the listed ones, every
+    needed file must exist and every kept image must have the listed size.
 
     ``conditions`` keeps those weather folders (None: all); ``cases`` keeps frames whose path names
     one of those failure cases, where ``"none"`` means frames without a failure case (None: all).
     """
     root = Path(root)
     if split not in SPLITS:
-        raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+        raise SelectionError(f"split {split!r}: expected one of {SPLITS}")
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities:
-        raise ValueError(f"modalities {list(modalities)}: expected a non-empty subset of {MODALITIES}")
+        raise SelectionError(f"modalities {list(modalities)}: expected a non-empty subset of {MODALITIES}")
     for name, chosen, allowed in (("condition", conditions, CONDITIONS), ("case", cases, FAILURE_CASES + ("none",))):
         bad = [c for c in chosen or () if c not in allowed]
         if bad:
-            raise ValueError(f"unknown {name} {bad}: expected some of {allowed}")
-    if not (root / "img").is_dir():
-        raise DatasetError(f"{root}: not a DELIVER-layout data set (no img/ folder)")
+            raise SelectionError(f"unknown {name} {bad}: expected some of {allowed}")
+    meta = read_meta(root) if meta is None else meta
+    rgb_paths = sorted((root / "img").glob(f"*/{split}/*/*_rgb_front.png"))
+    check_listed(root, meta, split, rgb_paths)
 
     samples = []
-    for rgb_path in sorted((root / "img").glob(f"*/{split}/*/*_rgb_front.png")):
+    for rgb_path in rgb_paths:
         condition = rgb_path.relative_to(root / "img").parts[0]
         case = failure_case(rgb_path.relative_to(root))
         if conditions is not None and condition not in conditions:
@@ -146,6 +152,8 @@ def scan_split(
         raise DatasetError(
             f"{root}: split {split!r} is empty for conditions={conditions}, cases={cases}"
         )
+    check_frame_sizes(meta, ((sample.label.parent.name, {**sample.files, "semantic": sample.label})
+                             for sample in samples))
     return samples
 
 
@@ -173,7 +181,10 @@ class DeliverDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.modalities = tuple(modalities)
-        self.samples = scan_split(root, split, self.modalities, conditions, cases)
+        self.meta = read_meta(root)
+        #: Class names in class-id order, as the data set's meta.json lists them.
+        self.classes: tuple[str, ...] = tuple(self.meta.get("classes", CLASS_NAMES))
+        self.samples = scan_split(root, split, self.modalities, conditions, cases, self.meta)
         self.transform = transform
         self._cache: dict[int, dict] | None = {} if cache else None
 

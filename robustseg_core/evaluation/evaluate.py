@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
-from ..classes import CLASS_NAMES
-from ..cli import console_script
+from ..classes import CLASS_NAMES, list_difference
+from ..cli import console_script, non_negative_int, positive_int
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
-from ..models.checkpoint import build_model_from_checkpoint, resolve_device
+from ..errors import UsageError
+from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, resolve_device
+from ..output_folder import check_writable
 from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
 from .robustness import evaluate_robustness, robustness_markdown
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint under all 15 modality combinations.")
+    parser = argparse.ArgumentParser(prog="evaluate", description="Evaluate a checkpoint under all 15 modality combinations.")
     parser.add_argument("--checkpoint", required=True, help="robustseg checkpoint (.pt)")
     parser.add_argument("--data-root", required=True, help="DELIVER-layout data set root")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
@@ -34,9 +37,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", nargs="*", help="failure cases to keep, 'none' for clean frames (default: all)")
     parser.add_argument("--combinations", nargs="*", default=list(COMBINATIONS), help="e.g. R RD RDEL (default: all 15)")
     parser.add_argument("--conventions", nargs="*", default=["drop", "zero"], choices=MISSING_CONVENTIONS)
-    parser.add_argument("--eval-size", type=int, help="short side at evaluation (default: the checkpoint's data.eval_size)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--eval-size", type=positive_int,
+                        help="short side at evaluation (default: the checkpoint's data.eval_size)")
+    parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument("--workers", type=non_negative_int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
     parser.add_argument("--seed", type=int, default=0, help="seed of the RMM and NM noise")
@@ -69,14 +73,21 @@ def report_markdown(summary: dict, title: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
+    for output in (args.json, args.markdown):
+        if output is not None:
+            check_writable(output.parent)  # before the evaluation, not after it
     device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
     model.to(device).eval()
     eval_size = args.eval_size or checkpoint.get("meta", {}).get("config", {}).get("data", {}).get("eval_size")
     if not eval_size:
-        raise SystemExit(f"{args.checkpoint}: no data.eval_size in its config; pass --eval-size")
+        raise UsageError(f"{args.checkpoint}: no data.eval_size in its config; pass --eval-size")
     dataset = DeliverDataset(args.data_root, args.split, modalities=model.modalities, conditions=args.conditions,
                              cases=args.cases, transform=EvalTransform(eval_size, model.modalities))
+    difference = list_difference(checkpoint_classes(checkpoint, args.checkpoint), dataset.classes,
+                                 ("checkpoint", "data set"))
+    if difference:
+        raise CheckpointError(f"{args.checkpoint} does not fit the data set {args.data_root}: {difference}")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
     matrices = evaluate_combinations(model, loader, device, args.combinations, args.conventions)
     summary = summarize(matrices)
@@ -95,8 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-cli = console_script(main)
+cli = console_script(main, "evaluate")
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

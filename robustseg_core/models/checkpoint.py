@@ -10,6 +10,7 @@ Nothing here imports ``robustseg_core.training``: serving depends on the model, 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -19,26 +20,35 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..atomic import atomic_open
+from ..atomic import write_bytes_atomic
 from ..classes import CLASS_NAMES, MODALITIES
+from ..errors import UsageError, UserError, cause
 from ..sensors.normalization import NORMALIZATION
 from . import build_segmentor
+
+
+class DeviceError(UsageError, RuntimeError):
+    """A device that does not exist here was asked for."""
 
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as given ("cpu", "cuda", "cuda:N").
 
-    Raises ``RuntimeError`` when a CUDA device is asked for and CUDA is not available.
+    Raises ``DeviceError`` (a ``RuntimeError``) for a name torch does not know or a CUDA device when CUDA is
+    not available.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise DeviceError(f"device {device!r}: not a device name (auto, cpu, cuda or cuda:N)") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        raise DeviceError(f"device {device!r} requested but CUDA is not available")
     return resolved
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupted or does not match the model; the message names the file."""
 
 
@@ -57,9 +67,11 @@ def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
-    with atomic_open(path, "wb") as file:
-        torch.save(dict(state), file)
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename. Serialised
+    in memory first, so a failed write (no space, file size limit) is an ``OSError`` naming ``path``."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -70,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: corrupted or not a robustseg checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(f"{path}: corrupted or not a robustseg checkpoint ({cause(error)})") from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "architecture" not in checkpoint:
         raise CheckpointError(f"{path}: not a robustseg checkpoint (expected keys 'model' and 'architecture')")
     return checkpoint
@@ -121,11 +133,27 @@ def check_normalization(checkpoint: Mapping, path: str | os.PathLike) -> None:
             )
 
 
+def checkpoint_classes(checkpoint: Mapping, path: str | os.PathLike) -> list[str]:
+    """The class names a checkpoint predicts, in class-id order (this code's for checkpoints without them);
+    ``CheckpointError`` when their number is not the network's output count or the stored modality order
+    is not the network's."""
+    meta, architecture = checkpoint.get("meta", {}), checkpoint["architecture"]
+    classes = list(meta.get("classes", CLASS_NAMES))
+    if "num_classes" in architecture and len(classes) != architecture["num_classes"]:
+        raise CheckpointError(f"{path}: names {len(classes)} classes but the network predicts "
+                              f"{architecture['num_classes']}")
+    if "modalities" in meta and "modalities" in architecture and list(meta["modalities"]) != list(architecture["modalities"]):
+        raise CheckpointError(f"{path}: its metadata says modality order {list(meta['modalities'])}, the network "
+                              f"was built for {list(architecture['modalities'])}")
+    return classes
+
+
 def build_model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the segmentor a checkpoint describes (its input normalisation checked) and load its weights;
-    returns (model, checkpoint)."""
+    """Rebuild the segmentor a checkpoint describes (its input normalisation, class count and modality order
+    checked) and load its weights; returns (model, checkpoint)."""
     checkpoint = load_checkpoint(path, map_location)
     check_normalization(checkpoint, path)
+    checkpoint_classes(checkpoint, path)
     architecture = dict(checkpoint["architecture"])
     architecture.pop("num_modalities", None)
     try:

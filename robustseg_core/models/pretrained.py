@@ -16,6 +16,7 @@ uses.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +24,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_open
+from ..atomic import write_bytes_atomic
+from ..errors import UserError, cause
 
 #: Name -> file of the encoders shipped in the package (usable as ``model.pretrained``).
 SHIPPED_ENCODERS: dict[str, Path] = {
@@ -33,6 +35,10 @@ ENCODER_FORMAT = "robustseg_mit_encoder/1"
 _WRAPPER_KEYS = ("state_dict", "model")
 _CLASSIFIER_PREFIX = "head."
 _KEYS_SHOWN = 5
+
+
+class EncoderFileError(UserError, ValueError):
+    """A pretrained encoder file is unreadable or does not fit the encoder; the message names the file."""
 
 
 def resolve_pretrained(source: str | os.PathLike) -> Path:
@@ -58,9 +64,9 @@ def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, Tensor], dict,
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(
+        raise EncoderFileError(
             f"cannot read pretrained encoder {path}: the file is corrupted, truncated or not a PyTorch weights "
-            f"file ({type(error).__name__}: {error})"
+            f"file ({cause(error)})"
         ) from error
     meta = checkpoint.get("meta", {}) if isinstance(checkpoint, dict) else {}
     if isinstance(checkpoint, dict):
@@ -70,7 +76,7 @@ def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, Tensor], dict,
                 break
     if not (isinstance(checkpoint, dict) and all(isinstance(k, str) and isinstance(v, Tensor)
                                                   for k, v in checkpoint.items())):
-        raise ValueError(
+        raise EncoderFileError(
             f"pretrained encoder {path} does not hold a state dict of tensors (bare or under "
             f"{' / '.join(map(repr, _WRAPPER_KEYS))})"
         )
@@ -81,13 +87,13 @@ def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, Tensor], dict,
 def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike, preset: str | None = None) -> dict:
     """Load a pretrained encoder file (or shipped name) into ``encoder`` strictly; returns its metadata.
 
-    Raises FileNotFoundError for a missing file and ValueError, naming the file, for an unreadable one,
+    Raises FileNotFoundError for a missing file and EncoderFileError (a ValueError), naming the file, for an unreadable one,
     one written for another preset than ``preset``, or any missing, unexpected or misshapen key.
     """
     state, meta, path = read_pretrained(source)
     stored_preset = meta.get("preset")
     if preset is not None and stored_preset is not None and stored_preset != preset:
-        raise ValueError(f"pretrained encoder {path} is for preset {stored_preset!r}, the model is {preset!r}")
+        raise EncoderFileError(f"pretrained encoder {path} is for preset {stored_preset!r}, the model is {preset!r}")
     _check_keys(encoder, state, path)
     encoder.load_state_dict(state, strict=True)
     return meta
@@ -96,8 +102,9 @@ def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike, prese
 def save_encoder(path: str | os.PathLike, encoder: nn.Module, meta: Mapping) -> None:
     """Write ``encoder``'s weights in the official key layout plus ``meta``, atomically."""
     state = {key: value.detach().cpu().clone() for key, value in encoder.state_dict().items()}
-    with atomic_open(path, "wb") as file:
-        torch.save({"state_dict": state, "meta": {"format": ENCODER_FORMAT, **dict(meta)}}, file)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "meta": {"format": ENCODER_FORMAT, **dict(meta)}}, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def _check_keys(encoder: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
@@ -114,7 +121,7 @@ def _check_keys(encoder: nn.Module, state: Mapping[str, Tensor], path: Path) -> 
             problems.append(f"{len(entries)} {label}: {', '.join(entries[:_KEYS_SHOWN])}"
                             + (f", ... ({more} more)" if more > 0 else ""))
     if problems:
-        raise ValueError(
+        raise EncoderFileError(
             f"pretrained encoder {path} does not match the encoder ({type(encoder).__name__}, dims "
             f"{getattr(encoder, 'embed_dims', '?')}): " + "; ".join(problems)
         )

@@ -9,6 +9,11 @@ Scenes are spread evenly over the conditions (scene i of a split gets condition 
 ``--failure-fraction`` of each split's scenes get one of the five sensor-failure cases (cycled).
 Scene seeds derive from ``--seed``, the split and the scene number, so the same arguments give
 bit-identical files.
+
+``meta.json`` is written last; the same command run again finishes an interrupted run (or, for a
+complete data set, writes nothing). A non-empty folder holding anything else is refused unless
+``--overwrite``, which clears it first. ``generate_dataset --index ROOT`` writes the ``meta.json`` of a
+DELIVER-layout data set from elsewhere, which every loader asks for.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import sys
 
 import numpy as np
 
+from robustseg_core.cli import console_script, non_negative_int, positive_int
+from robustseg_core.dataset_meta import index_dataset
 from robustseg_core.sim.drive import DriveConfig
 from robustseg_core.sim.randomization import RANDOMIZATIONS
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
@@ -58,34 +65,25 @@ def _conditions(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="generate_dataset",
                                      description="Render a procedural multimodal driving data set in DELIVER's layout.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", required=True, help="output root folder (created; existing files are overwritten)")
-    parser.add_argument("--size", type=_positive_int, default=256, help="square image size in pixels")
-    parser.add_argument("--width", type=_positive_int, help="image width (overrides --size)")
-    parser.add_argument("--height", type=_positive_int, help="image height (overrides --size)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output root folder (created; the same command again finishes an interrupted run)")
+    target.add_argument("--index", metavar="ROOT",
+                        help="write meta.json for the DELIVER-layout data set at ROOT (from elsewhere) and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear the output folder of an earlier data set first (required for a non-empty one)")
+    parser.add_argument("--size", type=positive_int, default=256, help="square image size in pixels")
+    parser.add_argument("--width", type=positive_int, help="image width (overrides --size)")
+    parser.add_argument("--height", type=positive_int, help="image height (overrides --size)")
     parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view in degrees")
     parser.add_argument("--seed", type=int, default=0, help="data set seed")
-    parser.add_argument("--train-scenes", type=_non_negative_int, default=40, help="scenes in the train split")
-    parser.add_argument("--val-scenes", type=_non_negative_int, default=10, help="scenes in the val split")
-    parser.add_argument("--test-scenes", type=_non_negative_int, default=10, help="scenes in the test split")
-    parser.add_argument("--frames-per-scene", type=_positive_int, default=10,
+    parser.add_argument("--train-scenes", type=non_negative_int, default=40, help="scenes in the train split")
+    parser.add_argument("--val-scenes", type=non_negative_int, default=10, help="scenes in the val split")
+    parser.add_argument("--test-scenes", type=non_negative_int, default=10, help="scenes in the test split")
+    parser.add_argument("--frames-per-scene", type=positive_int, default=10,
                         help="consecutive frames rendered per scene")
     parser.add_argument("--frame-rate", type=float, default=10.0,
                         help="frames per second (events span one frame interval)")
@@ -96,14 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--randomization", choices=tuple(RANDOMIZATIONS), default="benchmark",
                         help="ranges of the per-scene draws: the benchmark's, or 'wide' (camera intrinsics and pose, "
                              "sun, light, exposure and materials drawn more widely) for encoder pretraining data")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="processes rendering scenes in parallel")
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes rendering scenes in parallel")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """Generate (or index) a data set; returns its ``meta.json`` record."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.index:
+        meta = index_dataset(args.index)
+        frames = {split: sum(scene["frames"] for scene in scenes) for split, scenes in meta["splits"].items()}
+        print(f"wrote {args.index}/meta.json: {meta['width']}x{meta['height']} px, frames per split {frames}",
+              file=sys.stderr)
+        return meta
     width = args.width or args.size
     height = args.height or args.size
     if width < 16 or height < 16:
@@ -129,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{done}/{total} scenes] {frames} frames, {rate:.1f} frames/s, {elapsed:.0f} s elapsed, "
               f"~{remaining:.0f} s left", file=sys.stderr, flush=True)
 
-    write_dataset(args.out, jobs, config, seed=args.seed, workers=args.workers, progress=progress)
+    def note(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    meta = write_dataset(args.out, jobs, config, seed=args.seed, workers=args.workers, progress=progress,
+                         overwrite=args.overwrite, note=note)
     if not args.quiet:
-        print(f"wrote {len(jobs)} scenes x {args.frames_per_scene} frames to {args.out}", file=sys.stderr)
-    return 0
+        print(f"{args.out}: {len(jobs)} scenes x {args.frames_per_scene} frames", file=sys.stderr)
+    return meta
+
+
+cli = console_script(main, "generate_dataset")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(cli())

@@ -15,7 +15,8 @@
 ``<frame>`` is the zero-padded 6-digit frame number, ``<scene>`` e.g. ``SIM_0007`` or, for a
 sensor-failure scene, ``SIM_0012_motionblur`` (DELIVER loaders select failure cases by substring).
 PNG files hold RGB(A) in the standard order. Every file is written to a temporary name in its
-folder and renamed into place, so an interrupted run leaves no partial PNG and a re-run overwrites.
+folder and renamed into place, so an interrupted run leaves no partial PNG; ``meta.json`` comes last
+and a re-run of the same command resumes an interrupted run (``dataset_folder``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 
@@ -32,9 +33,13 @@ import cv2
 import numpy as np
 
 from robustseg_core import __version__
-from robustseg_core.atomic import write_bytes_atomic, write_text_atomic
+from robustseg_core.atomic import write_bytes_atomic
 from robustseg_core.classes import CLASS_NAMES, NUM_CLASSES, SPLITS
+from robustseg_core.dataset_meta import META_NAME
+from robustseg_core.errors import Interrupted
+from robustseg_core.output_folder import FolderLock
 from robustseg_core.sensors.camera import CameraIntrinsics
+from robustseg_core.sim.dataset_folder import DatasetFolder
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 
@@ -109,10 +114,6 @@ def write_png(path: str, image: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
 def read_png(path: str) -> np.ndarray:
     """Read a PNG written by ``write_png`` back in RGB(A) order (unchanged bit depth and channels)."""
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -152,56 +153,76 @@ def _init_worker() -> None:
 
 
 def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed: int, workers: int = 1,
-                  progress: Callable[[int, int, int, float], None] | None = None) -> dict:
+                  progress: Callable[[int, int, int, float], None] | None = None, overwrite: bool = False,
+                  note: Callable[[str], None] | None = None) -> dict:
     """Write every scene of ``jobs`` under ``root`` (``workers`` processes) and then ``meta.json``.
 
-    ``progress(scenes_done, scenes_total, frames_done, elapsed_s)`` is called after each scene.
-    Returns the metadata written to ``meta.json``.
+    The folder is locked while it is written and prepared by ``dataset_folder.DatasetFolder``: an
+    interrupted run of the same plan resumes (its finished scenes kept), a complete one is left as it is,
+    anything else is refused unless ``overwrite`` (which clears it first). ``note(text)`` hears what was
+    found (resumed, already complete). ``progress(scenes_done, scenes_total, frames_done, elapsed_s)`` is
+    called after each scene written. Ctrl-C raises ``Interrupted`` saying how to finish. Returns the
+    metadata of ``meta.json``.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError("scene names must be unique")
-    os.makedirs(root, exist_ok=True)
-    start = time.perf_counter()
-    results: dict[str, dict] = {}
-    frames_done = 0
-    tasks = [(root, job, config) for job in jobs]
-    if workers == 1:
-        iterator = map(_write_scene_task, tasks)
-        for result in iterator:
-            results[result["scene"]] = result
-            frames_done += result["frames"]
-            if progress:
-                progress(len(results), len(jobs), frames_done, time.perf_counter() - start)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            futures = [pool.submit(_write_scene_task, task) for task in tasks]
-            for future in as_completed(futures):
-                result = future.result()
+    drive_config = asdict(config)
+    drive_config.pop("condition")
+    drive_config.pop("failure")
+    plan = {"seed": seed, "drive_config": drive_config,
+            "scenes": [[job.split, job.name, job.seed, job.condition, job.failure, job.frames] for job in jobs]}
+    folder = DatasetFolder(root, MODALITY_FILES)
+    with FolderLock(root):
+        results = folder.open(plan, overwrite)
+        if results is None:
+            if note:
+                note(f"{root} already holds this data set; nothing to write")
+            with open(os.path.join(root, META_NAME), encoding="utf-8") as handle:
+                return json.load(handle)
+        if results and note:
+            note(f"resuming {root}: {len(results)} of {len(jobs)} scenes were already written")
+        pending = [job for job in jobs if job.name not in results]
+        start = time.perf_counter()
+        frames_done = 0
+        try:
+            for result in _written_scenes(root, pending, config, workers):
+                folder.record_scene(result)
                 results[result["scene"]] = result
                 frames_done += result["frames"]
                 if progress:
                     progress(len(results), len(jobs), frames_done, time.perf_counter() - start)
-    drive_config = asdict(config)
-    drive_config.pop("condition")
-    drive_config.pop("failure")
-    intrinsics = CameraIntrinsics.from_fov(config.width, config.height, config.hfov_deg)
-    meta = {
-        "generator": GENERATOR_NAME,
-        "version": __version__,
-        "seed": seed,
-        "width": config.width,
-        "height": config.height,
-        "frame_rate": config.frame_rate,
-        "intrinsics": {"width": intrinsics.width, "height": intrinsics.height, "fx": intrinsics.fx,
-                       "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy},
-        "drive_config": drive_config,
-        "classes": list(CLASS_NAMES),
-        "layout": {folder: suffix for folder, (suffix, _) in MODALITY_FILES.items()},
-        "splits": {split: [results[job.name] for job in jobs if job.split == split] for split in SPLITS},
-    }
-    write_json_atomic(os.path.join(root, "meta.json"), meta)
+        except KeyboardInterrupt:
+            raise Interrupted(f"{root} is unfinished ({len(results)} of {len(jobs)} scenes written); the same "
+                              "command finishes it") from None
+        intrinsics = CameraIntrinsics.from_fov(config.width, config.height, config.hfov_deg)
+        meta = {
+            "generator": GENERATOR_NAME,
+            "version": __version__,
+            "seed": seed,
+            "width": config.width,
+            "height": config.height,
+            "frame_rate": config.frame_rate,
+            "intrinsics": {"width": intrinsics.width, "height": intrinsics.height, "fx": intrinsics.fx,
+                           "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy},
+            "drive_config": drive_config,
+            "classes": list(CLASS_NAMES),
+            "layout": {folder_name: suffix for folder_name, (suffix, _) in MODALITY_FILES.items()},
+            "splits": {split: [results[job.name] for job in jobs if job.split == split] for split in SPLITS},
+        }
+        folder.publish(meta)
     return meta
+
+
+def _written_scenes(root: str, jobs: list[SceneJob], config: DriveConfig, workers: int) -> Iterator[dict]:
+    """Write ``jobs`` (in ``workers`` processes) and yield each scene's metadata as it is finished."""
+    tasks = [(root, job, config) for job in jobs]
+    if workers == 1:
+        yield from map(_write_scene_task, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        for future in as_completed([pool.submit(_write_scene_task, task) for task in tasks]):
+            yield future.result()

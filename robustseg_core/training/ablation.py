@@ -26,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..evaluation.evaluate import main as evaluate
 from ..atomic import write_text_atomic
+from ..cli import console_script
+from ..errors import UserError
+from ..evaluation.evaluate import main as evaluate
 from .train_student import RECIPES
 from .train_student import main as train_student
 from .train_teacher import DEFAULTS as TEACHER_DEFAULTS
@@ -48,6 +50,10 @@ COLUMNS = {
     "NM mid": lambda r: r["robustness"]["NM"]["mid"],
     "NM high": lambda r: r["robustness"]["NM"]["high"],
 }
+
+
+class AblationRunFailed(UserError, RuntimeError):
+    """One (method, seed) run of a parallel ablation failed; the message names it and its log."""
 
 
 def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
@@ -93,7 +99,8 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
             if process.returncode != 0:
                 for other, _ in running.values():
                     other.terminate()
-                raise RuntimeError(f"ablation run {job[0]} seed {job[1]} failed (exit {process.returncode}); see {log}")
+                raise AblationRunFailed(f"ablation run {job[0]} seed {job[1]} failed (exit {process.returncode}); "
+                                        f"see {log}")
             if job[0] == "teacher":
                 teacher_pending.discard(job[1])
         ready = [job for job in pending if job[0] == "teacher" or job[1] not in teacher_pending]
@@ -179,4 +186,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(console_script(main, "ablation")())

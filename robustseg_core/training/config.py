@@ -13,8 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from ..errors import UsageError
+from ..yaml_file import read_yaml
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError, ValueError):
     """A configuration file or override is invalid; the message names the key and the source."""
 
 
@@ -80,13 +83,7 @@ def load_config(defaults: Mapping, path: str | os.PathLike | None = None, overri
     """Defaults, then the YAML file at ``path`` (if any), then the overrides."""
     config = copy.deepcopy(dict(defaults))
     if path is not None:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle) or {}
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read config ({error.strerror})") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        loaded = read_yaml(path, ConfigError, "config") or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         merge(config, loaded, defaults, str(path))

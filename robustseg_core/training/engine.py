@@ -12,6 +12,7 @@ import math
 import random
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -22,14 +23,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from ..atomic import write_text_atomic
-from ..classes import MODALITIES
-from ..data import DeliverDataset, EvalTransform, TrainTransform, collate
-from ..evaluation import evaluate_combinations
-from ..models.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, load_model_state, save_checkpoint
+from ..atomic import remove_stale_temporaries, write_text_atomic
+from ..classes import CLASS_NAMES, MODALITIES, list_difference
+from ..data import DatasetError, DeliverDataset, EvalTransform, TrainTransform, collate
+from ..errors import UserError
+from ..evaluation import COMBINATIONS, evaluate_combinations
+from ..models import MODEL_PRESETS
+from ..models.checkpoint import checkpoint_meta, load_model_state, save_checkpoint
+from ..output_folder import FolderLock, check_free_space
+from .config import ConfigError
 from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer
+from .run_folder import BEST_KEYS, TrainingInterrupted, ensure_best_checkpoint, finite_checkpoint, resume_checkpoint
 from .step_timer import StepTimer, no_timer
 
 #: step(model, batch) -> {"loss": total to minimise, <term>: weighted term, ...}; ``model`` may be
@@ -72,8 +78,38 @@ TRAINING_DEFAULTS = {
 }
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the step, the term and the last good checkpoint."""
+#: Free space asked of the output folder at the start, in parameter sizes: ``best.pt`` (the weights, 1),
+#: ``last.pt`` (weights and AdamW's two moments, 3) and the temporary copy of ``last.pt`` that replaces it (3).
+CHECKPOINT_SPACE_IN_PARAMETERS = 7
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A loss or a gradient became NaN or infinite; the message names the step, the term and the newest
+    checkpoint whose weights are all finite."""
+
+
+def check_training_config(config: Mapping) -> None:
+    """``ConfigError`` naming the first training setting that cannot work (a count below its minimum, an
+    unknown preset, AMP type or modality combination), before anything is built."""
+    minimum = {"data.batch_size": 1, "data.eval_batch_size": 1, "data.workers": 0, "data.crop_size": 32,
+               "data.eval_size": 32, "train.epochs": 1, "train.eval_every": 1, "train.log_every": 1,
+               "train.grad_norm_every": 0, "train.max_steps_per_epoch": 0, "optim.warmup_epochs": 0}
+    for name, lowest in minimum.items():
+        section, key = name.split(".")
+        if config[section][key] < lowest:
+            raise ConfigError(f"{name} must be >= {lowest}, got {config[section][key]}")
+    if not config["optim"]["lr"] > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {config['optim']['lr']}")
+    choices = {"model.preset": (config["model"]["preset"], MODEL_PRESETS),
+               "train.amp_dtype": (config["train"]["amp_dtype"], ("bfloat16", "float16"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
+    combinations = config["train"]["val_combinations"] or []
+    unknown = [name for name in combinations if name not in COMBINATIONS]
+    if unknown or not combinations:
+        raise ConfigError(f"train.val_combinations {config['train']['val_combinations']}: expected some of "
+                          f"{', '.join(COMBINATIONS)}")
 
 
 def seed_everything(seed: int) -> None:
@@ -84,14 +120,18 @@ def seed_everything(seed: int) -> None:
 
 
 def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[DataLoader, DataLoader]:
-    """Train loader (random crops, shuffled, sharded under DDP) and val loader (eval size, sharded)."""
+    """Train loader (random crops, shuffled, sharded under DDP) and val loader (eval size, sharded); the data
+    set's classes (its meta.json) must be the model's, in the same order."""
     common = dict(root=data["root"], modalities=MODALITIES, conditions=data["conditions"], cases=data["cases"],
                   cache=data["cache"])
     train_set = DeliverDataset(split=data["train_split"], transform=TrainTransform(data["crop_size"]), **common)
     val_set = DeliverDataset(split=data["val_split"], transform=EvalTransform(data["eval_size"]), **common)
+    difference = list_difference(train_set.classes, CLASS_NAMES, ("data set", "model"))
+    if difference:
+        raise DatasetError(f"{data['root']}: the data set's classes do not match the model's: {difference}")
     global_batch = data["batch_size"] * ctx.world_size
     if len(train_set) < global_batch:
-        raise ValueError(
+        raise DatasetError(
             f"{train_set}: {len(train_set)} samples, fewer than one global batch "
             f"({data['batch_size']} x {ctx.world_size} processes)"
         )
@@ -138,6 +178,13 @@ def validate(model: torch.nn.Module, loader: DataLoader, ctx: DistributedContext
     return metrics
 
 
+def good_checkpoint(last_checkpoint: Path | None) -> str:
+    """``last.pt`` or, failing that, its sibling ``best.pt`` when it loads with finite weights; else "none written yet"."""
+    if last_checkpoint is None:
+        return "none written yet"
+    return finite_checkpoint([last_checkpoint, last_checkpoint.with_name("best.pt")])
+
+
 def check_finite(terms: Mapping[str, torch.Tensor], step: int, last_checkpoint: Path | None) -> None:
     """Raise TrainingDiverged naming the first non-finite loss term, on every process when any has one
     (so no rank is left waiting in a collective)."""
@@ -147,9 +194,43 @@ def check_finite(terms: Mapping[str, torch.Tensor], step: int, last_checkpoint: 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(flag)
     if flag.item() > 0:
-        where = str(last_checkpoint) if last_checkpoint and last_checkpoint.exists() else "none written yet"
         what = f"loss term {bad[0]!r} is {bad[1]}" if bad else "a loss term is not finite on another process"
-        raise TrainingDiverged(f"step {step}: {what}; last good checkpoint: {where}")
+        raise TrainingDiverged(f"step {step}: {what}; last good checkpoint: {good_checkpoint(last_checkpoint)}")
+
+
+def nonfinite_gradient_terms(model: torch.nn.Module, step_function: StepFunction, batch: dict,
+                             rng_states: tuple, autocast: dict) -> list[str]:
+    """The loss terms whose gradient is not finite, from the step recomputed with the random state it had
+    (``rng_states``: CPU and, on CUDA, device generator states taken before the step)."""
+    torch.set_rng_state(rng_states[0])
+    if rng_states[1] is not None:
+        torch.cuda.set_rng_state(rng_states[1])
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    with torch.autocast(**autocast):
+        terms = step_function(model, batch)
+    bad = []
+    for name, value in terms.items():
+        if name != "loss" and value.requires_grad:
+            grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
+            if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+                bad.append(name)
+    return bad
+
+
+def check_finite_gradients(model: torch.nn.Module, step_function: StepFunction, batch: dict, terms: Mapping,
+                           rng_states: tuple, autocast: dict, step: int, last_checkpoint: Path | None) -> None:
+    """Raise TrainingDiverged when a gradient (already reduced over processes) is not finite, before the
+    optimiser applies it: the message names the step, the terms and parameter responsible, the loss values."""
+    parameter = next((name for name, p in model.named_parameters()
+                      if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+    if parameter is None:
+        return
+    culprits = nonfinite_gradient_terms(model, step_function, batch, rng_states, autocast)
+    losses = ", ".join(f"{name} {float(value.detach()):.4g}" for name, value in terms.items())
+    source = f"of loss term(s) {', '.join(repr(name) for name in culprits)}" if culprits else "of the summed loss"
+    raise TrainingDiverged(f"step {step}: the gradient {source} is not finite (first at parameter {parameter}) while "
+                           f"the losses are finite ({losses}); the step was not applied; last good checkpoint: "
+                           f"{good_checkpoint(last_checkpoint)}")
 
 
 def _grad_norm(value: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
@@ -158,6 +239,12 @@ def _grad_norm(value: torch.Tensor, parameters: list[torch.nn.Parameter]) -> flo
         return 0.0
     grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+
+
+def _total_norm(parameters: list[torch.nn.Parameter]) -> float:
+    """L2 norm of all gradients together (they are left as they are, a non-finite one included)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def train_one_epoch(
@@ -176,6 +263,10 @@ def train_one_epoch(
 ) -> dict:
     """One pass over the train loader; returns the epoch's mean of every term and the step time.
 
+    Every step is checked before the optimiser applies it: the loss terms, then (unless the AMP grad
+    scaler, which skips such steps itself, is on) the gradients; ``TrainingDiverged`` names the step, the
+    term and ``last_checkpoint`` (or its ``best.pt``) when its weights are finite.
+
     ``timer`` (optional) accumulates the wall time of each part of a step: ``data`` (waiting for the
     batch and moving it to the device), ``forward`` (the step function: model passes and losses),
     ``backward``, ``optimizer`` and ``bookkeeping`` (finite checks, gradient-norm and scalar logging).
@@ -183,7 +274,7 @@ def train_one_epoch(
     model.train()
     train_cfg = config["train"]
     amp = train_cfg["amp"] and ctx.device.type == "cuda"
-    amp_dtype = getattr(torch, train_cfg["amp_dtype"])
+    autocast = {"device_type": ctx.device.type, "dtype": getattr(torch, train_cfg["amp_dtype"]), "enabled": amp}
     steps = min(train_cfg["max_steps_per_epoch"] or len(loader), len(loader))
     parameters = [p for p in model.parameters() if p.requires_grad]
     part = timer.part if timer is not None else no_timer
@@ -195,7 +286,8 @@ def train_one_epoch(
         with part("data"):
             batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()}
         step = scheduler.last_epoch
-        with part("forward"), torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp):
+        rng_states = (torch.get_rng_state(), torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None)
+        with part("forward"), torch.autocast(**autocast):
             terms = step_function(model, batch)
         with part("bookkeeping"):
             check_finite(terms, step, last_checkpoint)
@@ -208,7 +300,9 @@ def train_one_epoch(
             scaler.scale(terms["loss"]).backward()
         with part("optimizer"):
             scaler.unscale_(optimizer)
-            grad_norms["grad_norm_total"] = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
+            grad_norms["grad_norm_total"] = _total_norm(parameters)
+            if not scaler.is_enabled() and not math.isfinite(grad_norms["grad_norm_total"]):  # AMP skips such steps
+                check_finite_gradients(model, step_function, batch, terms, rng_states, autocast, step, last_checkpoint)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             scaler.step(optimizer)
             scaler.update()
@@ -235,16 +329,36 @@ def fit(
     step_function: StepFunction,
     resume: str | None = None,
     description: str = "model",
+    *,
+    allow_config_change: bool = False,
+    command: str = "",
 ) -> dict:
     """Train ``segmentor`` (already on ``ctx.device``) with ``step_function``; returns the best validation
     metrics plus ``train_seconds`` (wall time of all epochs, over resumes) and ``steps`` (optimiser steps).
 
-    Writes ``last.pt`` every epoch (resumable: optimiser, scheduler, scaler, epoch, best) and
-    ``best.pt`` (weights and metadata) whenever the validation score improves.
+    Holds ``<output_dir>/.lock`` while it runs (a second run into the folder stops at once) and deletes the
+    temporary files of writers killed there. Each epoch it logs, writes ``last.pt`` (resumable: optimiser,
+    scheduler, scaler, epoch, best), then ``best.pt`` (weights and metadata) when the validation score
+    improved, so a run killed at any instant and resumed (``resume``: "auto" or a path, checked by
+    ``run_folder.resume_checkpoint``; ``allow_config_change`` for the keys safe to change) ends with the
+    weights an uninterrupted run has. Ctrl-C raises ``TrainingInterrupted`` naming the saved epoch and
+    ``command``, the command line that resumes.
     """
+    output_dir = Path(config["train"]["output_dir"])
+    with FolderLock(output_dir) if ctx.is_main else nullcontext():
+        if ctx.is_main:
+            for path in remove_stale_temporaries(output_dir):
+                print(f"removed {path}, left by a write that was killed", file=sys.stderr, flush=True)
+        return _fit(config, ctx, segmentor, step_function, resume, description, allow_config_change, command)
+
+
+def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step_function: StepFunction,
+         resume: str | None, description: str, allow_config_change: bool, command: str) -> dict:
     train_cfg, data_cfg, optim_cfg = config["train"], config["data"], config["optim"]
     output_dir = Path(train_cfg["output_dir"])
     seed = train_cfg["seed"]
+    last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
+    checkpoint, resume_path, changes = resume_checkpoint(output_dir, resume, config, allow_config_change, ctx.device)
     train_loader, val_loader = build_loaders(data_cfg, ctx, seed)
     if train_cfg["channels_last"]:  # before the optimiser sees the parameters
         segmentor.to(memory_format=torch.channels_last)
@@ -266,67 +380,86 @@ def fit(
     use_scaler = train_cfg["amp"] and ctx.device.type == "cuda" and train_cfg["amp_dtype"] == "float16"
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
 
-    last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
-    start_epoch, best, train_seconds = 0, {"score": -1.0}, 0.0
-    resume_path = last_path if resume == "auto" else Path(resume) if resume else None
-    if resume_path is not None and (resume != "auto" or resume_path.exists()):
-        checkpoint = load_checkpoint(resume_path, ctx.device)
-        missing = [key for key in ("optimizer", "scheduler", "scaler", "epoch", "best") if key not in checkpoint]
-        if missing:
-            raise CheckpointError(f"{resume_path}: not resumable (no {', '.join(missing)}); resume from last.pt")
+    start_epoch, best, train_seconds, saved_epoch = 0, {"score": -1.0}, 0.0, None
+    if checkpoint is not None:
         load_model_state(segmentor, checkpoint, resume_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, best = checkpoint["epoch"] + 1, checkpoint["best"]
+        saved_epoch, best = checkpoint["epoch"], checkpoint["best"]
+        start_epoch = saved_epoch + 1
         train_seconds = float(checkpoint.get("train_seconds", 0.0))
         if ctx.is_main:
-            print(f"resumed from {resume_path} at epoch {start_epoch}")
+            if resume_path == last_path:
+                ensure_best_checkpoint(best_path, checkpoint, last_path)
+            print(f"resumed from {resume_path} at epoch {start_epoch}"
+                  + (f" with a changed config: {'; '.join(changes)}" if changes else ""))
+    del checkpoint
 
-    logger = ScalarLogger(output_dir, tensorboard=train_cfg["tensorboard"]) if ctx.is_main else None
+    logger = None
     if ctx.is_main:
+        parameter_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
+        check_free_space(output_dir, CHECKPOINT_SPACE_IN_PARAMETERS * parameter_bytes, "best.pt and last.pt")
+        logger = ScalarLogger(output_dir, tensorboard=train_cfg["tensorboard"],
+                              first_steps={"train": scheduler.last_epoch, "epochs": start_epoch, "val": start_epoch})
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         print(f"{description}: {segmentor.architecture} on {ctx.device} x{ctx.world_size}, "
               f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames, {steps_per_epoch} steps/epoch")
 
     metrics = dict(best)
-    for epoch in range(start_epoch, train_cfg["epochs"]):
-        epoch_start = time.perf_counter()
-        set_epoch(train_loader, epoch, seed)
-        seed_everything(seed + 1000 * epoch + ctx.rank)
-        stats = train_one_epoch(model, step_function, optimizer, scheduler, scaler, train_loader, ctx, epoch,
-                                config, logger, last_path)
-        validated = (epoch + 1) % train_cfg["eval_every"] == 0 or epoch == train_cfg["epochs"] - 1
-        if validated:
-            metrics = {**validate(segmentor, val_loader, ctx, train_cfg["val_combinations"]), "epoch": epoch}
-            if metrics["score"] > best["score"]:
-                best = metrics
-        train_seconds += time.perf_counter() - epoch_start
-        if ctx.is_main:
-            state = {
-                "model": segmentor.state_dict(),
-                "architecture": segmentor.architecture,
-                "meta": checkpoint_meta(config, metrics, segmentor.modalities),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "train_seconds": train_seconds,
-            }
-            save_checkpoint(last_path, state)
-            if best.get("epoch") == epoch:
-                save_checkpoint(best_path, {k: state[k] for k in ("model", "architecture", "meta", "epoch")})
-            scores = {k: v for k, v in metrics.items() if k != "epoch"} if validated else {}
-            logger.log("epochs", epoch, stats)
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, train_cfg["epochs"]):
+            epoch_start = time.perf_counter()
+            set_epoch(train_loader, epoch, seed)
+            seed_everything(seed + 1000 * epoch + ctx.rank)
+            stats = train_one_epoch(model, step_function, optimizer, scheduler, scaler, train_loader, ctx, epoch,
+                                    config, logger, last_path)
+            validated = (epoch + 1) % train_cfg["eval_every"] == 0 or epoch == train_cfg["epochs"] - 1
             if validated:
-                logger.log("val", epoch, scores)
-            score_text = (f"val score {metrics['score']:.2f} (mean mIoU over {'/'.join(train_cfg['val_combinations'])}), "
-                          if validated else "")
-            print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, {score_text}"
-                  f"best {best['score']:.2f}")
-    if logger is not None:
-        logger.close()
+                metrics = {**validate(segmentor, val_loader, ctx, train_cfg["val_combinations"]), "epoch": epoch}
+                if metrics["score"] > best["score"]:
+                    best = metrics
+            train_seconds += time.perf_counter() - epoch_start
+            if ctx.is_main:
+                state = save_epoch(segmentor, epoch, {
+                    "meta": checkpoint_meta(config, metrics, segmentor.modalities),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
+                }, stats, metrics if validated else None, logger, last_path)
+                saved_epoch = epoch
+                if best.get("epoch") == epoch:  # after last.pt: a resume rewrites it from there if cut short
+                    save_checkpoint(best_path, {key: state[key] for key in BEST_KEYS})
+                score_text = (f"val score {metrics['score']:.2f} (mean mIoU over "
+                              f"{'/'.join(train_cfg['val_combinations'])}), " if validated else "")
+                print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, {score_text}"
+                      f"best {best['score']:.2f}", flush=True)
+    except KeyboardInterrupt:
+        saved = (f"{last_path} holds epoch {saved_epoch} (nothing partial was written); resume with: "
+                 if saved_epoch is not None else "no epoch was completed, so nothing was saved; start again with: ")
+        raise TrainingInterrupted(f"training stopped in epoch {epoch}; {saved}"
+                                  f"{command or 'the same command and --resume auto'}") from None
+    finally:
+        if logger is not None:
+            logger.close()
     if ctx.is_distributed:  # leave together: rank 0 may still be writing; an early teardown aborts the others
         torch.distributed.barrier()
     return {**best, "train_seconds": train_seconds, "steps": scheduler.last_epoch}
+
+
+def save_epoch(segmentor: torch.nn.Module, epoch: int, training_state: dict, stats: dict, scores: dict | None,
+               logger: ScalarLogger, last_path: Path) -> dict:
+    """Log epoch ``epoch``, then write ``last.pt`` (a resume drops log rows no ``last.pt`` follows); returns
+    the state written. Weights that are not all finite are never written (``TrainingDiverged``)."""
+    weights = segmentor.state_dict()
+    nonfinite = [name for name, tensor in weights.items() if tensor.is_floating_point() and
+                 not bool(torch.isfinite(tensor).all())]
+    if nonfinite:
+        raise TrainingDiverged(f"epoch {epoch}: weights {', '.join(nonfinite[:3])} are not finite; not saved; last "
+                               f"good checkpoint: {good_checkpoint(last_path)}")
+    state = {"model": weights, "architecture": segmentor.architecture, "epoch": epoch, **training_state}
+    logger.log("epochs", epoch, stats)
+    if scores is not None:
+        logger.log("val", epoch, {k: v for k, v in scores.items() if k != "epoch"})
+    save_checkpoint(last_path, state)
+    return state

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..cli import console_script
+from ..errors import UsageError
 from ..models.checkpoint import build_model_from_checkpoint, save_checkpoint
 
 
@@ -54,7 +56,7 @@ def headline_scores(evaluation: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Export a deployable checkpoint (weights + metadata).")
+    parser = argparse.ArgumentParser(prog="export_checkpoint", description="Export a deployable checkpoint (weights + metadata).")
     parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (best.pt or last.pt)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scores", type=Path, help="evaluate --json output whose headline numbers are embedded")
@@ -65,15 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             scores = headline_scores(json.loads(args.scores.read_text()))
         except (OSError, ValueError, KeyError) as error:
-            raise SystemExit(f"{args.scores}: not a readable evaluate --json result ({error})") from error
+            raise UsageError(f"{args.scores}: not a readable evaluate --json result ({error})") from error
     exported = export_checkpoint(args.checkpoint, args.out, scores, args.note)
     size_mb = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB): {exported['architecture']}")
     return exported
 
 
-cli = console_script(main)
+cli = console_script(main, "export_checkpoint")
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

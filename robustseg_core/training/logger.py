@@ -3,52 +3,83 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Mapping
 
+from ..atomic import write_text_atomic
+
 
 class ScalarLogger:
-    """Appends rows of scalars to ``<dir>/<stream>.csv``; mirrors them to TensorBoard if available.
+    """Appends rows of scalars to ``<dir>/<stream>.csv``; mirrors them to TensorBoard if available
+    (one run per stream, ``<dir>/tensorboard/<stream>``, tags ``<stream>/<key>``).
 
     The columns of a stream are fixed by its first row (or by the existing file's header when a
     resumed run appends); a later row with an unknown column is an error, a missing one is blank.
+
+    ``first_steps`` (stream -> step) is where this run starts each stream: rows of an existing file at
+    or after that step, which an interrupted run wrote before its last checkpoint was made, are dropped
+    when the stream is first written (and TensorBoard purges its events from that step), so each step is
+    logged once however often the run was interrupted and resumed.
     """
 
-    def __init__(self, directory: str | os.PathLike, tensorboard: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike, tensorboard: bool = True,
+                 first_steps: Mapping[str, int] | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.first_steps = dict(first_steps or {})
         self.columns: dict[str, list[str]] = {}
-        self.writer = None
+        self.writers: dict[str, object] = {}
+        self.summary_writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                self.writer = None
+                pass
             else:
-                self.writer = SummaryWriter(str(self.directory / "tensorboard"))
+                self.summary_writer = SummaryWriter
+
+    def _open_stream(self, stream: str, path: Path, row: Mapping) -> None:
+        """Set the stream's columns, dropping rows at or after its first step from an existing file."""
+        first = self.first_steps.get(stream)
+        if path.exists() and path.stat().st_size > 0:
+            text = path.read_text(encoding="utf-8")
+            complete = text[: text.rfind("\n") + 1]  # a process killed mid-row leaves a partial last line
+            reader = csv.DictReader(io.StringIO(complete, newline=""))
+            columns = list(reader.fieldnames or row)
+            kept = [r for r in reader if first is None or int(r["step"]) < first]
+            if complete != text or first is not None:
+                rewritten = io.StringIO()
+                writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\r\n")
+                writer.writeheader()
+                writer.writerows(kept)
+                write_text_atomic(path, rewritten.getvalue())
+            self.columns[stream] = columns
+        else:
+            self.columns[stream] = list(row)
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerow(self.columns[stream])
+        if self.summary_writer is not None:
+            self.writers[stream] = self.summary_writer(str(self.directory / "tensorboard" / stream), purge_step=first)
 
     def log(self, stream: str, step: int, values: Mapping[str, float]) -> None:
         """Write one row ``{"step": step, **values}`` to ``stream``."""
         row = {"step": step, **{key: float(value) for key, value in values.items()}}
         path = self.directory / f"{stream}.csv"
         if stream not in self.columns:
-            if path.exists() and path.stat().st_size > 0:
-                with open(path, newline="", encoding="utf-8") as handle:
-                    self.columns[stream] = next(csv.reader(handle))
-            else:
-                self.columns[stream] = list(row)
-                with open(path, "w", newline="", encoding="utf-8") as handle:
-                    csv.writer(handle).writerow(self.columns[stream])
+            self._open_stream(stream, path, row)
         unknown = set(row) - set(self.columns[stream])
         if unknown:
             raise ValueError(f"{path}: unknown columns {sorted(unknown)}; the file has {self.columns[stream]}")
         with open(path, "a", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, fieldnames=self.columns[stream]).writerow(row)
-        if self.writer is not None:
+        writer = self.writers.get(stream)
+        if writer is not None:
             for key, value in values.items():
-                self.writer.add_scalar(f"{stream}/{key}", float(value), step)
+                writer.add_scalar(f"{stream}/{key}", float(value), step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()

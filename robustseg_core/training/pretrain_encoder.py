@@ -37,13 +37,14 @@ from ..models import save_encoder
 from ..models.checkpoint import build_model_from_checkpoint
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
-from .engine import TRAINING_DEFAULTS, fit, seed_everything
-from .train_teacher import build_model, get_args_parser
+from .engine import TRAINING_DEFAULTS, check_training_config, fit, seed_everything
+from .train_teacher import build_model, fit_options, get_args_parser
 
 #: What the encoder sees per sample (one modality drawn uniformly, or RGB only) -> the modality
 #: combinations validated by default (``train.val_combinations: null``), i.e. what it is trained for.
 PRETRAIN_INPUTS: dict[str, list[str]] = {"single": ["R", "D", "E", "L"], "rgb": ["R"]}
 
+PROG = "pretrain_encoder"
 DEFAULTS = copy.deepcopy(TRAINING_DEFAULTS)
 DEFAULTS["train"].update(output_dir="runs/pretrain", val_combinations=None)
 DEFAULTS.update({"loss": {"ohem_thresh": 0.7}, "pretrain": {"inputs": "single", "encoder_out": None}})
@@ -112,19 +113,22 @@ def export_encoder(config: dict, best: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = get_args_parser("Pretrain the shared MiT encoder on generated scenes (ImageNet stand-in).").parse_args(argv)
+    args = get_args_parser("Pretrain the shared MiT encoder on generated scenes (ImageNet stand-in).",
+                           PROG).parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
     inputs = config["pretrain"]["inputs"]
     if inputs not in PRETRAIN_INPUTS:
         raise ConfigError(f"pretrain.inputs {inputs!r}: expected one of {tuple(PRETRAIN_INPUTS)}")
     if config["train"]["val_combinations"] is None:
         config["train"]["val_combinations"] = PRETRAIN_INPUTS[inputs]
+    check_training_config(config)
     ctx = setup_distributed(config["train"]["device"])
     try:
         seed_everything(config["train"]["seed"] + ctx.rank)
         model = build_model(config).to(ctx.device)
         step = pretrain_step(OhemCrossEntropy(config["loss"]["ohem_thresh"]), inputs)
-        best = fit(config, ctx, model, step, args.resume, description=f"encoder pretraining ({inputs})")
+        best = fit(config, ctx, model, step, description=f"encoder pretraining ({inputs})",
+                   **fit_options(args, PROG, argv))
         if ctx.is_main:
             out = export_encoder(config, best)
             print(f"pretrained encoder written to {out}")
@@ -133,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         cleanup_distributed()
 
 
-cli = console_script(main)
+cli = console_script(main, PROG)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

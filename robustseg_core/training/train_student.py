@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import torch
 
-from ..classes import CLASS_NAMES
+from ..classes import CLASS_NAMES, list_difference
 from ..cli import console_script
 from ..evaluation import COMBINATIONS
 from ..losses import OhemCrossEntropy, hpdm_loss, logit_kl, rrm_loss
 from ..models import MISSING_CONVENTIONS
-from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, load_model_state
+from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, load_model_state
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
-from .engine import TRAINING_DEFAULTS, fit, seed_everything
+from .engine import TRAINING_DEFAULTS, check_training_config, fit, seed_everything
 from .modality_dropout import apply_modality_dropout
-from .train_teacher import build_model, get_args_parser
+from .train_teacher import build_model, fit_options, get_args_parser
 
 #: Which distillation terms each recipe of the ablation uses (CE is always on).
 RECIPES: dict[str, tuple[str, ...]] = {
@@ -51,6 +52,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 #: a stage at once).
 RRM_CPU_BLOCK_ELEMENTS = 2**20
 
+PROG = "train_student"
 DEFAULTS = copy.deepcopy(TRAINING_DEFAULTS)
 DEFAULTS["train"].update(output_dir="runs/student", val_combinations=list(COMBINATIONS))
 DEFAULTS.update({
@@ -92,13 +94,11 @@ def check_student_config(config: dict) -> None:
 def load_teacher(path: str, student: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The frozen teacher, checked to predict the student's classes from the same modality order."""
     teacher, checkpoint = build_model_from_checkpoint(path, device)
-    classes = checkpoint.get("meta", {}).get("classes", list(CLASS_NAMES))
-    if list(classes) != list(CLASS_NAMES):
-        raise CheckpointError(f"{path}: teacher classes {classes} differ from the student's {list(CLASS_NAMES)}")
-    if list(teacher.modalities) != list(student.modalities):
-        raise CheckpointError(
-            f"{path}: teacher modality order {list(teacher.modalities)} differs from the student's {list(student.modalities)}"
-        )
+    difference = list_difference(checkpoint_classes(checkpoint, path), CLASS_NAMES, ("teacher", "student"))
+    difference = difference or list_difference(teacher.modalities, student.modalities, ("teacher", "student"),
+                                               "modality")
+    if difference:
+        raise CheckpointError(f"{path}: the teacher does not fit the student: {difference}")
     teacher.to(device).eval().requires_grad_(False)
     return teacher
 
@@ -141,8 +141,9 @@ def student_step(teacher: torch.nn.Module, config: dict):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = get_args_parser("Train the RobustSeg student from a frozen teacher (stage 2).").parse_args(argv)
+    args = get_args_parser("Train the RobustSeg student from a frozen teacher (stage 2).", PROG).parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
+    check_training_config(config)
     check_student_config(config)
     ctx = setup_distributed(config["train"]["device"])
     try:
@@ -158,13 +159,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{teacher_path}: recipe {recipe} distils encoder features, so the student's encoder must match the "
                 f"teacher's: teacher {teacher.architecture['preset']}, student {student.architecture['preset']}"
             )
-        return fit(config, ctx, student, student_step(teacher, config), args.resume, description=f"student {recipe}")
+        return fit(config, ctx, student, student_step(teacher, config), description=f"student {recipe}",
+                   **fit_options(args, PROG, argv))
     finally:
         cleanup_distributed()
 
 
-cli = console_script(main)
+cli = console_script(main, PROG)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 
 import torch
 
@@ -23,17 +24,31 @@ from ..losses import OhemCrossEntropy
 from ..models import build_segmentor
 from .config import load_config
 from .distributed import cleanup_distributed, setup_distributed
-from .engine import TRAINING_DEFAULTS, fit, seed_everything
+from .engine import TRAINING_DEFAULTS, check_training_config, fit, seed_everything
+from .run_folder import resume_command
 
+PROG = "train_teacher"
 DEFAULTS = {**copy.deepcopy(TRAINING_DEFAULTS), "loss": {"ohem_thresh": 0.7}}
 
 
-def get_args_parser(description: str = "Train the RobustSeg multimodal teacher (stage 1).") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def get_args_parser(description: str = "Train the RobustSeg multimodal teacher (stage 1).",
+                    prog: str = "train_teacher") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML config; see config/teacher.yaml for every key")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
     parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for <output_dir>/last.pt if present")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume although the config changed in keys safe to change (train.epochs, "
+                             "train.eval_every, train.log_every, train.grad_norm_every, train.tensorboard); "
+                             "changes to other keys are always refused")
     return parser
+
+
+def fit_options(args: argparse.Namespace, prog: str, argv: list[str] | None) -> dict:
+    """The keyword arguments of ``fit`` that come from the command line: resume, its config check, and the
+    command that resumes this run (printed on Ctrl-C)."""
+    return {"resume": args.resume, "allow_config_change": args.allow_config_change,
+            "command": resume_command(prog, sys.argv[1:] if argv is None else argv)}
 
 
 def build_model(config: dict) -> torch.nn.Module:
@@ -58,18 +73,19 @@ def teacher_step(criterion: torch.nn.Module):
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
+    check_training_config(config)
     ctx = setup_distributed(config["train"]["device"])
     try:
         seed_everything(config["train"]["seed"] + ctx.rank)
         model = build_model(config).to(ctx.device)
         step = teacher_step(OhemCrossEntropy(config["loss"]["ohem_thresh"]))
-        return fit(config, ctx, model, step, args.resume, description="teacher")
+        return fit(config, ctx, model, step, description="teacher", **fit_options(args, PROG, argv))
     finally:
         cleanup_distributed()
 
 
-cli = console_script(main)
+cli = console_script(main, PROG)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -1,12 +1,15 @@
 """rosbag2 files (MCAP or sqlite3) read and written as rclpy messages through the ``rosbags`` library.
 
 ``BagReader`` opens a bag and reports what is wrong with it in one ``BagError`` that names the bag:
-a missing path, a corrupt or truncated file, required topics that are absent (listing the topics
-present) or message types that this Python environment cannot import. ``messages`` yields
-``(topic, timestamp_ns, message)`` in bag-timestamp order, the message deserialized by rclpy.
+a missing path, a corrupt or truncated file, a damaged chunk (its CRC, checked on opening by
+``integrity.verify_bag``, names the file, chunk and byte offset; ``skip_damaged`` reads the other chunks
+instead), required topics that are absent (listing the topics present) or message types that this
+Python environment cannot import. ``messages`` yields ``(topic, timestamp_ns, message)`` in
+bag-timestamp order, the message deserialized by rclpy.
 
-``BagWriter`` writes rclpy messages (serialized by rclpy) to a new bag; ``write_raw`` takes CDR
-bytes for types rclpy cannot import here (``/tf_static`` serialized with the rosbags type store).
+``BagWriter`` writes rclpy messages (serialized by rclpy) to a new bag, with chunk and summary CRCs in
+MCAP files; ``write_raw`` takes CDR bytes for types rclpy cannot import here (``/tf_static`` serialized
+with the rosbags type store).
 
 The topics a recorded drive carries besides the sensor inputs (ground truth, fault timeline,
 ``/tf_static``) are named here once, for the tools that write, replay and evaluate such bags.
@@ -22,6 +25,9 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from robustseg_core.errors import UserError, cause
+from robustseg_ros.bagtools.integrity import IntegrityReport, bag_files, stamp_mcap_crcs, verify_bag
+
 #: Message definitions written into new bags; the rclpy wheels here are ROS 2 Kilted.
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -34,7 +40,7 @@ FAULT_TIMELINE_TOPIC = "/robustseg/fault_timeline"
 TF_STATIC_TOPIC = "/tf_static"
 
 
-class BagError(RuntimeError):
+class BagError(UserError, RuntimeError):
     """A bag cannot be used; the message names the bag and the problem."""
 
 
@@ -60,11 +66,16 @@ class BagReader:
     """A rosbag2 bag opened for reading (context manager).
 
     ``path``: the bag folder (with metadata.yaml) or a single ``.mcap`` / ``.db3`` file. Opening
-    checks that the bag can be read; ``require`` checks topics and their types.
+    checks the bag's integrity (``integrity``: the report, with ``notes`` for the user) and that it can be
+    read; ``require`` checks topics and their types. ``skip_damaged``: leave out the messages of damaged
+    MCAP chunks (counted in ``notes``) instead of refusing the bag.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, skip_damaged: bool = False) -> None:
         self.path = Path(path)
+        self.skip_damaged = skip_damaged
+        self.integrity: IntegrityReport | None = None
+        self.notes: list[str] = []
         self._reader: Reader | None = None
 
     def __enter__(self) -> BagReader:
@@ -77,13 +88,50 @@ class BagReader:
     def open(self) -> None:
         if not self.path.exists():
             raise BagError(f"bag {self.path}: no such file or folder")
+        report = self._verify()
         try:
             reader = Reader(self.path)
             reader.open()
         except Exception as error:  # rosbags raises ReaderError, KeyError, ValueError... on damaged bags
             raise BagError(f"bag {self.path}: cannot be opened: corrupt or truncated, or not a rosbag2 bag "
-                           f"({type(error).__name__}: {error})") from error
+                           f"({cause(error)})") from error
         self._reader = reader
+        if report.damaged:
+            self._leave_out_chunks(report)
+
+    def _verify(self) -> IntegrityReport:
+        """Check the bag's CRCs; ``BagError`` naming the first damage unless only chunks are damaged and
+        ``skip_damaged`` is set."""
+        try:
+            report = verify_bag(self.path)
+        except OSError as error:
+            raise BagError(f"bag {self.path}: cannot be read ({error.strerror or error})") from error
+        if report.problems:
+            more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
+            raise BagError(f"bag {self.path}: cannot be opened: corrupt or truncated: {report.problems[0]}{more}")
+        if report.damaged and not self.skip_damaged:
+            raise BagError(f"bag {self.path}: {report.damaged[0].describe()}; {len(report.damaged)} damaged "
+                           "chunk(s) in all. Skip them with --skip-damaged-chunks to read the rest")
+        if report.damaged:
+            self.notes.append(f"bag {self.path}: skipping {len(report.damaged)} damaged chunk(s) of "
+                              f"{len(report.damaged) + report.checked_chunks + report.unchecked_chunks}: "
+                              + "; ".join(chunk.describe() for chunk in report.damaged[:3]))
+        if report.unchecked_chunks:
+            self.notes.append(f"bag {self.path}: {report.unchecked_chunks} chunk(s) carry no CRC (written without "
+                              "checksums); their integrity cannot be checked")
+        self.integrity = report
+        return report
+
+    def _leave_out_chunks(self, report: IntegrityReport) -> None:
+        """Drop the damaged chunks from the chunk lists rosbags reads messages from (rosbags has no public
+        way to skip chunks: its MCAP readers keep the summary's chunk index in ``chunks``)."""
+        storage = self.reader.storage
+        for mcap in getattr(storage, "storages", [storage]):
+            damaged = {chunk.offset for chunk in report.damaged if chunk.file.name == Path(mcap.path).name}
+            if damaged and not hasattr(mcap, "chunks"):
+                raise BagError(f"bag {self.path}: this rosbags version cannot skip damaged chunks")
+            if damaged:
+                mcap.chunks = [chunk for chunk in mcap.chunks if chunk.chunk_start_offset not in damaged]
 
     def close(self) -> None:
         if self._reader is not None:
@@ -162,7 +210,7 @@ class BagReader:
                 return
             except Exception as error:  # a truncated file fails while reading its chunks
                 raise BagError(f"bag {self.path}: cannot be read past some point: corrupt or truncated "
-                               f"({type(error).__name__}: {error})") from error
+                               f"({cause(error)})") from error
             if raw:
                 yield connection.topic, timestamp_ns, bytes(data)
                 continue
@@ -170,7 +218,7 @@ class BagReader:
                 message = deserialize_message(bytes(data), classes[connection.msgtype])
             except Exception as error:
                 raise BagError(f"bag {self.path}: message on {connection.topic} at {timestamp_ns} ns cannot be "
-                               f"deserialized as {connection.msgtype} ({type(error).__name__}: {error})") from error
+                               f"deserialized as {connection.msgtype} ({cause(error)})") from error
             yield connection.topic, timestamp_ns, message
 
 
@@ -192,6 +240,9 @@ class BagWriter:
 
     def __exit__(self, exc_type, *exc_info) -> None:
         self._writer.close()
+        for file in bag_files(self.path):
+            if file.suffix == ".mcap":
+                stamp_mcap_crcs(file)
 
     def add_topic(self, topic: str, msgtype: str | type) -> None:
         """Declare ``topic`` with a type name (``sensor_msgs/msg/Image``) or an rclpy message class."""

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 
 from robustseg_core.atomic import write_text_atomic
+from robustseg_core.cli import console_script
+from robustseg_core.output_folder import check_writable
 from robustseg_ros.bagtools.bag_io import FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader
 from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
@@ -88,11 +90,17 @@ def evaluate(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     bag_path = Path(args.bag)
     output = Path(args.output) if args.output else bag_path.with_name(bag_path.name + "_evaluation")
-    with BagReader(bag_path) as bag:
+    with BagReader(bag_path, skip_damaged=args.skip_damaged_chunks) as bag:
+        for note in bag.notes:
+            print(f"evaluate_bag: {note}", file=sys.stderr)
         record = read_fault_record(bag, args.timeline_topic)
         params = resolve_parameters(args, record)
+        check_writable(output)  # before minutes of evaluation, not after
         options = {"faults": faults_from_record(record), "sample_count": args.samples,
-                   "labels_topic": args.labels_topic if args.labels_topic in bag.topics else ""}
+                   "labels_topic": args.labels_topic if args.labels_topic in bag.topics else "",
+                   "bag_classes": record.get("classes")}
+        integrity = {"checked_chunks": bag.integrity.checked_chunks, "unchecked_chunks": bag.integrity.unchecked_chunks,
+                     "skipped_chunks": len(bag.integrity.damaged)}
         if args.labels_topic and not options["labels_topic"] and args.labels_topic != GROUND_TRUTH_TOPIC:
             bag.require([args.labels_topic], what="ground-truth")
         start_s, storage = nanoseconds_to_seconds(bag.start_ns), bag.storage
@@ -109,11 +117,12 @@ def evaluate(args) -> dict:
     if args.mode == "live":
         evaluation, extra = run_live(bag_path, params, ros_args=args.ros_args, spawn_node=args.spawn_node,
                                      node_name=args.node_name, rate=args.rate, wait_for_node_s=args.wait_for_node,
-                                     settle_s=args.settle, **options)
+                                     settle_s=args.settle, skip_damaged=args.skip_damaged_chunks, **options)
+    if evaluation.label_error:
+        raise BagError(f"bag {bag_path}: {evaluation.label_error}")
     result = evaluation.results()
     result.update({**extra, "mode": args.mode, "storage": storage, "bag_start_s": round(start_s, 9),
-                   "faults_source": record.get("generator", "none")})
-    output.mkdir(parents=True, exist_ok=True)
+                   "faults_source": record.get("generator", "none"), "bag_integrity": integrity})
     files = write_plots(evaluation, result, output, start_s) if not args.no_plots else {}
     result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
     write_text_atomic(output / "report.md", report_markdown(result, files))
@@ -152,26 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="live: seconds to wait for the node to subscribe to the camera topic")
     parser.add_argument("--settle", type=float, default=2.0, help="live: seconds to wait for outputs after the replay")
     parser.add_argument("--no-plots", action="store_true", help="JSON and Markdown only")
+    parser.add_argument("--skip-damaged-chunks", action="store_true",
+                        help="evaluate a bag with damaged MCAP chunks without their messages (counted in the report) "
+                             "instead of refusing it")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console script ``evaluate_bag``; 0 on success, 1 (message on stderr) when the bag or settings are unusable."""
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate the bag; returns the ``metrics.json`` dict."""
     args, unknown = build_parser().parse_known_args(argv)
     if unknown and unknown[0] != "--ros-args":
         build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     args.ros_args = unknown
-    try:
-        result = evaluate(args)
-    except (BagError, FileNotFoundError, ValueError) as error:
-        print(f"evaluate_bag: {error}", file=sys.stderr)
-        return 1
+    result = evaluate(args)
     accuracy = result["accuracy"]
     summary = f"mIoU {accuracy['miou']:.2f} %" if accuracy else "no ground truth"
     print(f"evaluate_bag: {result['frames']['total']} frames, {summary}; report in "
           f"{Path(args.output) if args.output else Path(args.bag).with_name(Path(args.bag).name + '_evaluation')}")
-    return 0
+    return result
+
+
+cli = console_script(main, "evaluate_bag")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -144,15 +144,17 @@ class LiveEvaluation(Evaluation):
                     continue
                 self.note_state(now, modality, state, status.message)
 
-    def run(self, *, rate: float, wait_for_node_s: float, settle_s: float, spin_also=()) -> None:
+    def run(self, *, rate: float, wait_for_node_s: float, settle_s: float, spin_also=(), skip_damaged: bool = False) -> None:
         """Wait for the node to subscribe, replay the whole bag, then wait ``settle_s`` (s) for its last outputs.
-        ``spin_also``: nodes of this context to spin with the recorder (an in-process perception node)."""
+        ``spin_also``: nodes of this context to spin with the recorder (an in-process perception node);
+        ``skip_damaged``: replay without the messages of damaged chunks (``BagReader``)."""
         executor = SingleThreadedExecutor(context=self.context)
         for node in (self.node, *spin_also):
             executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
-        player = BagPlayer(self.bag_path, context=self.context, rate=rate, clock=True, observer=self.observe)
+        player = BagPlayer(self.bag_path, context=self.context, rate=rate, clock=True, observer=self.observe,
+                           skip_damaged=skip_damaged)
         try:
             self._wait_for_subscriptions(player, wait_for_node_s)
             player.play()
@@ -204,10 +206,12 @@ class LiveEvaluation(Evaluation):
 
 
 def run_live(bag_path: Path, params: PerceptionParams, *, ros_args: list[str], spawn_node: bool, node_name: str,
-             rate: float, wait_for_node_s: float, settle_s: float, **options) -> tuple[LiveEvaluation, dict]:
+             rate: float, wait_for_node_s: float, settle_s: float, skip_damaged: bool = False,
+             **options) -> tuple[LiveEvaluation, dict]:
     """Replay into a node (``spawn_node``: one started in this process with ``params`` and sim time; else the
     running node ``node_name``) and record its outputs. ``ros_args``: rclpy arguments of the context;
-    ``options``: ``Evaluation``'s keyword arguments. Returns the evaluation and the report's run fields."""
+    ``skip_damaged``: replay a bag with damaged chunks without them; ``options``: ``Evaluation``'s keyword
+    arguments. Returns the evaluation and the report's run fields."""
     context = rclpy.Context()
     context.init(args=["evaluate_bag", *ros_args])
     node = None
@@ -225,7 +229,7 @@ def run_live(bag_path: Path, params: PerceptionParams, *, ros_args: list[str], s
         evaluation = LiveEvaluation(bag_path, params, class_names, context=context, node_name=node_name, **options)
         try:
             evaluation.run(rate=rate, wait_for_node_s=wait_for_node_s, settle_s=settle_s,
-                           spin_also=[node] if node is not None else [])
+                           spin_also=[node] if node is not None else [], skip_damaged=skip_damaged)
         finally:
             evaluation.close()
     finally:

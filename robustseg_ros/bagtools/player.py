@@ -39,7 +39,7 @@ class BagPlayer:
     (0: only before each message); ``clock``: publish /clock at all. ``faults``: drop and freeze windows on
     topics. ``delay_s``: wait before the first message, for subscribers to discover the publishers.
     ``observer(topic, timestamp_ns, message)``: called with every message read, before fault injection and
-    publishing.
+    publishing. ``skip_damaged``: play a bag with damaged chunks without their messages (``BagReader``).
     """
 
     def __init__(self, bag_path, *, context=None, rate: float = 1.0, start_offset_s: float = 0.0,
@@ -47,10 +47,10 @@ class BagPlayer:
                  topics: list[str] | None = None, exclude_topics: list[str] | None = None,
                  remap: dict[str, str] | None = None, faults: list[Fault] | None = None,
                  delay_s: float = 0.0, observer: Callable[[str, int, object], None] | None = None,
-                 logger=None) -> None:
+                 logger=None, skip_damaged: bool = False) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0, got {rate}")
-        self.bag = BagReader(bag_path)
+        self.bag = BagReader(bag_path, skip_damaged=skip_damaged)
         self.bag.open()
         present = self.bag.topics
         self.message_faults = MessageFaults(list(faults or []))

@@ -36,7 +36,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from robustseg_core.atomic import write_text_atomic
-from robustseg_core.classes import CONDITIONS
+from robustseg_core.classes import CLASS_NAMES, CONDITIONS
+from robustseg_core.cli import console_script
+from robustseg_core.errors import UsageError
+from robustseg_core.output_folder import LOCK_NAME, FolderLock
 from robustseg_core.sensors import rotation_to_quaternion
 from robustseg_core.sim.drive import Drive, DriveConfig
 from robustseg_ros.bagtools.bag_io import (
@@ -181,6 +184,7 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
         "start_time_s": args.start_time,
         "duration_s": args.duration,
         "frames": frame_count,
+        "classes": list(CLASS_NAMES),  # of the ground truth's class ids
         "topics": topics,
         "frame_ids": {"camera": CAMERA_FRAME, "lidar": LIDAR_FRAME, "events": EVENT_FRAME},
         "T_cam_lidar": drive.T_cam_lidar.tolist(),
@@ -201,9 +205,11 @@ def record(args) -> dict:
     if output.exists():
         raise BagError(f"bag {output}: already exists; choose another output path or remove it")
     staging = output.with_name(f".{output.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    lock = FolderLock(staging)  # a second run for the same bag stops here; a dead run's files are replaced
+    lock.acquire()
+    for leftover in staging.iterdir():
+        if leftover.name != LOCK_NAME:
+            shutil.rmtree(leftover)
     partial = staging / output.name
     injector = FaultInjector(faults, args.seed)
     start_ns = seconds_to_nanoseconds(args.start_time)
@@ -222,8 +228,11 @@ def record(args) -> dict:
         write_text_atomic(partial / PARAMS_FILE, params_file_text(
             record_["rig_parameters"], "perception_node parameters for the rig this bag was recorded with "
                                        "(record_synthetic)."))
+        if output.exists():
+            raise BagError(f"bag {output}: written by another run meanwhile; this one is discarded")
         partial.rename(output)
     finally:
+        lock.release()
         shutil.rmtree(staging, ignore_errors=True)
     return record_
 
@@ -282,20 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console script ``record_synthetic``; 0 on success, 1 (with a message on stderr) on failure."""
+def main(argv: list[str] | None = None) -> dict:
+    """Record the bag; returns its timeline record."""
     args = build_parser().parse_args(argv)
+    if args.duration <= 0 or args.start_time <= 0:
+        raise UsageError("--duration and --start-time must be > 0")
     try:
-        if args.duration <= 0 or args.start_time <= 0:
-            raise ValueError("--duration and --start-time must be > 0")
         record_ = record(args)
-    except (ValueError, OSError, BagError) as error:
-        print(f"record_synthetic: {error}", file=sys.stderr)
-        return 1
+    except ValueError as error:  # a --faults file or fault window that does not parse
+        raise UsageError(str(error)) from error
     print(f"record_synthetic: wrote {args.output} ({args.storage}, {record_['frames']} frames, "
           f"{len(record_['faults'])} faults)")
-    return 0
+    return record_
+
+
+cli = console_script(main, "record_synthetic")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

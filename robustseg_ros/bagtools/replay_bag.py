@@ -19,7 +19,8 @@ import sys
 
 import rclpy
 
-from robustseg_ros.bagtools.bag_io import BagError
+from robustseg_core.cli import console_script
+from robustseg_core.errors import UsageError
 from robustseg_ros.bagtools.faults import parse_topic_fault
 from robustseg_ros.bagtools.player import BagPlayer
 
@@ -54,38 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
                         help="publish nothing on TOPIC from START to END (s after the bag start); repeatable")
     parser.add_argument("--freeze", action="append", default=[], metavar="TOPIC:START:END",
                         help="repeat TOPIC's first message of the window, with fresh stamps; repeatable")
+    parser.add_argument("--skip-damaged-chunks", action="store_true",
+                        help="play a bag with damaged MCAP chunks without their messages (counted) instead of refusing it")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script ``replay_bag``; 0 when played (or interrupted), 1 when the bag or options are unusable."""
+    """Play the bag; returns the number of messages published (0 when stopped before the first)."""
     args, ros_args = build_parser().parse_known_args(argv)
     try:
         faults = ([parse_topic_fault("drop", text) for text in args.drop]
                   + [parse_topic_fault("freeze", text) for text in args.freeze])
         remap = parse_remap(args.remap)
     except ValueError as error:
-        print(f"replay_bag: {error}", file=sys.stderr)
-        return 1
+        raise UsageError(str(error)) from error
+    if not args.rate > 0:
+        raise UsageError(f"--rate must be > 0, got {args.rate}")
     rclpy.init(args=["replay_bag", *ros_args])
-    player = None
+    player, count = None, 0
     try:
         player = BagPlayer(args.bag, rate=args.rate, start_offset_s=args.start_offset, duration_s=args.duration,
                            loop=args.loop, clock=args.clock, clock_hz=args.clock_hz, topics=args.topics,
-                           exclude_topics=args.exclude_topics, remap=remap, faults=faults, delay_s=args.delay)
+                           exclude_topics=args.exclude_topics, remap=remap, faults=faults, delay_s=args.delay,
+                           skip_damaged=args.skip_damaged_chunks)
+        for note in player.bag.notes:
+            print(f"replay_bag: {note}", file=sys.stderr)
         count = player.play()
         print(f"replay_bag: published {count} messages from {args.bag}")
-    except (BagError, ValueError) as error:
-        print(f"replay_bag: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C ends a replay: not an error
         pass
     finally:
         if player is not None:
             player.close()
         rclpy.try_shutdown()
-    return 0
+    return count
+
+
+cli = console_script(main, "replay_bag")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

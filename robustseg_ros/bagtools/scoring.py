@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from robustseg_core.classes import IGNORE_INDEX, combination_name
+from robustseg_core.classes import IGNORE_INDEX, combination_name, list_difference
 from robustseg_core.evaluation.metrics import ConfusionMatrix
+from robustseg_ros.bagtools.bag_io import BagError
 from robustseg_ros.bagtools.faults import Fault
 from robustseg_ros.conversions import (
     MessageError,
@@ -120,12 +121,22 @@ class Evaluation:
 
     Times are bag seconds (the node clock). ``timing_measure`` names what ``frame_ms`` holds: the
     pipeline's processing time per frame (offline) or the node's end-to-end latency (live).
+
+    The model's ``class_names`` must be the ground truth's: ``bag_classes`` (the class list a recorded drive
+    stores in its timeline record) that differ in count or order are refused at once (``BagError``), and
+    ground-truth ids past the model's classes set ``label_error`` (the caller refuses the results).
     """
 
     timing_measure = "processing"
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *,
-                 labels_topic: str, faults: list[Fault], sample_count: int) -> None:
+                 labels_topic: str, faults: list[Fault], sample_count: int,
+                 bag_classes: list[str] | None = None) -> None:
+        if labels_topic and bag_classes is not None:
+            difference = list_difference(class_names, bag_classes, ("checkpoint", "bag's ground truth"))
+            if difference:
+                raise BagError(f"bag {bag_path}: its ground truth does not match the checkpoint: {difference}")
+        self.label_error: str | None = None
         self.bag_path = bag_path
         self.params = params
         self.class_names = tuple(class_names)
@@ -224,9 +235,10 @@ class Evaluation:
         unknown = prediction == IGNORE_INDEX
         self.unknown_pixel_fraction.append(float(unknown.mean()))
         out_of_range = (label >= len(self.class_names)) & (label != IGNORE_INDEX)
-        if out_of_range.any() and "ground truth: class ids" not in " ".join(self.failures):
-            self.failures.append(f"ground truth: class ids {sorted(set(label[out_of_range].tolist()))} are not below "
-                                 f"{len(self.class_names)}; those pixels are ignored")
+        if out_of_range.any() and self.label_error is None:
+            self.label_error = (f"ground truth at stamp {key} ns has class ids "
+                                f"{sorted(set(label[out_of_range].tolist()))[:5]}, but the checkpoint has "
+                                f"{len(self.class_names)} classes: labels and checkpoint do not match")
         label = np.where(unknown | out_of_range, IGNORE_INDEX, label)
         matrix = ConfusionMatrix(len(self.class_names))
         matrix.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))

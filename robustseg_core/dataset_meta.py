@@ -1,0 +1,149 @@
+"""``meta.json``: the record of what a DELIVER-layout data set folder holds, and the checks against it.
+
+``generate_dataset`` writes the frames under ``<root>/.partial/`` bookkeeping and publishes ``meta.json``
+last, so a folder without ``meta.json`` is unfinished (or from elsewhere). Every loader reads it first
+(:func:`read_meta`): a folder still marked partial, or without ``meta.json``, is refused; so is a split
+whose frames on disk are not the ones listed (:func:`check_listed`, naming the first missing or
+unlisted file) or whose images are not of the listed size (:func:`check_frame_sizes`, reading only the
+PNG headers). A data set from elsewhere (real DELIVER) gets its ``meta.json`` once from
+:func:`index_dataset` (``generate_dataset --index ROOT``).
+
+The fields read here: ``width`` and ``height`` (px), ``classes`` (names in class-id order), and
+``splits``: split -> list of scenes ``{"scene", "split", "condition", "case", "frames", "frame_ids"
+(optional; default "000000".."frames-1"), "event_size" (optional [w, h]; default the image size)}``.
+Torch-free, so the scene writer's worker processes can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from . import __version__
+from .atomic import write_text_atomic
+from .classes import CLASS_NAMES, SPLITS
+from .errors import UserError
+
+META_NAME = "meta.json"
+#: Bookkeeping of an unfinished ``generate_dataset`` run: the plan and one record per finished scene.
+PARTIAL_FOLDER = ".partial"
+RGB_FOLDER, RGB_SUFFIX = "img", "_rgb_front.png"
+EVENT_FOLDER = "event"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+INDEX_GENERATOR = "robustseg_core.dataset_meta.index_dataset"
+
+
+class DatasetError(UserError, RuntimeError):
+    """A data set file is missing, unreadable or inconsistent; the message names it."""
+
+
+def read_meta(root: str | os.PathLike) -> dict:
+    """The ``meta.json`` of the data set at ``root``; ``DatasetError`` when the folder is unfinished, has none
+    or it is unreadable."""
+    root = Path(root)
+    if (root / PARTIAL_FOLDER).exists():
+        raise DatasetError(f"{root}: an unfinished generate_dataset run (no {META_NAME} yet, {PARTIAL_FOLDER}/ "
+                           "present): run the same generate_dataset command again to finish it")
+    path = root / META_NAME
+    if not path.is_file():
+        if not root.is_dir():
+            raise DatasetError(f"{root}: no such data set folder")
+        raise DatasetError(f"{root}: no {META_NAME}, so what the folder should hold is unknown: an interrupted "
+                           f"generate_dataset run (run it again), or a data set from elsewhere (write its "
+                           f"{META_NAME} once with: generate_dataset --index {root})")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable ({error})") from error
+    missing = [key for key in ("width", "height", "splits") if key not in meta]
+    if missing:
+        raise DatasetError(f"{path}: not a data set record (no {', '.join(missing)})")
+    return meta
+
+
+def _frame_ids(scene: Mapping) -> list[str]:
+    return list(scene.get("frame_ids") or (f"{index:06d}" for index in range(scene["frames"])))
+
+
+def listed_rgb_files(meta: Mapping, split: str) -> dict[Path, Mapping]:
+    """Relative path of every RGB file ``meta`` lists for ``split`` -> its scene record."""
+    return {Path(RGB_FOLDER, scene["condition"], split, scene["scene"], f"{frame}{RGB_SUFFIX}"): scene
+            for scene in meta["splits"].get(split, []) for frame in _frame_ids(scene)}
+
+
+def check_listed(root: str | os.PathLike, meta: Mapping, split: str, found: Iterable[Path]) -> None:
+    """``DatasetError`` naming the first listed RGB file of ``split`` that is missing, or the first one on disk
+    that ``meta.json`` does not list (``found``: the RGB files on disk)."""
+    root = Path(root)
+    listed = listed_rgb_files(meta, split)
+    on_disk = {Path(path).relative_to(root) for path in found}
+    missing, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
+    if missing:
+        raise DatasetError(f"{root / missing[0]}: missing; {META_NAME} lists {len(listed)} {split} frames, "
+                           f"{len(missing)} of them are not on disk")
+    if unlisted:
+        raise DatasetError(f"{root / unlisted[0]}: not listed in {root / META_NAME} ({len(unlisted)} such {split} "
+                           "frames): files of another run mixed in? Regenerate with --overwrite")
+
+
+def png_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of a PNG from its header; ``DatasetError`` when the file is not a PNG."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(24)
+    except OSError as error:
+        raise DatasetError(f"{path}: unreadable ({error.strerror or error})") from error
+    if len(header) < 24 or header[:8] != PNG_SIGNATURE or header[12:16] != b"IHDR":
+        raise DatasetError(f"{path}: not a PNG image (damaged or truncated?)")
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def check_frame_sizes(meta: Mapping, frames: Iterable[tuple[str, Mapping[str, Path]]]) -> None:
+    """``DatasetError`` naming the first image whose size is not the data set's (``width`` x ``height``, or
+    for event images the scene's ``event_size``). ``frames``: (scene name, {folder: path}) per frame."""
+    size = (meta["width"], meta["height"])
+    event_sizes = {scene["scene"]: tuple(scene.get("event_size") or size)
+                   for scenes in meta["splits"].values() for scene in scenes}
+    for scene, files in frames:
+        for folder, path in files.items():
+            allowed = {size, event_sizes.get(scene, size)} if folder == EVENT_FOLDER else {size}
+            actual = png_size(path)
+            if actual not in allowed:
+                raise DatasetError(f"{path}: {actual[0]}x{actual[1]} px, but the data set's {META_NAME} says "
+                                   f"{' or '.join(f'{w}x{h}' for w, h in sorted(allowed))}")
+
+
+def index_dataset(root: str | os.PathLike) -> dict:
+    """Write ``meta.json`` for a DELIVER-layout folder from elsewhere: every split's scenes and frames as found,
+    the image size (which every RGB image must share) and this code's class list; returns it."""
+    root = Path(root)
+    if (root / META_NAME).exists() or (root / PARTIAL_FOLDER).exists():
+        raise DatasetError(f"{root}: already has {META_NAME} or is an unfinished generate_dataset run; nothing to index")
+    splits: dict[str, list[dict]] = {}
+    size = None
+    for split in SPLITS:
+        scenes: dict[tuple[str, str], list[str]] = {}
+        for path in sorted((root / RGB_FOLDER).glob(f"*/{split}/*/*{RGB_SUFFIX}")):
+            condition, _, scene = path.relative_to(root / RGB_FOLDER).parts[:3]
+            scenes.setdefault((condition, scene), []).append(path.name[: -len(RGB_SUFFIX)])
+            found = png_size(path)
+            if size is None:
+                size = found
+            elif found != size:
+                raise DatasetError(f"{path}: {found[0]}x{found[1]} px, but {size[0]}x{size[1]} before it: not one "
+                                   "data set")
+        splits[split] = []
+        for (condition, scene), frame_ids in scenes.items():
+            events = sorted((root / EVENT_FOLDER / condition / split / scene).glob("*.png"))
+            splits[split].append({"scene": scene, "split": split, "condition": condition,
+                                  "frames": len(frame_ids), "frame_ids": frame_ids,
+                                  "event_size": list(png_size(events[0])) if events else None})
+    if size is None:
+        raise DatasetError(f"{root}: no {RGB_FOLDER}/<condition>/<split>/<scene>/*{RGB_SUFFIX} files to index")
+    meta = {"generator": INDEX_GENERATOR, "version": __version__, "indexed": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "width": size[0], "height": size[1], "classes": list(CLASS_NAMES), "splits": splits}
+    write_text_atomic(root / META_NAME, json.dumps(meta, indent=2) + "\n")
+    return meta

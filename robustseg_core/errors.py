@@ -1,0 +1,36 @@
+"""The errors a user can cause and fix: each console script reports them as one line, no traceback.
+
+Every project error derives from ``UserError``: ``ConfigError``, ``CheckpointError``, ``DatasetError``,
+``BagError``, ``TrainingDiverged``, ``RunFolderLocked``... ``exit_status`` is the console script's exit
+status: 2 for usage and configuration errors (``UsageError``), 1 for the others, 130 for an interrupted
+run. The message names the input and the problem; ``robustseg_core.cli`` prints it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error in the user's input or environment (a file, a folder, a checkpoint, a bag); exit status 1."""
+
+    exit_status = 1
+
+
+class UsageError(UserError):
+    """Invalid arguments, options, parameters or configuration; exit status 2 (as argparse uses)."""
+
+    exit_status = 2
+
+
+class Interrupted(UserError):
+    """The user stopped the command (Ctrl-C); exit status 130 (128 + SIGINT), as a shell reports it."""
+
+    exit_status = 130
+
+
+def cause(error: BaseException, limit: int = 160) -> str:
+    """``"<type>: <first line of the message>"`` of a library's exception, cut to ``limit`` characters, for the
+    parenthesis of a one-line message (some libraries explain themselves over many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

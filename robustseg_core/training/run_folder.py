@@ -1,0 +1,149 @@
+"""A training run's output folder across interruptions: what a resume must check before it trains on.
+
+The engine writes, per epoch, the log rows, then ``last.pt``, then ``best.pt`` when the score improved,
+each atomically. Whatever instant a run is killed at, ``last.pt`` holds the last completed epoch, and
+``best.pt`` the best epoch that ``last.pt`` records or, when the kill fell between the two writes, the
+previous best: the resume rewrites it from ``last.pt``, whose weights are that epoch's. The epoch in
+progress is recomputed from ``last.pt`` (every epoch's randomness derives from the seed and the epoch),
+so a resume loses nothing and ends with the weights of an uninterrupted run. This module holds the
+checks around that:
+
+* :func:`resume_checkpoint`: the checkpoint to resume from, refusing a fresh start over an existing run
+  and a resume whose config differs in a key that changes what is trained (:data:`SAFE_ON_RESUME` may
+  change with ``--allow-config-change``);
+* :func:`ensure_best_checkpoint`: ``best.pt`` rewritten from ``last.pt`` when it lacks the best epoch;
+* :func:`finite_checkpoint`: the newest checkpoint whose weights are all finite, for a divergence message.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from ..errors import Interrupted, UsageError
+from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError
+
+#: Config keys a resumed run may change (with ``--allow-config-change``): the epoch budget (the schedule
+#: follows it), how often it validates and what it logs. Every other key changes what is trained.
+SAFE_ON_RESUME = frozenset({"train.epochs", "train.eval_every", "train.log_every", "train.grad_norm_every",
+                            "train.tensorboard"})
+#: Keys never compared: where the run and its exported encoder live (a moved folder resumes from its new place).
+NOT_COMPARED = frozenset({"train.output_dir", "pretrain.encoder_out"})
+RESUMABLE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best")
+#: The part of a resumable checkpoint that ``best.pt`` holds.
+BEST_KEYS = ("model", "architecture", "meta", "epoch")
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C during training: the message says what is saved and the command that resumes."""
+
+
+def resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command line that resumes the run of ``prog argv``: the same arguments with ``--resume auto``."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--resume":
+            skip = True
+        elif not item.startswith("--resume="):
+            kept.append(item)
+    return shlex.join([prog, *kept, "--resume", "auto"])
+
+
+def config_differences(stored: Mapping, current: Mapping) -> dict[str, tuple]:
+    """``section.key`` -> (stored value, current value) for every compared key whose value differs; a key
+    the stored config lacks (written by an older version) counts only when the current value is not None."""
+    differences = {}
+    for section, values in current.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            old = stored.get(section, {}).get(key) if isinstance(stored.get(section), Mapping) else None
+            if name not in NOT_COMPARED and old != value:
+                differences[name] = (old, value)
+    return differences
+
+
+def check_resume_config(stored: Mapping, current: Mapping, path: Path, allow_change: bool) -> list[str]:
+    """``ConfigError`` naming the keys in which ``current`` differs from the config stored in the checkpoint
+    at ``path``, unless every one is in ``SAFE_ON_RESUME`` and ``allow_change``; returns the changes."""
+    differences = config_differences(stored, current)
+    changes = [f"{name}: {old!r} -> {new!r}" for name, (old, new) in sorted(differences.items())]
+    unsafe = sorted(set(differences) - SAFE_ON_RESUME)
+    if unsafe:
+        raise ConfigError(f"{path}: cannot resume with {', '.join(unsafe)} changed ({'; '.join(changes)}): that changes "
+                          f"what is trained. Resume with the run's config ({path.parent / 'config.yaml'}) or start a "
+                          f"new output folder; only {', '.join(sorted(SAFE_ON_RESUME))} may change on resume")
+    if changes and not allow_change:
+        raise ConfigError(f"{path}: the config differs from the run's: {'; '.join(changes)}. These keys may change "
+                          "on resume: pass --allow-config-change to resume with them")
+    return changes
+
+
+def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, allow_change: bool,
+                      map_location: torch.device) -> tuple[dict | None, Path | None, list[str]]:
+    """The checkpoint a run continues from, its path and the config changes (``key: old -> new``) it is
+    resumed with; (None, None, []) for a fresh start.
+
+    ``resume``: None (fresh; refused over an existing ``last.pt``), "auto" (``<output_dir>/last.pt`` when it
+    exists) or a checkpoint path. Checks that it is resumable and that the config may resume it.
+    """
+    last_path = output_dir / "last.pt"
+    if resume is None:
+        if last_path.exists():
+            raise UsageError(f"{output_dir} already holds a run ({last_path}); continue it with --resume auto, or "
+                             "choose another train.output_dir")
+        return None, None, []
+    path = last_path if resume == "auto" else Path(resume)
+    if resume == "auto" and not path.exists():
+        return None, None, []
+    checkpoint = load_checkpoint(path, map_location)
+    missing = [key for key in RESUMABLE_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: not resumable (no {', '.join(missing)}); resume from last.pt")
+    changes = check_resume_config(checkpoint.get("meta", {}).get("config", {}), config, path, allow_change)
+    return checkpoint, path, changes
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    try:
+        return load_checkpoint(path)["epoch"]
+    except CheckpointError:
+        return None
+
+
+def ensure_best_checkpoint(best_path: Path, last: Mapping, last_path: Path) -> None:
+    """Make ``best.pt`` hold the best epoch that ``last`` (the resumed ``last.pt``) records.
+
+    When it does not and that epoch is ``last``'s own (a kill between the two writes, or mid-write of
+    ``best.pt``), ``best.pt`` is rewritten from ``last``; when the best epoch is an older one that ``best.pt``
+    lacks (the file was deleted or damaged), its weights are gone: a note says so.
+    """
+    best_epoch = last["best"].get("epoch")
+    if best_epoch is None or (best_path.exists() and _checkpoint_epoch(best_path) == best_epoch):
+        return
+    if best_epoch == last["epoch"]:
+        save_checkpoint(best_path, {key: last[key] for key in BEST_KEYS})
+        print(f"restored {best_path} (epoch {best_epoch}, the best so far) from {last_path}", flush=True)
+        return
+    print(f"note: {best_path} does not hold epoch {best_epoch}, the best epoch {last_path} records, and its "
+          "weights are not kept anywhere else; best.pt is written again when the score improves",
+          file=sys.stderr, flush=True)
+
+
+def _all_finite(path: Path) -> bool:
+    try:
+        state = load_checkpoint(path)["model"]
+    except CheckpointError:
+        return False
+    return all(torch.isfinite(tensor).all() for tensor in state.values() if tensor.is_floating_point())
+
+
+def finite_checkpoint(paths: Sequence[Path]) -> str:
+    """The first of ``paths`` that loads and holds only finite weights, or "none written yet"."""
+    return next((str(path) for path in paths if path.exists() and _all_finite(path)), "none written yet")
