@@ -91,3 +91,17 @@ def test_shipped_encoder_loads_strictly_and_says_how_it_was_made():
     assert meta["budget"]["steps"] > 0 and meta["train_seconds"] > 0
     assert model.encoder.patch_embed1.proj.weight.abs().sum() > 0
     assert Path(path).parent.name == "weights"
+
+
+def test_shipped_training_configs_follow_the_paper_initialisation():
+    """Teacher and student start from pretrained encoder weights; no shipped config starts the student
+    from the teacher (init_from_teacher is a documented departure)."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent / "config"
+    for name in ("teacher_cpu.yaml", "student_cpu.yaml"):
+        config = yaml.safe_load((root / name).read_text())
+        assert config["model"]["pretrained"] == "sim:mit_cpu", name
+    for name in ("student.yaml", "student_cpu.yaml"):
+        config = yaml.safe_load((root / name).read_text())
+        assert config["student"].get("init_from_teacher", False) is False, name
