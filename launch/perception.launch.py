@@ -3,7 +3,9 @@
     ros2 launch robustseg_ros perception.launch.py checkpoint:=/path/to/model.pt device:=cuda namespace:=front
 
 Arguments: params_file (default: the package's config/perception.yaml), checkpoint and device (empty:
-keep the parameter file's value), namespace, use_sim_time (true when replaying a bag with --clock).
+keep the parameter file's value), namespace, use_sim_time (true when replaying a bag with --clock), managed
+(true: a launch_ros LifecycleNode with autostart false, left unconfigured for a lifecycle manager or
+`ros2 lifecycle set /perception_node configure` and `activate`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,28 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "robustseg_ros"
 
 
+def _is_true(context, name: str) -> bool:
+    return LaunchConfiguration(name).perform(context).lower() in ("true", "1")
+
+
 def _perception_node(context):
-    """The node, with checkpoint and device overriding the parameter file only when given."""
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")}
+    """The node, with checkpoint and device overriding the parameter file only when given; managed: a
+    LifecycleNode that waits unconfigured."""
+    overrides = {"use_sim_time": _is_true(context, "use_sim_time")}
     for name in ("checkpoint", "device"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    return [Node(
+    managed = _is_true(context, "managed")
+    if managed:
+        overrides["autostart"] = False
+    node_action = LifecycleNode if managed else Node
+    return [node_action(
         package=PACKAGE,
         executable="perception_node",
         name="perception_node",
@@ -51,5 +62,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="Namespace of the node; relative input topics resolve in it."),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Follow /clock (bag replay with `ros2 bag play --clock`)."),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="Start as a managed lifecycle node left unconfigured (autostart false)."),
         OpaqueFunction(function=_perception_node),
     ])
