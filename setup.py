@@ -26,7 +26,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     python_requires=">=3.10",
@@ -67,6 +67,7 @@ setup(
             "record_synthetic = robustseg_ros.bagtools.record_synthetic:main",
             "replay_bag = robustseg_ros.bagtools.replay_bag:main",
             "evaluate_bag = robustseg_ros.bagtools.evaluate_bag:main",
+            "record_outputs = robustseg_ros.bagtools.record_outputs:main",
         ],
     },
 )

@@ -27,7 +27,6 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header, String
 
 from robustseg_core.deploy.metadata import ModelMetadataError
@@ -45,7 +44,7 @@ from robustseg_ros.params import (
     load_segmenter,
     transform_from_parameter,
 )
-from robustseg_ros.pipeline import PerceptionPipeline
+from robustseg_ros.pipeline import PerceptionPipeline, input_message_types
 from robustseg_ros.worker import InferenceWorker
 
 try:
@@ -284,17 +283,13 @@ class PerceptionNode(LifecycleNode):
         """(Re)create the input subscriptions for the pipeline's active sensors and the CameraInfo."""
         for subscription in self._sensor_subscriptions:
             self.destroy_subscription(subscription)
-        pipeline, topics = self.pipeline, self.params.topics()
-        compressed = {"camera": self.params["camera.transport"] != "raw", "depth": self.params["depth.transport"] != "raw"}
-        types = {"camera": CompressedImage if compressed["camera"] else Image,
-                 "depth": CompressedImage if compressed["depth"] else Image,
-                 "events": Image if self.params["events.input_type"] == "image" else PointCloud2, "lidar": PointCloud2}
+        pipeline, topics, types = self.pipeline, self.params.topics(), input_message_types(self.params)
         # The camera last: of messages ready together, the executor serves earlier subscriptions first.
         handlers = {"depth": pipeline.on_depth, "events": pipeline.on_events, "lidar": pipeline.on_lidar,
                     "camera": pipeline.on_camera}
         # CameraInfo always: intrinsics, output size and frame_id, even while the camera image is disabled.
         self._sensor_subscriptions = [self.create_subscription(
-            CameraInfo, topics["camera_info"], lambda msg: pipeline.on_camera_info(msg, self._now()),
+            types["camera_info"], topics["camera_info"], lambda msg: pipeline.on_camera_info(msg, self._now()),
             subscription_qos(self.params["camera.qos"]))]
         for sensor, handler in handlers.items():
             if sensor not in pipeline.active_sensors:

@@ -65,6 +65,16 @@ CLOCK_JUMP_BACK_S = 1.0
 LidarExtrinsicLookup = Callable[[str, str, float], np.ndarray]
 
 
+def input_message_types(params: PerceptionParams) -> dict[str, type]:
+    """The message type of each input (sensor, and "camera_info") as the parameters configure it: compressed
+    camera and depth transports, event packets or images."""
+    return {"camera": CompressedImage if params["camera.transport"] != "raw" else Image,
+            "camera_info": CameraInfo,
+            "depth": CompressedImage if params["depth.transport"] != "raw" else Image,
+            "events": Image if params["events.input_type"] == "image" else PointCloud2,
+            "lidar": PointCloud2}
+
+
 @dataclass(frozen=True)
 class _PendingCameraFrame:
     """A camera image waiting for the other sensors: stamp (s), payload, node-clock deadline (s)."""

@@ -175,3 +175,18 @@ def test_compressed_camera_input_is_segmented_and_corrupt_frames_are_counted(con
             lambda s: values_of(s["robustseg: camera"]).get("malformed.data") == "2"), 5.0, "2 corrupt images counted")
     finally:
         harness.close()
+
+
+def test_the_onnxruntime_backend_runs_in_the_node(context, checkpoint, drive_and_frames, tmp_path,  # noqa: F811
+                                                  monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'robustseg_ros[onnx]'")
+    monkeypatch.setenv("ROBUSTSEG_CACHE_DIR", str(tmp_path))  # the checkpoint is exported here at configure
+    harness = Harness(context, checkpoint, drive_and_frames, backend="onnxruntime").start()
+    try:
+        assert harness.node.segmenter.backend.name == "onnxruntime" and list(tmp_path.glob("tiny-*.onnx"))
+        wait_for(lambda: harness.count("segmentation") >= 2, 10.0, "frames from the onnxruntime backend")
+        wait_for(lambda: harness.diagnostics_where(
+            lambda s: values_of(s["robustseg: model"]).get("backend") == "onnxruntime"
+            and int(values_of(s["robustseg: model"]).get("frames_processed", 0)) > 0), 5.0, "the backend on /diagnostics")
+    finally:
+        harness.close()

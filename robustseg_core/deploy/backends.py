@@ -80,6 +80,9 @@ class OnnxRuntimeBackend:
         providers = self._providers(onnxruntime, device, fp16, tensorrt, onnx_file)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        # Idle threads sleep instead of spinning: a robot's CPU is shared with other nodes (and spinning
+        # threads made onnxruntime 1.4-2x slower on the shared 2-core dev machine).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=providers)
         self.metadata, self.device = metadata, device

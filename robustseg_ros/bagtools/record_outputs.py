@@ -1,0 +1,87 @@
+"""``record_outputs``: record a running perception node's inputs and every output into an MCAP bag, for
+Foxglove (``config/foxglove_layout.json``) and RViz.
+
+    record_outputs /tmp/run_outputs                                    # until Ctrl-C
+    record_outputs /tmp/run_outputs --duration 30 --params-file config/perception.yaml
+    record_outputs /tmp/run_outputs --ros-args -p use_sim_time:=true   # stamps on /clock during a replay
+
+The inputs are the node's sensor and CameraInfo topics as its parameters name them (``--params-file``,
+``-p name:=value``; compressed transports included), subscribed best effort; the outputs are
+``<node>/segmentation``, ``segmentation_color``, ``confidence``, ``overlay``, ``latency_ms``,
+``sensor_status``, ``class_names`` and ``/diagnostics``. Each message is written at this recorder's clock
+time. SIGINT and SIGTERM end the recording cleanly (exit 0, the bag finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+from robustseg_ros.bagtools.bag_io import BagError
+from robustseg_ros.bagtools.recorder import DEFAULT_NODE, BagRecorder, output_topics, subscribe_outputs
+from robustseg_ros.params import PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override, read_params_file
+from robustseg_ros.pipeline import input_message_types
+from robustseg_ros.shutdown import spin_until, stop_on_signals
+
+
+def recorded_topics(params: PerceptionParams, node_name: str, with_inputs: bool) -> tuple[dict[str, type], frozenset]:
+    """Topic -> type of everything to record, and the input topics among them (subscribed best effort)."""
+    inputs = {}
+    if with_inputs:
+        types, topics = input_message_types(params), params.topics(absolute_topic)
+        inputs = {topics[name]: kind for name, kind in types.items()
+                  if name == "camera_info" or params[f"{name}.enabled"]}
+    return {**inputs, **output_topics(node_name)}, frozenset(inputs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``record_outputs``; 0 when the bag was written, 1 (one line on stderr) otherwise."""
+    parser = argparse.ArgumentParser(prog="record_outputs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the MCAP bag folder to create (must not exist)")
+    parser.add_argument("--node", default=DEFAULT_NODE, help="fully qualified name of the perception node")
+    parser.add_argument("--params-file", default="", help="the node's params YAML, for its input topics")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="node parameter override for the input topics, repeatable")
+    parser.add_argument("--no-inputs", action="store_true", help="record the outputs only")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to record; 0: until Ctrl-C")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and unknown[0] != "--ros-args":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        values = dict(PARAMETER_DEFAULTS)
+        if args.params_file:
+            values.update(read_params_file(args.params_file))
+        values.update(parse_override(text) for text in args.param)
+        topics, inputs = recorded_topics(PerceptionParams(values), args.node, not args.no_inputs)
+        recorder = BagRecorder(args.out)
+    except (BagError, OSError, ValueError) as error:
+        print(f"record_outputs: {error}", file=sys.stderr)
+        return 1
+    with stop_on_signals() as stop:
+        rclpy.init(args=["record_outputs", *unknown], signal_handler_options=SignalHandlerOptions.NO)
+        node = Node("robustseg_output_recorder")
+        try:
+            subscribe_outputs(node, recorder, topics, best_effort=inputs)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+            print(f"record_outputs: recording {len(topics)} topics into {args.out} "
+                  f"({'for %g s' % args.duration if args.duration > 0 else 'until Ctrl-C'})", flush=True)
+            spin_until(executor, lambda: stop.is_set() or time.monotonic() >= deadline or not rclpy.ok())
+            executor.shutdown()
+        finally:
+            node.destroy_node()
+            recorder.close()
+            rclpy.try_shutdown()
+    print(f"record_outputs: wrote {recorder.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
