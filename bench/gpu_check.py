@@ -40,7 +40,7 @@ SETTINGS = {
               "frames": 3, "device": "cpu"},
 }
 #: Each part's own limit (s), in the order they run; the whole check's budget caps them further.
-PART_LIMITS_S = {"node": 90, "tensorrt": 120, "ddp": 45, "training": 170}
+PART_LIMITS_S = {"node": 90, "tensorrt": 120, "ddp": 60, "training": 150}
 
 
 def run(command: list[str], limit_s: float, cwd: Path = ROOT) -> tuple[int | None, str, float]:
@@ -96,7 +96,8 @@ def part_training(settings: dict, work: Path, limit_s: float) -> tuple[str, str]
         code, output, seconds = run([sys.executable, "-m", *arguments], deadline - time.monotonic())
         step_s = epoch_seconds_per_step(output)
         rate = f"{1.0 / step_s:.2f} steps/s ({step_s:.3f} s/step, last of 3 epochs)" if step_s else "no epoch line"
-        lines.append(f"{name}: {rate}, batch {settings['batch']} at {settings['crop']} px, AMP bf16, {seconds:.0f} s")
+        amp = "AMP bf16" if settings["device"] == "cuda" else "no AMP (CPU)"
+        lines.append(f"{name}: {rate}, batch {settings['batch']} at {settings['crop']} px, {amp}, {seconds:.0f} s")
         if code != 0:
             return status(code, output), "\n".join(lines)
     return "ok", "\n".join(lines)
