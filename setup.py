@@ -12,8 +12,11 @@ ROS_WHEELS = [
     "ros-sensor-msgs",
     "ros-std-msgs",
     "ros-diagnostic-msgs",
+    "ros-lifecycle-msgs",
+    "ros-rcl-lifecycle",
     "ros-rmw-fastrtps-cpp",
 ]
+ONNX = ["onnx>=1.15", "onnxruntime>=1.17"]
 
 setup(
     name=PACKAGE,
@@ -23,7 +26,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     python_requires=">=3.10",
@@ -38,7 +41,12 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "tensorboard>=2.10"],  # tensorboard: the logger's resume test
+        # Optional inference backends (docs/perception_node.md, "Backends").
+        "onnx": ONNX,
+        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
+        "tensorrt": ["onnx>=1.15", "onnxruntime-gpu>=1.17", "tensorrt>=10"],
+        # What the test suite runs (OpenVINO and TensorRT tests skip without their extras).
+        "test": ["pytest>=7", "tensorboard>=2.10", *ONNX],  # tensorboard: the logger's resume test
     },
     zip_safe=True,
     maintainer="robustseg_ros developers",
@@ -54,10 +62,12 @@ setup(
             "evaluate = robustseg_core.evaluation.evaluate:cli",
             "train_student = robustseg_core.training.train_student:cli",
             "export_checkpoint = robustseg_core.training.export:cli",
+            "export_onnx = robustseg_core.deploy.export:cli",
             "perception_node = robustseg_ros.perception_node:cli",
             "record_synthetic = robustseg_ros.bagtools.record_synthetic:cli",
             "replay_bag = robustseg_ros.bagtools.replay_bag:cli",
             "evaluate_bag = robustseg_ros.bagtools.evaluate_bag:cli",
+            "record_outputs = robustseg_ros.bagtools.record_outputs:cli",
         ],
     },
 )

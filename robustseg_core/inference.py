@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .classes import CLASS_NAMES
 from .data.transforms import eval_size, resize_modality
+from .deploy.backends import load_backend
+from .deploy.metadata import ModelMetadata
 from .models import MISSING_CONVENTIONS, apply_missing_convention
-from .models.checkpoint import build_model_from_checkpoint, resolve_device
 from .sensors.normalization import preprocess_stack
 
 
@@ -48,39 +48,45 @@ def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int]) ->
 
 
 class Segmenter:
-    """Runs a checkpoint on one frame of (possibly incomplete) modality images.
+    """Runs a model on one frame of (possibly incomplete) modality images, on any inference backend.
+
+    Pre-processing (resize, normalise, missing-modality convention) and post-processing (labels and
+    confidence) are this class's, the same for every backend; the backend only runs the network
+    (``robustseg_core.deploy.backends``).
 
     Args:
-        checkpoint: robustseg checkpoint path.
+        checkpoint: robustseg checkpoint path (the torch backend's model; for the others, what the ONNX file
+            must agree with, or what is exported when ``onnx_file`` is None).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        fp16: half precision; default: on CUDA only.
-        short_side: network input short side (px); default: the checkpoint's ``data.eval_size``.
+        fp16: reduced precision (fp16 on CUDA, bf16 for OpenVINO on CPUs that have it); None: where supported.
+        short_side: network input short side (px); default: the model's ``eval_size``.
         convention: how missing modalities reach the model, "drop" or "zero".
+        backend: "torch", "onnxruntime", "openvino" or "tensorrt".
+        onnx_file: an ``export_onnx`` model for the non-torch backends.
     """
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoint: str | Path | None = None,
         device: str = "auto",
         fp16: bool | None = None,
         short_side: int | None = None,
         convention: str = "drop",
+        *,
+        backend: str = "torch",
+        onnx_file: str | Path | None = None,
     ) -> None:
         if convention not in MISSING_CONVENTIONS:
             raise ValueError(f"convention {convention!r}: expected one of {MISSING_CONVENTIONS}")
-        self.device = resolve_device(device)
-        self.fp16 = self.device.type == "cuda" if fp16 is None else fp16
-        model, state = build_model_from_checkpoint(checkpoint, self.device)
-        self.model = model.to(self.device).eval()
-        if self.fp16:
-            self.model.half()
-        self.meta = state.get("meta", {})
-        self.modalities: tuple[str, ...] = tuple(state["architecture"]["modalities"])
-        self.class_names: tuple[str, ...] = tuple(self.meta.get("classes", CLASS_NAMES))
-        config_size = self.meta.get("config", {}).get("data", {}).get("eval_size")
-        self.short_side = short_side or config_size
+        self.backend = load_backend(backend, device, fp16, checkpoint=checkpoint, onnx_file=onnx_file)
+        self.device: torch.device = self.backend.device
+        self.fp16: bool = self.backend.fp16
+        self.metadata: ModelMetadata = self.backend.metadata
+        self.modalities: tuple[str, ...] = self.metadata.modalities
+        self.class_names: tuple[str, ...] = self.metadata.classes
+        self.short_side = short_side or self.metadata.eval_size
         if not self.short_side:
-            raise ValueError(f"{checkpoint}: no data.eval_size in its config; pass short_side")
+            raise ValueError(f"{checkpoint or onnx_file}: no data.eval_size in its metadata; pass short_side")
         self.convention = convention
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -114,12 +120,8 @@ class Segmenter:
                 reference = next(im for im in images.values() if im is not None)
             output_size = reference.shape[:2]
         tensor, present = self.prepare(images, *output_size)
-        if self.fp16:
-            tensor = tensor.half()
         prepared = time.perf_counter()
-        logits = self.model(tensor, present)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        logits = self.backend.run(tensor, present)
         inferred = time.perf_counter()
         labels, confidence = labels_and_confidence(logits, output_size)
         result = SegmentationResult(

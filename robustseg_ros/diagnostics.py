@@ -100,6 +100,8 @@ class FrameStatistics:
             stages = list(self._stage_ms)
             values = {
                 "device": str(segmenter.device),
+                "backend": getattr(getattr(segmenter, "backend", None), "name", "torch"),
+                "precision": getattr(getattr(segmenter, "backend", None), "precision", "fp32"),
                 "fp16": str(bool(getattr(segmenter, "fp16", False))).lower(),
                 "modalities": ",".join(segmenter.modalities),
                 "short_side_px": str(getattr(segmenter, "short_side", "")),
@@ -180,6 +182,13 @@ def sensor_health_statuses(health: Mapping[str, HealthStatus], enabled: Mapping[
             statuses.append(_status(name, DIAGNOSTIC_STALE, "waiting for the node clock (use_sim_time without /clock?)",
                                     topic, {"modality": modality}))
     return statuses
+
+
+def lifecycle_status(state: str, node_name: str, values: Mapping[str, str]) -> DiagnosticStatus:
+    """``"robustseg: lifecycle"``: the managed node's state (OK while active; WARN otherwise: it is not segmenting),
+    with ``values`` such as the last refused transition."""
+    level = DIAGNOSTIC_OK if state == "active" else DIAGNOSTIC_WARN
+    return _status(f"{DIAGNOSTIC_PREFIX}lifecycle", level, state, node_name, {"state": state, **values})
 
 
 def counters_from_diagnostics(diagnostics: DiagnosticArray) -> dict[str, int]:

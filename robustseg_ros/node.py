@@ -1,32 +1,42 @@
-"""``PerceptionNode``: the thin rclpy adapter around ``PerceptionPipeline`` (see docs/perception_node.md).
+"""``PerceptionNode``: the thin rclpy adapter around ``PerceptionPipeline``, a managed (lifecycle) node
+(docs/perception_node.md).
 
-It declares the parameters of ``params.PARAMETERS`` (typed, described, read-only), subscribes
-to each enabled input with its own topic and QoS, hands every message to the pipeline with the node
-clock's time, and runs one inference worker thread fed through a one-frame slot: a newer frame
-replaces a pending one (counted as dropped), so latency never grows with a queue. A timer checks
-health, drives frames while the camera is silent, and publishes /diagnostics at once when a sensor
-changes state. All times come from ``self.get_clock()``, so ``use_sim_time`` works.
+Lifecycle (``rclpy.lifecycle``): *configure* reads the parameters, loads the model on its backend and
+warms it up, builds the pipeline and the output publishers; *activate* publishes the class names,
+subscribes to each enabled input with its own topic, transport and QoS, and starts the inference worker
+(``worker.InferenceWorker``) and the health timer; *deactivate* unsubscribes, lets the frame in
+progress finish and stops publishing; *cleanup* frees the model; *shutdown* ends the node. With
+``autostart`` (the default) the constructor configures and activates at once, so ``perception_node`` starts
+as an unmanaged node did; a failing configure then raises its error. A transition that is not allowed
+in the current state is refused with the reason in the log and on /diagnostics, and nothing changes.
 
-The console script ``perception_node`` (``robustseg_ros.perception_node``) runs it until shutdown.
+/diagnostics is not a managed output: it reports the lifecycle state in every state, and the sensors
+and the model while active. Parameters marked live in ``params.PARAMETERS`` change with ``ros2 param
+set`` (validated with the others; an invalid value is refused with the reason); the rest are read-only.
+All times come from ``self.get_clock()``, so ``use_sim_time`` works.
 """
 
 from __future__ import annotations
 
-import threading
+import gc
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32, String
+from std_msgs.msg import Float32, Header, String
 
-from robustseg_ros.conversions import nanoseconds_to_seconds, numpy_to_image, seconds_to_nanoseconds
-from robustseg_ros.frames import FrameJob, FrameOutput
+from robustseg_core.errors import UserError
+from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, seconds_to_stamp
+from robustseg_ros.diagnostics import lifecycle_status
+from robustseg_ros.frames import FrameJob
+from robustseg_ros.outputs import OUTPUT_TOPICS, image_messages
 from robustseg_ros.params import (
     NODE_NAME,
+    PARAMETER_DEFAULTS,
     PARAMETERS,
     ParameterError,
     ParameterSpec,
@@ -35,7 +45,8 @@ from robustseg_ros.params import (
     load_segmenter,
     transform_from_parameter,
 )
-from robustseg_ros.pipeline import PerceptionPipeline
+from robustseg_ros.pipeline import PerceptionPipeline, input_message_types
+from robustseg_ros.worker import InferenceWorker
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -49,6 +60,8 @@ DIAGNOSTICS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliabil
 RELIABLE_INPUT_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 WORKER_STOP_TIMEOUT_S = 5.0
 FAILURE_LOG_THROTTLE_S = 5.0
+#: What a failed configure raises (a missing or mismatched model, an unusable backend, a bad parameter).
+CONFIGURE_ERRORS = (UserError, OSError, ValueError, RuntimeError)
 
 
 def parameter_type(default) -> int:
@@ -67,9 +80,9 @@ def parameter_type(default) -> int:
 
 
 def declare_parameter_spec(node: Node, spec: ParameterSpec):
-    """Declare one read-only, typed, described parameter; returns its value."""
+    """Declare one typed, described parameter, read-only unless the spec is live; returns its value."""
     descriptor = ParameterDescriptor(name=spec.name, type=parameter_type(spec.default), description=spec.description,
-                                     read_only=True)
+                                     read_only=not spec.live)
     default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
     return node.declare_parameter(spec.name, default, descriptor).value
 
@@ -84,33 +97,152 @@ def subscription_qos(name: str) -> QoSProfile:
     return qos_profile_sensor_data if name == "sensor_data" else RELIABLE_INPUT_QOS
 
 
-class PerceptionNode(Node):
-    """Multimodal segmentation node; ``node_kwargs`` go to ``rclpy.node.Node`` (context, parameter_overrides...)."""
+class PerceptionNode(LifecycleNode):
+    """Multimodal segmentation node; ``node_kwargs`` go to ``rclpy.node.Node`` (context, parameter_overrides...).
+
+    ``segmenter`` and ``pipeline`` exist from configure to cleanup; ``finished`` turns True on shutdown.
+    """
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._pending: FrameJob | None = None
-        self._stopping = False
-        self._slot = threading.Condition()
-        self._worker: threading.Thread | None = None
         self.params = PerceptionParams(declare_perception_parameters(self))
-        self._check_unknown_parameters()
-        checkpoint, self.segmenter = load_segmenter(self.params)
-        self.get_logger().info(f"loaded {checkpoint} on {self.segmenter.device} (fp16 {self.segmenter.fp16}, "
-                               f"modalities {', '.join(self.segmenter.modalities)}, short side "
-                               f"{self.segmenter.short_side} px)")
-        self._warm_up()
-        self.pipeline = PerceptionPipeline(
-            self.params, self.segmenter, logger=self.get_logger(),
-            lidar_extrinsic_lookup=self._tf_lookup() if self.params["lidar.use_tf"] else None,
-            topic_names=self.params.topics(self.resolve_topic_name))
-        self._create_publishers()
-        self._publish_class_names()
-        self._create_subscriptions()
-        self._worker = threading.Thread(target=self._work, name="robustseg_inference", daemon=True)
-        self._worker.start()
-        self.create_timer(self.params["health.check_period_s"], self._on_check)
+        self.segmenter = None
+        self.pipeline: PerceptionPipeline | None = None
+        self.finished = False
+        self._configure_error: Exception | None = None
+        self._starting = False
+        self._refused = ""
+        self._outputs: dict = {}
+        self._sensor_subscriptions: list = []
+        self._health_timer = None
+        self._worker: InferenceWorker | None = None
+        self._publishing = False
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._explain_refused_transitions()
+        self._check_unknown_parameters()
+        if self.params["autostart"]:
+            self.start()
+
+    @property
+    def lifecycle_state(self) -> str:
+        """"unconfigured", "inactive", "active", "finalized" or a transition state such as "configuring"."""
+        return self._state_machine.current_state[1]
+
+    def start(self) -> None:
+        """Configure and activate (what ``autostart`` does); raises the error that made configure fail."""
+        self._starting = True  # the caller gets a failed configure's error, so on_configure does not log it too
+        try:
+            configured = self.trigger_configure()
+        finally:
+            self._starting = False
+        if configured != TransitionCallbackReturn.SUCCESS:
+            raise self._configure_error or RuntimeError(f"configure failed in state {self.lifecycle_state}")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(f"activate failed; state {self.lifecycle_state}")
+
+    # ------------------------------------------------------------------ lifecycle transitions
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = None
+        try:
+            self.params = PerceptionParams({spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS})
+            model_file, segmenter = load_segmenter(self.params)
+            self._warm_up(segmenter)
+            pipeline = PerceptionPipeline(
+                self.params, segmenter, logger=self.get_logger(),
+                lidar_extrinsic_lookup=self._tf_lookup() if self.params["lidar.use_tf"] else None,
+                topic_names=self.params.topics(self.resolve_topic_name))
+        except CONFIGURE_ERRORS as error:
+            self._configure_error = error
+            if not self._starting:
+                self.get_logger().error(f"configure failed, still unconfigured: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.segmenter, self.pipeline = segmenter, pipeline
+        self.get_logger().info(f"loaded {model_file} with backend {segmenter.backend.name} on {segmenter.device} "
+                               f"(precision {segmenter.backend.precision}, modalities {', '.join(segmenter.modalities)}, "
+                               f"short side {segmenter.short_side} px)")
+        self._outputs = {name: self.create_lifecycle_publisher(kind, f"~/{name}", OUTPUT_QOS)
+                         for name, kind in OUTPUT_TOPICS.items()}
+        self._outputs["class_names"] = self.create_lifecycle_publisher(String, "~/class_names", LATCHED_QOS)
+        if LabelInfo is not None:
+            self._outputs["label_info"] = self.create_lifecycle_publisher(LabelInfo, "~/label_info", LATCHED_QOS)
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._publish_class_names()
+        self._worker = InferenceWorker(self._process, self.pipeline.statistics.count_dropped)
+        self._publishing = True
+        self._subscribe()
+        self._health_timer = self.create_timer(self.params["health.check_period_s"], self._on_check)
+        self.get_logger().info(f"active: inputs {', '.join(self.pipeline.active_sensors)}")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_activity()
+        self.get_logger().info("inactive: unsubscribed, not publishing")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_cleanup(state)
+        self._release_model()
+        return result
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_activity()
+        self._release_model()
+        self.finished = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error during a transition from {state.label}: back to unconfigured")
+        self._stop_activity()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_activity(self) -> None:
+        """Stop publishing frames, unsubscribe, stop the health timer and the worker (a frame in progress is
+        finished but not published)."""
+        self._publishing = False
+        for subscription in self._sensor_subscriptions:
+            self.destroy_subscription(subscription)
+        self._sensor_subscriptions = []
+        if self._health_timer is not None:
+            self.destroy_timer(self._health_timer)
+            self._health_timer = None
+        if self._worker is not None:
+            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):
+                self.get_logger().warning(f"the inference worker did not stop within {WORKER_STOP_TIMEOUT_S} s")
+            self._worker = None
+
+    def _release_model(self) -> None:
+        """Destroy the output publishers and free the model."""
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = {}
+        self.segmenter = self.pipeline = None
+        gc.collect()
+
+    def _explain_refused_transitions(self) -> None:
+        """Wrap the change_state service: a transition not available in the current state is refused with the
+        reason logged and kept for /diagnostics (rclpy alone answers only success = false)."""
+        service = self._service_change_state
+        change_state = service.callback
+
+        def checked(request, response):
+            available = {label: transition_id for transition_id, label, *_ in self._state_machine.available_transitions}
+            wanted = request.transition.label or request.transition.id
+            if wanted not in available and wanted not in available.values():
+                self._refused = (f"transition {wanted!r} is not allowed in state {self.lifecycle_state!r} (allowed: "
+                                 f"{', '.join(available) or 'none'})")
+                self.get_logger().warning(f"refused {self._refused}; node unchanged")
+                response.success = False
+                return response
+            return change_state(request, response)
+
+        service.callback = checked
 
     # ------------------------------------------------------------------ set-up
 
@@ -126,12 +258,12 @@ class PerceptionNode(Node):
             raise ParameterError(f"{text}; refused because strict_parameters is true")
         self.get_logger().warning(f"{text}: ignored (strict_parameters:=true refuses them)")
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, segmenter) -> None:
         iterations = self.params["warmup_iterations"]
         if iterations == 0:
             return
         start = time.perf_counter()
-        self.segmenter.warmup(self.params["warmup_height"], self.params["warmup_width"], iterations)
+        segmenter.warmup(self.params["warmup_height"], self.params["warmup_width"], iterations)
         self.get_logger().info(f"warm-up: {iterations} frames of {self.params['warmup_width']}x"
                                f"{self.params['warmup_height']} in {time.perf_counter() - start:.2f} s")
 
@@ -158,48 +290,56 @@ class PerceptionNode(Node):
 
         return lookup
 
-    def _create_publishers(self) -> None:
-        self._segmentation_pub = self.create_publisher(Image, "~/segmentation", OUTPUT_QOS)
-        self._color_pub = self.create_publisher(Image, "~/segmentation_color", OUTPUT_QOS)
-        self._confidence_pub = self.create_publisher(Image, "~/confidence", OUTPUT_QOS)
-        self._overlay_pub = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
-        self._latency_pub = self.create_publisher(Float32, "~/latency_ms", OUTPUT_QOS)
-        self._sensor_status_pub = self.create_publisher(DiagnosticArray, "~/sensor_status", OUTPUT_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self._class_names_pub = self.create_publisher(String, "~/class_names", LATCHED_QOS)
-        self._label_info_pub = (self.create_publisher(LabelInfo, "~/label_info", LATCHED_QOS)
-                                if LabelInfo is not None else None)
-
     def _publish_class_names(self) -> None:
         names = self.segmenter.class_names
-        self._class_names_pub.publish(String(data="\n".join(names)))
-        if self._label_info_pub is not None:
+        self._outputs["class_names"].publish(String(data="\n".join(names)))
+        if "label_info" in self._outputs:
             label_info = LabelInfo(class_map=[VisionClass(class_id=index, class_name=name)
                                               for index, name in enumerate(names)],
                                    threshold=float(self.params["output.confidence_threshold"]))
             label_info.header.stamp = self.get_clock().now().to_msg()
-            self._label_info_pub.publish(label_info)
+            self._outputs["label_info"].publish(label_info)
 
-    def _create_subscriptions(self) -> None:
-        pipeline = self.pipeline
-        event_type = Image if self.params["events.input_type"] == "image" else PointCloud2
+    def _subscribe(self) -> None:
+        """(Re)create the input subscriptions for the pipeline's active sensors and the CameraInfo."""
+        for subscription in self._sensor_subscriptions:
+            self.destroy_subscription(subscription)
+        pipeline, topics, types = self.pipeline, self.params.topics(), input_message_types(self.params)
         # The camera last: of messages ready together, the executor serves earlier subscriptions first.
-        handlers = {"depth": (Image, pipeline.on_depth), "events": (event_type, pipeline.on_events),
-                    "lidar": (PointCloud2, pipeline.on_lidar), "camera": (Image, pipeline.on_camera)}
+        handlers = {"depth": pipeline.on_depth, "events": pipeline.on_events, "lidar": pipeline.on_lidar,
+                    "camera": pipeline.on_camera}
         # CameraInfo always: intrinsics, output size and frame_id, even while the camera image is disabled.
-        self.create_subscription(CameraInfo, self.params["camera.info_topic"],
-                                 lambda msg: pipeline.on_camera_info(msg, self._now()),
-                                 subscription_qos(self.params["camera.qos"]))
-        for sensor, (message_type, handler) in handlers.items():
+        self._sensor_subscriptions = [self.create_subscription(
+            types["camera_info"], topics["camera_info"], lambda msg: pipeline.on_camera_info(msg, self._now()),
+            subscription_qos(self.params["camera.qos"]))]
+        for sensor, handler in handlers.items():
             if sensor not in pipeline.active_sensors:
                 if self.params[f"{sensor}.enabled"]:
                     self.get_logger().warning(f"{sensor} is enabled but the model has no "
                                               f"'{pipeline.params.inputs[sensor].modality}' input: not subscribed")
                 continue
-            self.create_subscription(message_type, self.params[f"{sensor}.topic"],
-                                     lambda msg, handle=handler: self._on_message(handle, msg),
-                                     subscription_qos(self.params[f"{sensor}.qos"]))
-        self.get_logger().info(f"inputs: {', '.join(pipeline.active_sensors)}")
+            self._sensor_subscriptions.append(self.create_subscription(
+                types[sensor], topics[sensor], lambda msg, handle=handler: self._on_message(handle, msg),
+                subscription_qos(self.params[f"{sensor}.qos"])))
+
+    # ------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Validate and apply live parameter changes (read-only ones never get here: rclpy refuses them)."""
+        changes = {parameter.name: parameter.value for parameter in parameters if parameter.name in PARAMETER_DEFAULTS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            params = self.params.with_changes(changes)
+            if self.pipeline is not None:
+                self.pipeline.apply_live_params(params, self._now())
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.params = params
+        if self.lifecycle_state == "active" and any(name.endswith(".enabled") for name in changes):
+            self._subscribe()
+        self.get_logger().info("parameters changed: " + ", ".join(f"{name}={value!r}" for name, value in changes.items()))
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks (executor thread)
 
@@ -208,68 +348,52 @@ class PerceptionNode(Node):
 
     def _on_message(self, handler, msg) -> None:
         job = handler(msg, self._now())
-        if job is not None:
-            self._submit(job)
+        if job is not None and self._worker is not None:
+            self._worker.submit(job)
 
     def _on_check(self) -> None:
         now = self._now()
         job = self.pipeline.on_timer(now)
-        if job is not None:
-            self._submit(job)
+        if job is not None and self._worker is not None:
+            self._worker.submit(job)
         if self.pipeline.health_changed(now):
             self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
-        self._diagnostics_pub.publish(self.pipeline.diagnostics(self._now()))
+        """The sensors' and the model's statuses while active, and the lifecycle state always."""
+        now = self._now()
+        if self.pipeline is not None and self.lifecycle_state == "active":
+            array = self.pipeline.diagnostics(now)
+        else:
+            array = DiagnosticArray(header=Header(stamp=seconds_to_stamp(max(now, 0.0))))
+        values = {"backend": self.params["backend"], "last_refused_transition": self._refused or "none"}
+        array.status.append(lifecycle_status(self.lifecycle_state, self.get_fully_qualified_name(), values))
+        self._diagnostics_pub.publish(array)
 
-    def _submit(self, job: FrameJob) -> None:
-        """Put ``job`` in the one-frame slot; a job still waiting there is dropped (counted)."""
-        with self._slot:
-            if self._pending is not None:
-                self.pipeline.statistics.count_dropped()
-            self._pending = job
-            self._slot.notify()
+    # ------------------------------------------------------------------ inference worker thread
 
-    # ------------------------------------------------------------------ inference worker
-
-    def _take(self) -> FrameJob | None:
-        with self._slot:
-            while self._pending is None and not self._stopping:
-                self._slot.wait()
-            job, self._pending = self._pending, None
-            return None if self._stopping else job
-
-    def _work(self) -> None:
-        while (job := self._take()) is not None:
-            try:
-                output = self.pipeline.process(job, with_color=self._color_pub.get_subscription_count() > 0,
-                                               with_overlay=self._overlay_pub.get_subscription_count() > 0)
-                if output is not None:
-                    self._publish(output)
-            except Exception as error:  # the worker must survive any single frame
-                self.pipeline.statistics.count_failure(error, self._now())
-                self.get_logger().error(f"frame failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=FAILURE_LOG_THROTTLE_S)
-
-    def _publish(self, output: FrameOutput) -> None:
-        start = time.perf_counter()
-        header = output.header
-        self._segmentation_pub.publish(numpy_to_image(output.labels, "mono8", header))
-        if output.color is not None:
-            self._color_pub.publish(numpy_to_image(output.color, "rgb8", header))
-        self._confidence_pub.publish(numpy_to_image(output.confidence, "32FC1", header))
-        if output.overlay is not None:
-            self._overlay_pub.publish(numpy_to_image(output.overlay, "rgb8", header))
-        latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
-        self._latency_pub.publish(Float32(data=float(latency_ms)))
-        self._sensor_status_pub.publish(self.pipeline.sensor_status(output))
-        self.pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3)
+    def _process(self, job: FrameJob) -> None:
+        """Segment one frame and publish its outputs; a failure is counted and logged, never raised."""
+        pipeline = self.pipeline
+        outputs = self._outputs
+        try:
+            output = pipeline.process(job, with_color=outputs["segmentation_color"].get_subscription_count() > 0,
+                                      with_overlay=outputs["overlay"].get_subscription_count() > 0)
+            if output is None or not self._publishing:
+                return
+            start = time.perf_counter()
+            for name, message in image_messages(output).items():
+                outputs[name].publish(message)
+            latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
+            outputs["latency_ms"].publish(Float32(data=float(latency_ms)))
+            outputs["sensor_status"].publish(pipeline.sensor_status(output))
+            pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3)
+        except Exception as error:  # the worker must survive any single frame
+            pipeline.statistics.count_failure(error, self._now())
+            self.get_logger().error(f"frame failed: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=FAILURE_LOG_THROTTLE_S)
 
     def destroy_node(self) -> None:
-        """Stop the worker thread, then destroy the node."""
-        with self._slot:
-            self._stopping = True
-            self._slot.notify_all()
-        if self._worker is not None and self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(WORKER_STOP_TIMEOUT_S)
+        """Stop the worker (nothing is published afterwards), then destroy the node."""
+        self._stop_activity()
         super().destroy_node()

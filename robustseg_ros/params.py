@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from robustseg_core.deploy.backends import BACKENDS
 from robustseg_core.errors import UsageError
 from robustseg_core.inference import Segmenter
 from robustseg_core.yaml_file import read_yaml
@@ -37,6 +38,9 @@ SENSORS: tuple[str, ...] = ("camera", "depth", "events", "lidar")
 MODALITY_OF_SENSOR: dict[str, str] = {"camera": "rgb", "depth": "depth", "events": "event", "lidar": "lidar"}
 SENSOR_OF_MODALITY: dict[str, str] = {modality: sensor for sensor, modality in MODALITY_OF_SENSOR.items()}
 QOS_CHOICES: tuple[str, ...] = ("sensor_data", "reliable")
+#: Image transports per sensor and the suffix each adds to the topic (image_transport's convention).
+TRANSPORT_SUFFIXES: dict[str, dict[str, str]] = {"camera": {"raw": "", "compressed": "/compressed"},
+                                                 "depth": {"raw": "", "compressedDepth": "/compressedDepth"}}
 EVENT_INPUT_TYPES: tuple[str, ...] = ("packets", "image")
 PACKAGED_CHECKPOINT = ("models", "robustseg_student.pt")
 #: T_cam_lidar for a LiDAR at the camera's origin with REP 103 body axes (x forward, y left, z up):
@@ -52,16 +56,19 @@ class ParameterError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One ROS parameter of the node: dotted name, default (its type is the parameter's type), description."""
+    """One ROS parameter of the node: dotted name, default (its type is the parameter's type), description, and
+    whether it may change while the node runs (``live``; the others are read-only)."""
 
     name: str
     default: bool | int | float | str | tuple
     description: str
+    live: bool = False
 
 
 def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | None, what: str) -> list[ParameterSpec]:
     specs = [
-        ParameterSpec(f"{sensor}.enabled", True, f"Subscribe to the {what} and feed it to the model."),
+        ParameterSpec(f"{sensor}.enabled", True, f"Subscribe to the {what} and feed it to the model (live).",
+                      live=True),
         ParameterSpec(f"{sensor}.topic", topic,
                       f"Topic of the {what} (relative names resolve in the node's namespace)."),
         ParameterSpec(f"{sensor}.qos", "sensor_data",
@@ -84,21 +91,33 @@ def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | N
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("autostart", True, "Configure and activate at start-up; false: wait unconfigured for lifecycle "
+                                     "transitions (ros2 lifecycle set /perception_node configure, then activate)."),
     ParameterSpec("checkpoint", "", "RobustSeg checkpoint (.pt); empty: the student shipped in the package "
-                                    "(robustseg_ros/models/robustseg_student.pt)."),
-    ParameterSpec("device", "auto", "Torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+                                    "(robustseg_ros/models/robustseg_student.pt), unless onnx_file is set."),
+    ParameterSpec("backend", "torch", "Inference backend: torch, onnxruntime, openvino or tensorrt (each but torch "
+                                      "runs an ONNX model and needs its setup.py extra: onnx, openvino, tensorrt)."),
+    ParameterSpec("onnx_file", "", "ONNX model (export_onnx) for the backends other than torch; empty: the checkpoint "
+                                   "is exported and checked once, into ~/.cache/robustseg_ros. With a checkpoint "
+                                   "too, both must agree on classes, modality order and normalisation."),
     ParameterSpec("strict_parameters", False,
                   "Refuse to start when a parameter file or -p override names a parameter this node does not have "
                   "(perception.launch.py sets it true); false: log a warning naming them and start."),
-    ParameterSpec("fp16", True, "Half precision when the device is CUDA (ignored on CPU)."),
+    ParameterSpec("device", "auto", "Device: auto (CUDA when available, else CPU; openvino: CPU), cpu, cuda or "
+                                    "cuda:N."),
+    ParameterSpec("fp16", True, "Reduced precision where the backend supports it: fp16 on CUDA (torch, tensorrt), "
+                                "bf16 with openvino on CPUs that have it; ignored otherwise."),
     ParameterSpec("short_side", 0, "Network input short side (px; both sides rounded up to multiples of 32); "
                                    "0: the checkpoint's data.eval_size."),
     ParameterSpec("missing_convention", "drop", "How absent modalities reach the model: drop (left out of the "
-                                                "fusion) or zero (zero images, encoded and averaged in)."),
+                                                "fusion) or zero (zero images, encoded and averaged in) (live).",
+                  live=True),
     ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
     ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),
     ParameterSpec("warmup_height", 480, "Image height (px) of the warm-up frames (use the camera's)."),
     *_input_specs("camera", "camera/image", 10.0, None, "camera image"),
+    ParameterSpec("camera.transport", "raw", "raw: sensor_msgs/Image on camera.topic; compressed: "
+                                             "sensor_msgs/CompressedImage (jpeg, png) on camera.topic + \"/compressed\"."),
     ParameterSpec("camera.info_topic", "camera/camera_info",
                   "CameraInfo of the camera image (intrinsics for depth and LiDAR, frame_id for timer frames); "
                   "same QoS as camera.qos."),
@@ -109,6 +128,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("camera.pitch_deg", 0.0, "Camera pitch (deg) relative to level ground, positive looking down "
                                            "(HHA depth encoding)."),
     *_input_specs("depth", "depth/image", 10.0, 0.05, "depth image"),
+    ParameterSpec("depth.transport", "raw", "raw: sensor_msgs/Image on depth.topic; compressedDepth: "
+                                            "sensor_msgs/CompressedImage (16UC1 png, compressed_depth_image_transport) "
+                                            "on depth.topic + \"/compressedDepth\"."),
     *_input_specs("events", "events/packets", 10.0, 0.05, "event stream"),
     ParameterSpec("events.input_type", "packets",
                   "packets: PointCloud2 event packets (x, y, t, polarity) accumulated over events.window_s; "
@@ -139,21 +161,27 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                                  "camera is silent; a state change is on /diagnostics within it."),
     ParameterSpec("health.diagnostics_period_s", 1.0, "Period (s) of /diagnostics when no state changes."),
     ParameterSpec("health.warn_after_periods", 3.0, "WARN late when the last message is older than this many "
-                                                    "expected periods."),
-    ParameterSpec("health.rate_window_s", 2.0, "Window (s) over which the arrival rate is measured."),
-    ParameterSpec("health.min_rate_fraction", 0.5, "WARN low rate below this fraction of expected_rate_hz."),
-    ParameterSpec("health.frozen_warn_repeats", 3, "WARN frozen after this many identical payloads in a row."),
+                                                    "expected periods (live).", live=True),
+    ParameterSpec("health.rate_window_s", 2.0, "Window (s) over which the arrival rate is measured (live).",
+                  live=True),
+    ParameterSpec("health.min_rate_fraction", 0.5, "WARN low rate below this fraction of expected_rate_hz (live).",
+                  live=True),
+    ParameterSpec("health.frozen_warn_repeats", 3, "WARN frozen after this many identical payloads in a row (live).",
+                  live=True),
     ParameterSpec("health.frozen_stale_repeats", 10, "STALE frozen (no longer fused) after this many identical "
-                                                     "payloads in a row."),
+                                                     "payloads in a row (live).", live=True),
     ParameterSpec("health.future_tolerance_s", 0.2, "A stamp later than arrival + this (s) is a future-stamp anomaly; "
-                                                    "such messages are not fused."),
+                                                    "such messages are not fused (live).", live=True),
     ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies and malformed messages keep the sensor at WARN this "
-                                                "long (s)."),
-    ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1)."),
+                                                "long (s) (live).", live=True),
+    ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1) (live).",
+                  live=True),
     ParameterSpec("output.confidence_threshold", 0.0, "Pixels whose confidence is below this become 255 (unknown) "
-                                                      "in ~/segmentation; 0: off."),
+                                                      "in ~/segmentation; 0: off (live).", live=True),
 )
 PARAMETER_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
+#: Parameters that may change while the node runs (``ros2 param set``); the others are read-only.
+LIVE_PARAMETERS: frozenset[str] = frozenset(spec.name for spec in PARAMETERS if spec.live)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,10 +224,21 @@ class PerceptionParams:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
+    def with_changes(self, changes: Mapping[str, Any]) -> PerceptionParams:
+        """These values with ``changes`` applied, validated as a whole; ``ValueError`` naming a parameter that is
+        not live (read-only while running) or the problem with the new values."""
+        read_only = sorted(set(changes) - LIVE_PARAMETERS)
+        if read_only:
+            raise ValueError(f"parameter(s) {', '.join(read_only)} are read-only while the node runs: set them in the "
+                             "parameter file or with -p name:=value and restart")
+        return PerceptionParams({**self.values, **changes})
+
     def topics(self, resolve: Callable[[str], str] = str) -> dict[str, str]:
         """Topic of every sensor input and of ``"camera_info"``, each passed through ``resolve`` (the node's
-        ``resolve_topic_name``, ``absolute_topic``, or by default as written)."""
-        topics = {sensor: resolve(self[f"{sensor}.topic"]) for sensor in SENSORS}
+        ``resolve_topic_name``, ``absolute_topic``, or by default as written). A compressed camera or depth
+        transport adds its suffix (``camera/image/compressed``)."""
+        topics = {sensor: resolve(self[f"{sensor}.topic"] + TRANSPORT_SUFFIXES.get(sensor, {}).get(
+            self.values.get(f"{sensor}.transport", "raw"), "")) for sensor in SENSORS}
         topics["camera_info"] = resolve(self["camera.info_topic"])
         return topics
 
@@ -207,6 +246,8 @@ class PerceptionParams:
         choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
         choices["events.input_type"] = EVENT_INPUT_TYPES
         choices["missing_convention"] = MISSING_CONVENTIONS
+        choices["backend"] = BACKENDS
+        choices.update({f"{sensor}.transport": tuple(suffixes) for sensor, suffixes in TRANSPORT_SUFFIXES.items()})
         for name, allowed in choices.items():
             if self.values[name] not in allowed:
                 raise ParameterError(f"parameter {name}: {self.values[name]!r} is not one of {', '.join(allowed)}")
@@ -371,9 +412,16 @@ def resolve_checkpoint(checkpoint: str) -> Path:
 
 
 def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
-    """The checkpoint the parameters name and a ``Segmenter`` built from it with their device, fp16, short
-    side and missing-modality convention (the node and the offline evaluation build it alike)."""
-    checkpoint = resolve_checkpoint(params["checkpoint"])
+    """The model the parameters name and a ``Segmenter`` running it with their backend, device, precision, short
+    side and missing-modality convention (the node and the offline evaluation build it alike); returns the model
+    file (the ONNX file when one is given) and the segmenter. An ``onnx_file`` without a ``checkpoint`` runs on
+    its own metadata; with one, the two must agree."""
+    onnx_file = Path(params["onnx_file"]).expanduser() if params["onnx_file"] else None
+    if params["backend"] == "torch" and onnx_file is not None:
+        raise ValueError("parameter onnx_file is set but backend is torch; set backend to onnxruntime, openvino or "
+                         "tensorrt to run it")
+    checkpoint = None if onnx_file is not None and not params["checkpoint"] else resolve_checkpoint(params["checkpoint"])
     segmenter = Segmenter(checkpoint, device=params["device"], fp16=None if params["fp16"] else False,
-                          short_side=params["short_side"] or None, convention=params["missing_convention"])
-    return checkpoint, segmenter
+                          short_side=params["short_side"] or None, convention=params["missing_convention"],
+                          backend=params["backend"], onnx_file=onnx_file)
+    return onnx_file or checkpoint, segmenter

@@ -4,8 +4,13 @@ Run: ``perception_node --ros-args --params-file config/perception.yaml -p checkp
 (``ros2 run robustseg_ros perception_node ...`` after a colcon build; docs/perception_node.md).
 
 A node that cannot start (a missing or malformed parameter file, an unknown parameter under
-``strict_parameters``, an invalid value, a missing checkpoint) ends with one line on stderr,
-``perception_node: error: ...``, and exit status 2 (parameters) or 1 (files, checkpoint).
+``strict_parameters``, an invalid value, a missing checkpoint or a model that does not fit, a backend
+that is not installed) ends with one line on stderr, ``perception_node: error: ...``, and exit status 2
+(parameters) or 1 (files, checkpoint, backend).
+
+SIGINT and SIGTERM end it with exit code 0 and no traceback (``robustseg_ros.shutdown``): the executor
+loop ends, the node stops its worker (nothing is published afterwards) and is destroyed, and only then
+is the ROS context shut down. The node's own lifecycle *shutdown* transition ends the process the same way.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import sys
 
 import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from robustseg_core.cli import console_script
 from robustseg_ros.node import PerceptionNode
 from robustseg_ros.params import NODE_NAME, ParameterError, load_params_document
+from robustseg_ros.shutdown import spin_until, stop_on_signals
 
 try:  # rclpy raises this for a parameter file rcl cannot parse; its home is an implementation module
     from rclpy._rclpy_pybind11 import RCLError
@@ -32,30 +39,32 @@ def params_files(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until shutdown (``argv``: the command line without the program name); returns 0."""
+    """Run the node until SIGINT, SIGTERM or its lifecycle shutdown (``argv``: the command line without the
+    program name); returns 0. A node that cannot start raises the error that stopped it."""
     argv = sys.argv[1:] if argv is None else list(argv)
     for path in params_files(argv):
         load_params_document(path)  # one ParameterError naming a missing or malformed file, before rcl parses it
-    try:
-        rclpy.init(args=[NODE_NAME, *argv])
-    except RCLError as error:
-        raise ParameterError(" ".join(str(error).split())) from error
-    try:
-        node = PerceptionNode()
-    except ParameterException as error:
-        rclpy.try_shutdown()
-        raise ParameterError(str(error)) from error
-    except BaseException:
-        rclpy.try_shutdown()
-        raise
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    with stop_on_signals() as stop:
+        try:
+            rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
+        except RCLError as error:
+            raise ParameterError(" ".join(str(error).split())) from error
+        try:
+            try:
+                node = PerceptionNode()
+            except ParameterException as error:
+                raise ParameterError(str(error)) from error
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                spin_until(executor, lambda: stop.is_set() or node.finished or not rclpy.ok())
+            finally:
+                executor.remove_node(node)
+                node.destroy_node()
+                executor.shutdown()
+            return 0
+        finally:
+            rclpy.try_shutdown()
 
 
 cli = console_script(main, "perception_node")

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from robustseg_core.classes import MODALITIES, colorize
 from robustseg_core.sensors import EVENT_DTYPE, CameraIntrinsics, depth_to_hha, events_to_frame, lidar_to_image
 from robustseg_core.sensors.camera import check_transform
+from robustseg_ros.compressed import compressed_depth_to_metres, compressed_image_to_rgb
 from robustseg_ros.conversions import (
     MessageError,
     camera_image_to_rgb,
@@ -50,6 +51,7 @@ from robustseg_ros.health import (
     ZERO_STAMP,
     HealthMonitor,
     HealthStatus,
+    SensorHealth,
     SensorState,
     excluded_modalities,
     payload_digest,
@@ -61,6 +63,16 @@ from robustseg_ros.sync import FrameSynchronizer, SyncedFrame
 CLOCK_JUMP_BACK_S = 1.0
 
 LidarExtrinsicLookup = Callable[[str, str, float], np.ndarray]
+
+
+def input_message_types(params: PerceptionParams) -> dict[str, type]:
+    """The message type of each input (sensor, and "camera_info") as the parameters configure it: compressed
+    camera and depth transports, event packets or images."""
+    return {"camera": CompressedImage if params["camera.transport"] != "raw" else Image,
+            "camera_info": CameraInfo,
+            "depth": CompressedImage if params["depth.transport"] != "raw" else Image,
+            "events": Image if params["events.input_type"] == "image" else PointCloud2,
+            "lidar": PointCloud2}
 
 
 @dataclass(frozen=True)
@@ -169,10 +181,11 @@ class PerceptionPipeline:
         """True when the sensor is enabled and its modality is an input of the model."""
         return self.params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities
 
-    def on_camera(self, msg: Image, now: float) -> FrameJob | None:
-        """A camera image (rgb8, bgr8, mono8, rgba8, bgra8): triggers a frame when usable."""
+    def on_camera(self, msg: Image | CompressedImage, now: float) -> FrameJob | None:
+        """A camera image (rgb8, bgr8, mono8, rgba8, bgra8; or jpeg / png compressed): triggers a frame when usable."""
         topic = self.topic_names["camera"]
-        return self._receive("rgb", msg, now, lambda: camera_image_to_rgb(msg, topic=topic), frozen_check=True)
+        convert = compressed_image_to_rgb if isinstance(msg, CompressedImage) else camera_image_to_rgb
+        return self._receive("rgb", msg, now, lambda: convert(msg, topic=topic), frozen_check=True)
 
     def on_camera_info(self, msg: CameraInfo, now: float) -> None:
         """The camera's CameraInfo: intrinsics for depth and LiDAR encoding, output size and frame_id for
@@ -194,12 +207,13 @@ class PerceptionPipeline:
         self.camera_frame_id = msg.header.frame_id
         self._camera_info_key = key
 
-    def on_depth(self, msg: Image, now: float) -> FrameJob | None:
-        """A depth image (32FC1 metres or 16UC1 millimetres, registered to the camera)."""
+    def on_depth(self, msg: Image | CompressedImage, now: float) -> FrameJob | None:
+        """A depth image (32FC1 metres, 16UC1 millimetres, or 16UC1 compressedDepth png; registered to the camera)."""
         topic = self.topic_names["depth"]
+        to_metres = compressed_depth_to_metres if isinstance(msg, CompressedImage) else depth_image_to_metres
 
         def convert() -> np.ndarray:
-            metres = depth_image_to_metres(msg, topic=topic)
+            metres = to_metres(msg, topic=topic)
             if not (metres > 0).any():
                 raise UnusableMessage("no valid depth", "every pixel is 0, NaN, inf or negative", topic=topic)
             return metres
@@ -466,6 +480,30 @@ class PerceptionPipeline:
             raise ValueError(f"none of the {len(payload.data)} LiDAR points projects into the camera image within "
                              f"{self.params['lidar.max_range_m']:g} m (check lidar.transform)")
         return image
+
+    def apply_live_params(self, params: PerceptionParams, now: float) -> None:
+        """Take new values of the live parameters (``params.LIVE_PARAMETERS``): the outputs read ``params`` per
+        frame, the segmenter gets ``missing_convention``, each sensor its health thresholds, and a sensor switched
+        on or off joins or leaves sync and health (its health starts afresh). ``ValueError``, with nothing
+        changed, when no enabled input would feed the model."""
+        active = tuple(sensor for sensor in SENSORS
+                       if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
+        if not active:
+            raise ValueError(f"no enabled input would feed the model (its modalities: "
+                             f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
+        self.params = params
+        self.segmenter.convention = params["missing_convention"]
+        monitored = {}
+        for sensor in SENSORS:
+            modality = MODALITY_OF_SENSOR[sensor]
+            self.sync.set_enabled(modality, sensor in active)
+            if sensor in active:
+                monitored[modality] = self.health.sensors.get(modality) or SensorHealth(params.inputs[sensor].health, now)
+                monitored[modality].config = params.inputs[sensor].health
+        self.health.sensors = monitored
+        self._expected_periods_s = {MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].health.period_s
+                                    for sensor in active}
+        self.active_sensors = active
 
     # ------------------------------------------------------------------ status messages
 

@@ -223,7 +223,7 @@ def test_live_replay_into_the_node_publishes_segmentation_for_the_replayed_frame
 
 def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, ros_domain, capsys):
     assert evaluate(bags["mcap"], tmp_path / "live", checkpoint, "--mode", "live", "--spawn-node", "--settle", "1.0",
-                    "-p", "warmup_iterations:=0") == 0
+                    "-p", "warmup_iterations:=0", "--record-outputs", str(tmp_path / "recording")) == 0
     assert "no subscriber" not in capsys.readouterr().err  # every input matched before the replay
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert metrics["mode"] == "live" and metrics["node"] == "/perception_node"
@@ -233,3 +233,8 @@ def test_live_evaluation_records_the_node_outputs(bags, checkpoint, tmp_path, ro
     assert drop["worst_state"] == "STALE" and 0.4 <= drop["stale_delay_s"] <= 0.8
     assert metrics["timing"]["measure"] == "latency" and metrics["timing"]["frame_ms"]["count"] >= 20
     assert (tmp_path / "live" / "samples.png").is_file()
+    recorded = metrics["recording"]["messages"]  # the replayed inputs and the node's outputs, in an MCAP bag
+    assert recorded["/camera/image"] == 30 and recorded["/perception_node/segmentation"] >= 20
+    assert recorded["/perception_node/overlay"] >= 20 and recorded["/diagnostics"] >= 2
+    with BagReader(tmp_path / "recording") as recording:
+        assert recording.storage == "mcap" and recording.topics["/perception_node/latency_ms"] == "std_msgs/msg/Float32"

@@ -32,7 +32,7 @@ def test_same_input_and_output_as_the_dataset_path(mini_dataset, checkpoint):
     assert torch.equal(tensor[0], expected["images"]) and present.all()
     result = segmenter.predict(images)
     with torch.inference_mode():
-        logits = segmenter.model(expected["images"][None], present)
+        logits = segmenter.backend.run(expected["images"][None], present)
     assert np.array_equal(result.labels, logits.argmax(1)[0].numpy().astype(np.uint8))
     assert result.labels.shape == item["label"].shape and result.labels.dtype == np.uint8
     assert result.confidence.dtype == np.float32 and 0.0 < result.confidence.min() <= result.confidence.max() <= 1.0

@@ -27,7 +27,7 @@ CONFIG = ROOT / "config" / "perception.yaml"
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 DOCS = ROOT / "docs" / "perception_node.md"
 YAML_NODE_KEY = f"/**/{NODE_NAME}"
-LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time", "strict_parameters"}
+LAUNCH_ARGUMENTS = {"params_file", "checkpoint", "device", "namespace", "use_sim_time", "strict_parameters", "managed"}
 
 
 def yaml_parameters(path: Path = CONFIG) -> dict:
@@ -54,7 +54,7 @@ def test_yaml_keys_are_the_declared_parameters_with_their_types(ros_domain):
             assert (tuple(declared[name]) if isinstance(value, tuple) else declared[name]) == value, name
         for spec in PARAMETERS:
             descriptor = node.describe_parameter(spec.name)
-            assert descriptor.description == spec.description and descriptor.read_only
+            assert descriptor.description == spec.description and descriptor.read_only == (not spec.live)
             assert descriptor.type != ParameterType.PARAMETER_NOT_SET
     finally:
         node.destroy_node()
@@ -79,8 +79,8 @@ def test_params_file_applies_in_any_namespace(tmp_path, ros_domain, namespace):
 
 
 def launch_calls() -> dict:
-    """Literal arguments of the launch file's DeclareLaunchArgument and Node calls (module-level string
-    constants resolved; other expressions kept as None)."""
+    """Literal arguments of the launch file's DeclareLaunchArgument and node_action (Node or LifecycleNode) calls
+    (module-level string constants resolved; other expressions kept as None)."""
     tree = ast.parse(LAUNCH.read_text())
     constants = {target.id: statement.value.value for statement in tree.body if isinstance(statement, ast.Assign)
                  for target in statement.targets
@@ -91,7 +91,7 @@ def launch_calls() -> dict:
             return constants.get(expression.id)
         return expression.value if isinstance(expression, ast.Constant) else None
 
-    calls: dict = {"DeclareLaunchArgument": [], "Node": []}
+    calls: dict = {"DeclareLaunchArgument": [], "node_action": []}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in calls:
             calls[node.func.id].append(([value(arg) for arg in node.args],
@@ -104,10 +104,11 @@ def test_launch_arguments_match_the_node():
     arguments = {positional[0] for positional, _ in calls["DeclareLaunchArgument"]}
     assert arguments == LAUNCH_ARGUMENTS
     assert {"checkpoint", "device"} <= {spec.name for spec in PARAMETERS}, "overridable arguments are parameters"
-    [(_, node)] = calls["Node"]
+    [(_, node)] = calls["node_action"]
     assert node["package"] == "robustseg_ros"
     assert node["executable"] == "perception_node" and node["name"] == NODE_NAME
     text = LAUNCH.read_text()
+    assert "node_action = LifecycleNode if managed else Node" in text and 'overrides["autostart"] = False' in text
     assert '"config", "perception.yaml"' in text, "default params_file: the package's config/perception.yaml"
 
 

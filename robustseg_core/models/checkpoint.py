@@ -114,23 +114,31 @@ def load_model_state(model: nn.Module, checkpoint: Mapping, path: str | os.PathL
         raise CheckpointError(f"{path}: weights do not fit the model: {error}") from error
 
 
-def check_normalization(checkpoint: Mapping, path: str | os.PathLike) -> None:
-    """The checkpoint's stored per-modality (mean, std) must be the ones the sensor encoders apply now,
-    or every input would be scaled differently from training. Checkpoints without the entry pass."""
-    stored = checkpoint.get("meta", {}).get("normalization")
+def normalization_differences(stored: Mapping | None, modalities: Sequence[str]) -> list[str]:
+    """How a model's stored per-modality (mean, std) differ from what the sensor encoders apply now (one line
+    per modality; empty when they match). ``stored`` None: nothing recorded, nothing to compare."""
     if stored is None:
-        return
-    for modality in checkpoint["architecture"].get("modalities", ()):
+        return []
+    differences = []
+    for modality in modalities:
         current = NORMALIZATION.get(modality)
         values = stored.get(modality)
         matches = (current is not None and values is not None and len(values) == 2 and all(
             len(got) == len(want) and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(got, want))
             for got, want in zip(values, current)))
         if not matches:
-            raise CheckpointError(
-                f"{path}: modality {modality!r} was trained with normalisation (mean, std) {values}, but the "
-                f"sensor encoders apply {[list(part) for part in current] if current else None}"
-            )
+            differences.append(f"modality {modality!r} was trained with normalisation (mean, std) {values}, but the "
+                               f"sensor encoders apply {[list(part) for part in current] if current else None}")
+    return differences
+
+
+def check_normalization(checkpoint: Mapping, path: str | os.PathLike) -> None:
+    """The checkpoint's stored per-modality (mean, std) must be the ones the sensor encoders apply now,
+    or every input would be scaled differently from training. Checkpoints without the entry pass."""
+    differences = normalization_differences(checkpoint.get("meta", {}).get("normalization"),
+                                            checkpoint["architecture"].get("modalities", ()))
+    if differences:
+        raise CheckpointError(f"{path}: " + "; ".join(differences))
 
 
 def checkpoint_classes(checkpoint: Mapping, path: str | os.PathLike) -> list[str]:

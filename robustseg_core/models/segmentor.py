@@ -116,7 +116,7 @@ class MultimodalSegmentor(nn.Module):
             return self.forward_features(images, present)
         self._validate_inputs(images, present)
         fused = [_masked_mean(stage, present) for stage in self.encoder(images[present])]
-        return self._decode(fused, images.shape[-2:])
+        return self.decode(fused, images.shape[-2:])
 
     def forward_features(self, images: Tensor, present: Tensor) -> SegmentorOutput:
         """Like ``forward``, also returning per-modality and fused features of the 4 stages."""
@@ -127,7 +127,7 @@ class MultimodalSegmentor(nn.Module):
             per_modality[present] = stage
             features.append(per_modality)
             fused.append(_masked_mean(stage, present))
-        logits = self._decode(fused, images.shape[-2:])
+        logits = self.decode(fused, images.shape[-2:])
         return SegmentorOutput(logits=logits, features=features, fused=fused)
 
     def encode_all(self, images: Tensor) -> list[Tensor]:
@@ -143,9 +143,10 @@ class MultimodalSegmentor(nn.Module):
         the head run again.
         """
         fused = [_masked_mean(stage[present], present) for stage in features]
-        return self._decode(fused, output_size)
+        return self.decode(fused, output_size)
 
-    def _decode(self, fused: list[Tensor], output_size: Sequence[int]) -> Tensor:
+    def decode(self, fused: list[Tensor], output_size: Sequence[int]) -> Tensor:
+        """Fused features (4 x [B, C_i, h_i, w_i]) -> logits [B, K, H, W] at ``output_size`` (H, W)."""
         logits = self.head(fused)
         return F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
 

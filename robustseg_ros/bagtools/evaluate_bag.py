@@ -19,7 +19,9 @@ node's outputs and ``/diagnostics`` are recorded and scored the same way (``scor
 (DDS, CPU load).
 
 Outputs in ``--output``: ``metrics.json`` (fields in docs/bags.md), ``report.md``,
-``miou_over_time.png``, ``latency_histogram.png``, ``samples.png``.
+``miou_over_time.png``, ``latency_histogram.png``, ``samples.png``. ``--record-outputs OUT`` also writes
+the inputs and every output of the node into a new MCAP bag ``OUT`` (``recorder``) to open in Foxglove
+with ``config/foxglove_layout.json`` or to replay into RViz.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from robustseg_ros.bagtools.bag_io import FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOP
 from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
 from robustseg_ros.bagtools.offline import OfflineEvaluation
+from robustseg_ros.bagtools.recorder import BagRecorder
 from robustseg_ros.bagtools.report import report_markdown, write_plots
 from robustseg_ros.conversions import nanoseconds_to_seconds
 from robustseg_ros.params import (
@@ -90,6 +93,23 @@ def evaluate(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     bag_path = Path(args.bag)
     output = Path(args.output) if args.output else bag_path.with_name(bag_path.name + "_evaluation")
+    recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
+    try:
+        result, files = _evaluate(args, bag_path, output, recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None:
+        result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
+        print(f"evaluate_bag: recorded {recorder.summary()}")
+    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
+    write_text_atomic(output / "report.md", report_markdown(result, files))
+    write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return result
+
+
+def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) -> tuple[dict, dict]:
+    """Run the evaluation (offline or live) and draw its plots; returns the result and the plot files."""
     with BagReader(bag_path, skip_damaged=args.skip_damaged_chunks) as bag:
         for note in bag.notes:
             print(f"evaluate_bag: {note}", file=sys.stderr)
@@ -107,7 +127,7 @@ def evaluate(args) -> dict:
         if args.mode == "offline":
             torch.manual_seed(0)
             checkpoint, segmenter = load_segmenter(params)
-            evaluation = OfflineEvaluation(bag_path, params, segmenter, **options)
+            evaluation = OfflineEvaluation(bag_path, params, segmenter, recorder=recorder, **options)
             check_sensor_topics(bag, evaluation.topics, list(evaluation.pipeline.active_sensors))
             evaluation.run(bag)
             extra = {"checkpoint": str(checkpoint), "device": str(segmenter.device)}
@@ -117,17 +137,15 @@ def evaluate(args) -> dict:
     if args.mode == "live":
         evaluation, extra = run_live(bag_path, params, ros_args=args.ros_args, spawn_node=args.spawn_node,
                                      node_name=args.node_name, rate=args.rate, wait_for_node_s=args.wait_for_node,
-                                     settle_s=args.settle, skip_damaged=args.skip_damaged_chunks, **options)
+                                     settle_s=args.settle, skip_damaged=args.skip_damaged_chunks, recorder=recorder,
+                                     **options)
     if evaluation.label_error:
         raise BagError(f"bag {bag_path}: {evaluation.label_error}")
     result = evaluation.results()
     result.update({**extra, "mode": args.mode, "storage": storage, "bag_start_s": round(start_s, 9),
                    "faults_source": record.get("generator", "none"), "bag_integrity": integrity})
     files = write_plots(evaluation, result, output, start_s) if not args.no_plots else {}
-    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
-    write_text_atomic(output / "report.md", report_markdown(result, files))
-    write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    return result
+    return result, files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-damaged-chunks", action="store_true",
                         help="evaluate a bag with damaged MCAP chunks without their messages (counted in the report) "
                              "instead of refusing it")
+    parser.add_argument("--record-outputs", default="", metavar="OUT",
+                        help="also write the inputs and every node output into a new MCAP bag OUT (Foxglove, RViz)")
     return parser
 
 

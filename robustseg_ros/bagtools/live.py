@@ -27,6 +27,7 @@ from std_msgs.msg import Float32
 from robustseg_core.classes import CLASS_NAMES
 from robustseg_ros.bagtools.bag_io import BagError
 from robustseg_ros.bagtools.player import BagPlayer
+from robustseg_ros.bagtools.recorder import BagRecorder, output_topics, subscribe_outputs
 from robustseg_ros.bagtools.scoring import Evaluation
 from robustseg_ros.conversions import (
     MessageError,
@@ -59,10 +60,14 @@ class LiveEvaluation(Evaluation):
     MATCH_SETTLE_S = 0.3
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *, context,
-                 node_name: str, **kwargs) -> None:
+                 node_name: str, recorder: BagRecorder | None = None, **kwargs) -> None:
         super().__init__(bag_path, params, class_names, **kwargs)
         self.context = context
-        self.node = Node("bag_evaluator", context=context)
+        self.recorder = recorder
+        # On the replay's /clock, so that recorded outputs are stamped on the bag's time line.
+        self.node = Node("bag_evaluator", context=context, parameter_overrides=[Parameter("use_sim_time", value=True)])
+        if recorder is not None:
+            subscribe_outputs(self.node, recorder, output_topics(node_name))
         self._lock = threading.Lock()
         self._partial: dict[int, dict] = {}
         self._camera_rgb: dict[int, np.ndarray] = {}
@@ -78,6 +83,8 @@ class LiveEvaluation(Evaluation):
 
     def observe(self, topic: str, timestamp_ns: int, message) -> None:
         """Every bag message as the player reads it: counts, ground truth, camera images for the samples."""
+        if self.recorder is not None:
+            self.recorder.write(topic, timestamp_ns, message)
         with self._lock:
             self.note_message(topic, nanoseconds_to_seconds(timestamp_ns))
             self.end_s = max(self.end_s, nanoseconds_to_seconds(timestamp_ns))
@@ -207,11 +214,12 @@ class LiveEvaluation(Evaluation):
 
 def run_live(bag_path: Path, params: PerceptionParams, *, ros_args: list[str], spawn_node: bool, node_name: str,
              rate: float, wait_for_node_s: float, settle_s: float, skip_damaged: bool = False,
-             **options) -> tuple[LiveEvaluation, dict]:
+             recorder: BagRecorder | None = None, **options) -> tuple[LiveEvaluation, dict]:
     """Replay into a node (``spawn_node``: one started in this process with ``params`` and sim time; else the
-    running node ``node_name``) and record its outputs. ``ros_args``: rclpy arguments of the context;
-    ``skip_damaged``: replay a bag with damaged chunks without them; ``options``: ``Evaluation``'s keyword
-    arguments. Returns the evaluation and the report's run fields."""
+    running node ``node_name``) and score its outputs; ``recorder``: also write the replayed inputs and the
+    node's outputs into its bag. ``ros_args``: rclpy arguments of the context; ``skip_damaged``: replay a bag
+    with damaged chunks without them; ``options``: ``Evaluation``'s keyword arguments. Returns the evaluation
+    and the report's run fields."""
     context = rclpy.Context()
     context.init(args=["evaluate_bag", *ros_args])
     node = None
@@ -226,7 +234,8 @@ def run_live(bag_path: Path, params: PerceptionParams, *, ros_args: list[str], s
         else:
             class_names = CLASS_NAMES
             extra = {"checkpoint": "(the running node's)", "device": "(the running node's)"}
-        evaluation = LiveEvaluation(bag_path, params, class_names, context=context, node_name=node_name, **options)
+        evaluation = LiveEvaluation(bag_path, params, class_names, context=context, node_name=node_name,
+                                    recorder=recorder, **options)
         try:
             evaluation.run(rate=rate, wait_for_node_s=wait_for_node_s, settle_s=settle_s,
                            spin_also=[node] if node is not None else [], skip_damaged=skip_damaged)

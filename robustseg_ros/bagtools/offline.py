@@ -12,11 +12,15 @@ import logging
 import time
 from pathlib import Path
 
+from std_msgs.msg import Float32, String
+
 from robustseg_ros.bagtools.bag_io import BagError, BagReader
+from robustseg_ros.bagtools.recorder import DEFAULT_NODE, DIAGNOSTICS_TOPIC, BagRecorder
 from robustseg_ros.bagtools.scoring import Evaluation
 from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, stamp_to_nanoseconds
 from robustseg_ros.diagnostics import counters_from_diagnostics
 from robustseg_ros.frames import FrameJob
+from robustseg_ros.outputs import image_messages
 from robustseg_ros.params import PerceptionParams
 from robustseg_ros.pipeline import PerceptionPipeline
 
@@ -25,9 +29,12 @@ class OfflineEvaluation(Evaluation):
     """Drives one ``PerceptionPipeline`` over a bag in timestamp order (node clock = bag time); ``frame_ms``
     holds the pipeline's processing time per frame."""
 
-    def __init__(self, bag_path: Path, params: PerceptionParams, segmenter, **kwargs) -> None:
+    def __init__(self, bag_path: Path, params: PerceptionParams, segmenter, *, recorder: BagRecorder | None = None,
+                 **kwargs) -> None:
         super().__init__(bag_path, params, segmenter.class_names, **kwargs)
         self.pipeline = PerceptionPipeline(params, segmenter, logger=logging.getLogger("evaluate_bag"))
+        self.recorder = recorder
+        self._next_diagnostics_ns = 0
 
     def run(self, bag: BagReader) -> None:
         """Feed every message of the sensor, CameraInfo and ground-truth topics, then run the timer past
@@ -38,6 +45,7 @@ class OfflineEvaluation(Evaluation):
             ("events", pipeline.on_events)) if sensor in pipeline.active_sensors}
         wanted = [*handlers, self.topics["camera_info"]] + ([self.labels_topic] if self.labels_topic else [])
         period_ns = seconds_to_nanoseconds(self.params["health.check_period_s"])
+        self._record(f"{DEFAULT_NODE}/class_names", bag.start_ns, String(data="\n".join(self.class_names)))
         next_timer_ns = None
         last_ns = 0
         for topic, timestamp_ns, message in bag.messages(wanted):
@@ -49,6 +57,7 @@ class OfflineEvaluation(Evaluation):
             now = nanoseconds_to_seconds(timestamp_ns)
             last_ns = timestamp_ns
             self.note_message(topic, now)
+            self._record(topic, timestamp_ns, message)
             if topic == self.labels_topic:
                 self.add_label(message)
             elif topic == self.topics["camera_info"]:
@@ -69,13 +78,21 @@ class OfflineEvaluation(Evaluation):
         self._process(self.pipeline.on_timer(now), now)
         for modality, status in self.pipeline.health.statuses(now).items():
             self.note_state(now, modality, status.state, status.message)
+        if self.recorder is not None and (timestamp_ns >= self._next_diagnostics_ns or self.pipeline.health_changed(now)):
+            self._record(DIAGNOSTICS_TOPIC, timestamp_ns, self.pipeline.diagnostics(now))
+            self._next_diagnostics_ns = timestamp_ns + seconds_to_nanoseconds(self.params["health.diagnostics_period_s"])
+
+    def _record(self, topic: str, timestamp_ns: int, message) -> None:
+        if self.recorder is not None:
+            self.recorder.write(topic, timestamp_ns, message)
 
     def _process(self, job: FrameJob | None, now: float) -> None:
         if job is None:
             return
         start = time.perf_counter()
+        recording = self.recorder is not None
         try:
-            output = self.pipeline.process(job, with_color=False)
+            output = self.pipeline.process(job, with_color=recording, with_overlay=recording)
         except Exception as error:  # like the node: one bad frame is counted, the run goes on
             self.pipeline.statistics.count_failure(error, now)
             self.failures.append(f"{type(error).__name__}: {error}")
@@ -84,6 +101,12 @@ class OfflineEvaluation(Evaluation):
         if output is None:
             return
         self.pipeline.statistics.record_published(output, processing_ms, 0.0)
+        if recording:
+            now_ns = seconds_to_nanoseconds(now)
+            for name, message in image_messages(output).items():
+                self._record(f"{DEFAULT_NODE}/{name}", now_ns, message)
+            self._record(f"{DEFAULT_NODE}/latency_ms", now_ns, Float32(data=float(processing_ms)))
+            self._record(f"{DEFAULT_NODE}/sensor_status", now_ns, self.pipeline.sensor_status(output))
         source = "camera" if job.frame.entries["rgb"] is not None else "timer"
         self.add_frame(stamp_to_nanoseconds(output.header.stamp), source, output.fed, output.reasons, processing_ms,
                        output.labels, output.confidence, output.encoded.get("rgb"))

@@ -1,0 +1,179 @@
+"""Inference backends: the network forward, images [B, M, 3, H, W] + present [B, M] -> logits [B, K, H, W].
+
+``Segmenter`` (``robustseg_core.inference``) does the pre- and post-processing once for all of them; a
+backend only runs the network:
+
+* ``torch``: the checkpoint's ``MultimodalSegmentor`` in eager mode (CPU or CUDA, fp16 on CUDA);
+* ``onnxruntime``: the ``export_onnx`` model on onnxruntime's CPU (or, on ``cuda``, CUDA) execution provider;
+* ``openvino``: the same file compiled by OpenVINO for the CPU, in bf16 where the CPU supports it and
+  reduced precision is allowed (``fp16``), else f32;
+* ``tensorrt``: the same file on onnxruntime's TensorRT execution provider (``onnxruntime-gpu`` and the
+  TensorRT libraries), fp16 when allowed, engines cached next to the ONNX cache.
+
+The ONNX backends read the model's metadata from the file; with a checkpoint too, the two must agree
+(classes, modality order, normalisation) or loading fails naming the difference. Without an ONNX file
+the checkpoint is exported once into a cache folder (``export.cached_onnx``, checked against torch).
+A backend whose package is missing raises ``BackendUnavailable`` naming the setup.py extra to install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UsageError, UserError
+from ..models.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_device
+from .metadata import ONNX_OUTPUT, ModelMetadata, check_metadata, read_onnx_metadata
+
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: The setup.py extra that installs each optional backend.
+BACKEND_EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+class BackendChoiceError(UsageError, ValueError):
+    """An unknown backend name, or a backend without the model file it runs."""
+
+
+class BackendUnavailable(UserError, RuntimeError):
+    """A backend that cannot run here: its package is not installed, or not on this device."""
+
+
+def require_module(backend: str, module: str):
+    """Import ``module`` for ``backend``, or ``BackendUnavailable`` naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise BackendUnavailable(f"backend {backend!r} needs the Python package {module!r}, which is not installed: "
+                                 f"pip install 'robustseg_ros[{BACKEND_EXTRAS[backend]}]'") from error
+
+
+class TorchBackend:
+    """The checkpoint's model in eager PyTorch."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | os.PathLike, device: torch.device, fp16: bool) -> None:
+        model, state = build_model_from_checkpoint(checkpoint, device)
+        self.model = model.to(device).eval()
+        if fp16:
+            self.model.half()
+        self.metadata = ModelMetadata.from_checkpoint(state, checkpoint)
+        self.device, self.fp16 = device, fp16
+        self.precision = "fp16" if fp16 else "fp32"
+
+    @torch.inference_mode()
+    def run(self, images: Tensor, present: Tensor) -> Tensor:
+        logits = self.model(images.half() if self.fp16 else images, present)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return logits
+
+
+class OnnxRuntimeBackend:
+    """An ``export_onnx`` model on onnxruntime: CPU, CUDA, or (``tensorrt``) the TensorRT execution provider."""
+
+    def __init__(self, onnx_file: Path, metadata: ModelMetadata, device: torch.device, fp16: bool, *,
+                 tensorrt: bool = False) -> None:
+        self.name = "tensorrt" if tensorrt else "onnxruntime"
+        onnxruntime = require_module(self.name, "onnxruntime")
+        providers = self._providers(onnxruntime, device, fp16, tensorrt, onnx_file)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        # Idle threads sleep instead of spinning: a robot's CPU is shared with other nodes (and spinning
+        # threads made onnxruntime 1.4-2x slower on the shared 2-core dev machine).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=providers)
+        self.metadata, self.device = metadata, device
+        self.fp16 = tensorrt and fp16
+        self.precision = "fp16" if self.fp16 else "fp32"
+
+    def _providers(self, onnxruntime, device: torch.device, fp16: bool, tensorrt: bool, onnx_file: Path) -> list:
+        available = onnxruntime.get_available_providers()
+        if tensorrt:
+            if "TensorrtExecutionProvider" not in available or device.type != "cuda":
+                raise BackendUnavailable(
+                    f"backend 'tensorrt' needs a CUDA device and onnxruntime with the TensorRT execution provider "
+                    f"(device {device}, onnxruntime providers {available}): pip install 'robustseg_ros[tensorrt]' "
+                    "and put the TensorRT libraries on LD_LIBRARY_PATH")
+            cache = onnx_file.parent / "tensorrt_engines"
+            options = {"device_id": device.index or 0, "trt_fp16_enable": bool(fp16),
+                       "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+            return [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {"device_id": device.index or 0})]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise BackendUnavailable(f"backend 'onnxruntime' on {device} needs onnxruntime-gpu (providers here: "
+                                         f"{available}); use device cpu or pip install onnxruntime-gpu")
+            return [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+        return ["CPUExecutionProvider"]
+
+    def run(self, images: Tensor, present: Tensor) -> Tensor:
+        feeds = {"images": images.detach().cpu().numpy(), "present": present.detach().cpu().numpy()}
+        [logits] = self.session.run([ONNX_OUTPUT], feeds)
+        return torch.from_numpy(logits)
+
+
+class OpenVinoBackend:
+    """An ``export_onnx`` model compiled by OpenVINO for the CPU (latency hint, torch's thread count)."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_file: Path, metadata: ModelMetadata, device: torch.device, fp16: bool) -> None:
+        openvino = require_module(self.name, "openvino")
+        if device.type != "cpu":
+            raise BackendUnavailable(f"backend 'openvino' runs on the CPU here, not on {device}; set device cpu")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        if not fp16:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        core = openvino.Core()
+        self.compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.metadata, self.device = metadata, device
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.fp16 = self.precision != "f32"
+
+    def run(self, images: Tensor, present: Tensor) -> Tensor:
+        self.request.infer({"images": images.detach().cpu().numpy(), "present": present.detach().cpu().numpy()})
+        return torch.from_numpy(np.array(self.request.get_tensor(ONNX_OUTPUT).data))
+
+
+def load_backend(name: str, device: str = "auto", fp16: bool | None = None, *,
+                 checkpoint: str | os.PathLike | None = None, onnx_file: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+    """The backend ``name`` ready to run on ``device`` ("auto": CUDA when available, except OpenVINO: the CPU).
+
+    ``fp16``: reduced precision (fp16 on CUDA, OpenVINO's bf16 on CPUs that have it); None: where the device
+    supports it (onnxruntime on the CPU always runs fp32). torch needs ``checkpoint``; the others run
+    ``onnx_file``, or the checkpoint's cached export (in ``cache_dir``, default ``export.default_cache_dir()``).
+    Raises ``BackendChoiceError`` for an unknown name or missing model, ``BackendUnavailable`` when the backend cannot run
+    here, ``ModelMetadataError`` when the ONNX file and the checkpoint disagree, ``CheckpointError``.
+    """
+    if name not in BACKENDS:
+        raise BackendChoiceError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    resolved = torch.device("cpu") if name == "openvino" and device == "auto" else resolve_device(device)
+    if name == "torch":
+        if checkpoint is None:
+            raise BackendChoiceError("backend 'torch' needs a checkpoint (an ONNX file runs on onnxruntime, openvino or "
+                             "tensorrt)")
+        return TorchBackend(checkpoint, resolved, resolved.type == "cuda" if fp16 is None else fp16)
+    if checkpoint is None and onnx_file is None:
+        raise BackendChoiceError(f"backend {name!r} needs an ONNX file or a checkpoint to export")
+    require_module(name, "openvino" if name == "openvino" else "onnxruntime")
+    require_module(name, "onnx")
+    from .export import cached_onnx, default_cache_dir
+
+    expected = ModelMetadata.from_checkpoint(load_checkpoint(checkpoint), checkpoint) if checkpoint else None
+    if onnx_file is None:
+        onnx_file = cached_onnx(checkpoint, cache_dir or default_cache_dir())
+    onnx_file = Path(onnx_file)
+    metadata = read_onnx_metadata(onnx_file)
+    check_metadata(metadata, expected)
+    if name == "openvino":
+        return OpenVinoBackend(onnx_file, metadata, resolved, fp16 is not False)
+    return OnnxRuntimeBackend(onnx_file, metadata, resolved, fp16 is not False, tensorrt=name == "tensorrt")

@@ -1,0 +1,90 @@
+"""``record_outputs``: record a running perception node's inputs and every output into an MCAP bag, for
+Foxglove (``config/foxglove_layout.json``) and RViz.
+
+    record_outputs /tmp/run_outputs                                    # until Ctrl-C
+    record_outputs /tmp/run_outputs --duration 30 --params-file config/perception.yaml
+    record_outputs /tmp/run_outputs --ros-args -p use_sim_time:=true   # stamps on /clock during a replay
+
+The inputs are the node's sensor and CameraInfo topics as its parameters name them (``--params-file``,
+``-p name:=value``; compressed transports included), subscribed best effort; the outputs are
+``<node>/segmentation``, ``segmentation_color``, ``confidence``, ``overlay``, ``latency_ms``,
+``sensor_status``, ``class_names`` and ``/diagnostics``. Each message is written at this recorder's clock
+time. SIGINT and SIGTERM end the recording cleanly (exit 0, the bag finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+from robustseg_core.cli import console_script
+from robustseg_ros.bagtools.recorder import DEFAULT_NODE, BagRecorder, output_topics, subscribe_outputs
+from robustseg_ros.params import PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override, read_params_file
+from robustseg_ros.pipeline import input_message_types
+from robustseg_ros.shutdown import spin_until, stop_on_signals
+
+PROG = "record_outputs"
+
+
+def recorded_topics(params: PerceptionParams, node_name: str, with_inputs: bool) -> tuple[dict[str, type], frozenset]:
+    """Topic -> type of everything to record, and the input topics among them (subscribed best effort)."""
+    inputs = {}
+    if with_inputs:
+        types, topics = input_message_types(params), params.topics(absolute_topic)
+        inputs = {topics[name]: kind for name, kind in types.items()
+                  if name == "camera_info" or params[f"{name}.enabled"]}
+    return {**inputs, **output_topics(node_name)}, frozenset(inputs)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Record until the duration ends, SIGINT or SIGTERM (``argv``: the command line without the program
+    name); returns the bag folder written."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the MCAP bag folder to create (must not exist)")
+    parser.add_argument("--node", default=DEFAULT_NODE, help="fully qualified name of the perception node")
+    parser.add_argument("--params-file", default="", help="the node's params YAML, for its input topics")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="node parameter override for the input topics, repeatable")
+    parser.add_argument("--no-inputs", action="store_true", help="record the outputs only")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to record; 0: until Ctrl-C")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and unknown[0] != "--ros-args":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    values = dict(PARAMETER_DEFAULTS)
+    if args.params_file:
+        values.update(read_params_file(args.params_file))
+    values.update(parse_override(text) for text in args.param)
+    topics, inputs = recorded_topics(PerceptionParams(values), args.node, not args.no_inputs)
+    recorder = BagRecorder(args.out)
+    with stop_on_signals() as stop:
+        rclpy.init(args=[PROG, *unknown], signal_handler_options=SignalHandlerOptions.NO)
+        node = Node("robustseg_output_recorder")
+        try:
+            subscribe_outputs(node, recorder, topics, best_effort=inputs)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+            print(f"{PROG}: recording {len(topics)} topics into {args.out} "
+                  f"({'for %g s' % args.duration if args.duration > 0 else 'until Ctrl-C'})", flush=True)
+            spin_until(executor, lambda: stop.is_set() or time.monotonic() >= deadline or not rclpy.ok())
+            executor.shutdown()
+        finally:
+            node.destroy_node()
+            recorder.close()
+            rclpy.try_shutdown()
+    print(f"{PROG}: wrote {recorder.summary()}")
+    return recorder.path
+
+
+cli = console_script(main, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,95 @@
+"""Recording a perception run for Foxglove and RViz: the inputs and every output of the node in one MCAP bag.
+
+``BagRecorder`` writes rclpy messages into a new rosbag2 MCAP bag (``rosbags`` writer, through
+``bag_io.BagWriter``), declaring each topic on its first message; it is thread-safe, so DDS callbacks and
+an evaluation loop can share it. ``subscribe_outputs`` records a node's outputs (``~/segmentation`` ...,
+``~/class_names``, ``/diagnostics``) and any other topics as they arrive, stamped with the recording
+node's clock (sim time during a replay). The offline evaluation writes the same topics with bag time.
+
+``config/foxglove_layout.json`` shows the overlay, the confidence, sensor health and latency of such a bag
+(docs/bags.md, "Recording for Foxglove and RViz").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from std_msgs.msg import String
+
+from robustseg_ros.bagtools.bag_io import BagWriter
+from robustseg_ros.outputs import OUTPUT_TOPICS
+from robustseg_ros.params import NODE_NAME, absolute_topic
+
+#: The node name outputs are recorded under when no node runs (offline evaluation).
+DEFAULT_NODE = f"/{NODE_NAME}"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+OUTPUT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def output_topics(node_name: str = DEFAULT_NODE) -> dict[str, type]:
+    """Every output of the node ``node_name`` (fully qualified topic -> message type), /diagnostics included."""
+    prefix = absolute_topic(node_name).rstrip("/")
+    topics = {f"{prefix}/{name}": kind for name, kind in OUTPUT_TOPICS.items()}
+    topics[f"{prefix}/class_names"] = String
+    topics[DIAGNOSTICS_TOPIC] = DiagnosticArray
+    return topics
+
+
+class BagRecorder:
+    """A new MCAP bag at ``path`` (refused when it exists) taking rclpy messages from any thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer = BagWriter(self.path, "mcap")
+        self._writer.__enter__()
+        self._lock = threading.Lock()
+        self._declared: set[str] = set()
+        self.counts: Counter[str] = Counter()
+        self._closed = False
+
+    def write(self, topic: str, timestamp_ns: int, message) -> None:
+        """Write ``message`` on ``topic`` at ``timestamp_ns`` (the bag's time line); ignored once closed."""
+        with self._lock:
+            if self._closed:
+                return
+            if topic not in self._declared:
+                self._writer.add_topic(topic, type(message))
+                self._declared.add(topic)
+            self._writer.write(topic, timestamp_ns, message)
+            self.counts[topic] += 1
+
+    def close(self) -> None:
+        """Finish the bag (its index and metadata.yaml); later writes are ignored."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._writer.__exit__(None, None, None)
+
+    def summary(self) -> str:
+        return f"{sum(self.counts.values())} messages on {len(self.counts)} topics in {self.path}"
+
+
+def subscribe_outputs(node: Node, recorder: BagRecorder, topics: Mapping[str, type], *,
+                      best_effort: frozenset[str] = frozenset()) -> list:
+    """Record every message of ``topics`` (topic -> type) that ``node`` receives, at ``node``'s clock time;
+    ``best_effort`` topics (sensor inputs) are subscribed with the sensor-data QoS, class names latched, the
+    others reliable. Returns the subscriptions."""
+    subscriptions = []
+    for topic, kind in topics.items():
+        if topic in best_effort:
+            qos = qos_profile_sensor_data
+        else:
+            qos = LATCHED_QOS if topic.endswith("/class_names") else OUTPUT_QOS
+
+        def record(message, topic=topic) -> None:
+            recorder.write(topic, node.get_clock().now().nanoseconds, message)
+
+        subscriptions.append(node.create_subscription(kind, topic, record, qos))
+    return subscriptions

@@ -1,0 +1,112 @@
+"""Recording for Foxglove and RViz: evaluate_bag --record-outputs and record_outputs write the inputs and every
+output into an MCAP bag that holds what config/foxglove_layout.json shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("rosbags")
+
+from test_bags import checkpoint, evaluate, record  # noqa: E402, F401  (fixture)
+from test_perception_node import Harness, context, drive_and_frames, wait_for  # noqa: E402, F401  (fixtures)
+
+from robustseg_ros.bagtools import record_outputs  # noqa: E402
+from robustseg_ros.bagtools.bag_io import BagReader  # noqa: E402
+
+LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
+NODE_OUTPUTS = {"segmentation": "sensor_msgs/msg/Image", "segmentation_color": "sensor_msgs/msg/Image",
+                "confidence": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image",
+                "latency_ms": "std_msgs/msg/Float32", "sensor_status": "diagnostic_msgs/msg/DiagnosticArray",
+                "class_names": "std_msgs/msg/String"}
+INPUTS = {"/camera/image": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+          "/depth/image": "sensor_msgs/msg/Image", "/lidar/points": "sensor_msgs/msg/PointCloud2",
+          "/events/packets": "sensor_msgs/msg/PointCloud2"}
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bags") / "drive"
+    record(path)
+    return path
+
+
+def recorded(path: Path) -> tuple[dict, dict]:
+    """Topic -> type and topic -> message count of a recorded bag (checked to be MCAP)."""
+    with BagReader(path) as bag:
+        assert bag.storage == "mcap" and list(path.glob("*.mcap"))
+        counts: dict[str, int] = {}
+        for topic, _, _ in bag.messages(raw=True):
+            counts[topic] = counts.get(topic, 0) + 1
+        return bag.topics, counts
+
+
+def layout_topics() -> set[str]:
+    """Every topic the Foxglove layout reads (image topics, diagnostics, the topics of message paths)."""
+    layout = json.loads(LAYOUT.read_text())
+    topics = set()
+    for config in layout["configById"].values():
+        topics.update(value for key, value in _items(config) if key in ("imageTopic", "topicToRender"))
+        topics.update(re.match(r"(/[\w/]+)", value).group(1) for key, value in _items(config) if key == "value")
+    return topics
+
+
+def _items(tree):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if isinstance(value, str):
+                yield key, value
+            yield from _items(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _items(value)
+
+
+def test_offline_evaluation_records_inputs_and_every_output_for_foxglove(bag, checkpoint, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "outputs"
+    assert evaluate(bag, tmp_path / "eval", checkpoint, "--no-plots", "--record-outputs", str(out)) == 0
+    assert "evaluate_bag: recorded" in capsys.readouterr().out
+    types, counts = recorded(out)
+    for name, message_type in NODE_OUTPUTS.items():
+        assert types[f"/perception_node/{name}"] == message_type, name
+    assert types["/diagnostics"] == "diagnostic_msgs/msg/DiagnosticArray"
+    assert {topic: types[topic] for topic in INPUTS} == INPUTS and counts["/ground_truth/labels"] > 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    frames = metrics["frames"]["total"]
+    for name in ("segmentation", "segmentation_color", "confidence", "overlay", "latency_ms", "sensor_status"):
+        assert counts[f"/perception_node/{name}"] == frames, name
+    assert counts["/perception_node/class_names"] == 1 and counts["/diagnostics"] >= 3
+    assert metrics["recording"]["messages"] == counts
+    assert layout_topics() <= set(types), f"the layout shows topics the bag lacks: {layout_topics() - set(types)}"
+    assert evaluate(bag, tmp_path / "eval2", checkpoint, "--no-plots", "--record-outputs", str(out)) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_record_outputs_records_a_running_node_until_sigint(context, checkpoint, drive_and_frames, tmp_path,  # noqa: F811
+                                                           capsys):
+    harness = Harness(context, checkpoint, drive_and_frames).start()
+    try:
+        wait_for(lambda: harness.count("segmentation") >= 2, 10.0, "the node's frames")
+        out = tmp_path / "running"
+        interrupt = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
+        interrupt.start()
+        try:
+            assert record_outputs.cli([str(out)]) == 0
+        finally:
+            interrupt.cancel()
+    finally:
+        harness.close()
+    printed = capsys.readouterr().out
+    assert "record_outputs: wrote" in printed
+    types, counts = recorded(out)
+    assert {topic: types[topic] for topic in INPUTS} == INPUTS
+    assert counts["/perception_node/segmentation"] >= 3 and counts["/camera/image"] >= 3
+    assert counts["/perception_node/class_names"] == 1 and counts["/diagnostics"] >= 1
+    assert "/perception_node/overlay" in types, "recording subscribes to the overlay, so the node computes it"
