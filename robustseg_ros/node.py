@@ -3,7 +3,8 @@
 It declares the parameters of ``params.PARAMETERS`` (typed, described, read-only), subscribes
 to each enabled input with its own topic and QoS, hands every message to the pipeline with the node
 clock's time, and runs one inference worker thread fed through a one-frame slot: a newer frame
-replaces a pending one (counted as dropped), so latency never grows with a queue. A timer checks
+replaces a pending one (counted as dropped), so latency never grows with a queue. Outputs nobody
+subscribes to (colour mask, overlay, confidence) are not computed. A timer checks
 health, drives frames while the camera is silent, and publishes /diagnostics at once when a sensor
 changes state. All times come from ``self.get_clock()``, so ``use_sim_time`` works.
 
@@ -228,7 +229,8 @@ class PerceptionNode(Node):
         while (job := self._take()) is not None:
             try:
                 output = self.pipeline.process(job, with_color=self._color_pub.get_subscription_count() > 0,
-                                               with_overlay=self._overlay_pub.get_subscription_count() > 0)
+                                               with_overlay=self._overlay_pub.get_subscription_count() > 0,
+                                               with_confidence=self._confidence_pub.get_subscription_count() > 0)
                 if output is not None:
                     self._publish(output)
             except Exception as error:  # the worker must survive any single frame
@@ -242,7 +244,8 @@ class PerceptionNode(Node):
         self._segmentation_pub.publish(numpy_to_image(output.labels, "mono8", header))
         if output.color is not None:
             self._color_pub.publish(numpy_to_image(output.color, "rgb8", header))
-        self._confidence_pub.publish(numpy_to_image(output.confidence, "32FC1", header))
+        if output.confidence is not None:
+            self._confidence_pub.publish(numpy_to_image(output.confidence, "32FC1", header))
         if output.overlay is not None:
             self._overlay_pub.publish(numpy_to_image(output.overlay, "rgb8", header))
         latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3

@@ -26,6 +26,7 @@ from robustseg_core.inference import Segmenter
 from robustseg_core.models import MISSING_CONVENTIONS
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
 from robustseg_core.sensors.camera import check_transform
+from robustseg_ros.degradation import DegradationConfig
 from robustseg_ros.health import HealthConfig
 from robustseg_ros.sync import ModalitySyncConfig
 
@@ -107,6 +108,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("events.sensor_width", 0, "Event sensor width (px); 0: the camera's. Frames are resized to the "
                                             "camera's size by nearest neighbour."),
     ParameterSpec("events.sensor_height", 0, "Event sensor height (px); 0: the camera's."),
+    ParameterSpec("events.max_buffered_events", 2_000_000,
+                  "Hard bound of the event buffer (events; 13 bytes each): past it the oldest packets are dropped, "
+                  "and a larger packet is subsampled uniformly (counted on /diagnostics)."),
     *_input_specs("lidar", "lidar/points", 10.0, 0.06, "LiDAR point cloud"),
     ParameterSpec("lidar.intensity_field", "intensity", "PointCloud2 field read as intensity (0 when absent)."),
     ParameterSpec("lidar.intensity_scale", 1.0, "Factor bringing intensity into [0, 1] (e.g. 0.00392157 = 1/255 for "
@@ -120,6 +124,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("lidar.use_tf", False, "Look T_cam_lidar up with tf2 (cloud frame_id -> camera frame) when tf2_ros "
                                          "is installed, instead of lidar.transform."),
     ParameterSpec("lidar.camera_frame", "", "Target frame of the tf2 lookup; empty: the CameraInfo's frame_id."),
+    ParameterSpec("lidar.max_points", 300_000,
+                  "Point budget: a cloud with more points is subsampled uniformly to this many (counted on "
+                  "/diagnostics), so no single cloud delays a frame."),
     ParameterSpec("sync.cache_size", 8, "Messages cached per input for synchronisation."),
     ParameterSpec("sync.camera_wait_s", 0.05,
                   "Longest wait (s) of a camera image for the other sensors' messages stamped within their tolerance "
@@ -137,8 +144,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                                      "payloads in a row."),
     ParameterSpec("health.future_tolerance_s", 0.2, "A stamp later than arrival + this (s) is a future-stamp anomaly; "
                                                     "such messages are not fused."),
-    ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies and malformed messages keep the sensor at WARN this "
-                                                "long (s)."),
+    ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies, malformed messages and input limits keep the "
+                                                "sensor at WARN this long (s)."),
+    ParameterSpec("health.quality_checks", True,
+                  "Measure every message's content quality (exposure, contrast, noise, holes, coverage, event rate) "
+                  "and report a sensor whose content is poor as DEGRADED (diagnostic WARN)."),
+    ParameterSpec("health.fuse_degraded", False,
+                  "Still fuse a DEGRADED sensor (false: leave it out of the frame, unless it is the only input left)."),
+    ParameterSpec("health.degraded_after_messages", 2,
+                  "DEGRADED after this many consecutive messages of poor quality."),
+    ParameterSpec("health.degraded_clear_s", 0.5,
+                  "DEGRADED ends after this long (s) without a message of poor quality (judged more leniently "
+                  "than on entry, so the state does not flicker)."),
+    ParameterSpec("health.quality_history_s", 10.0,
+                  "Window (s) of a sensor's own sound messages that its quality is compared with; a change that "
+                  "lasts longer becomes the new normal unless an absolute bound holds."),
     ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1)."),
     ParameterSpec("output.confidence_threshold", 0.0, "Pixels whose confidence is below this become 255 (unknown) "
                                                       "in ~/segmentation; 0: off."),
@@ -164,8 +184,8 @@ class InputParams:
 
 
 class PerceptionParams:
-    """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``T_cam_lidar`` and
-    ``R_world_cam``.
+    """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``degradation``,
+    ``T_cam_lidar`` and ``R_world_cam``.
 
     Build with ``PerceptionParams(values)``; names missing from ``values`` take their defaults, unknown
     names and invalid values raise ``ValueError`` naming the parameter.
@@ -179,6 +199,13 @@ class PerceptionParams:
         self.values: dict[str, Any] = {**PARAMETER_DEFAULTS, **values}
         self._validate()
         self.inputs: dict[str, InputParams] = {sensor: self._input(sensor) for sensor in SENSORS}
+        try:
+            self.degradation = DegradationConfig(enter_after=self["health.degraded_after_messages"],
+                                                 clear_s=self["health.degraded_clear_s"],
+                                                 history_s=self["health.quality_history_s"])
+        except ValueError as error:
+            raise ValueError(f"parameters health.degraded_after_messages, health.degraded_clear_s, "
+                             f"health.quality_history_s: {error}") from error
         self.T_cam_lidar = transform_from_parameter(self.values["lidar.transform"])
         self.R_world_cam = (rotation_rpy(math.radians(self["camera.roll_deg"]), math.radians(self["camera.pitch_deg"]),
                                          0.0) @ R_BODY_OPTICAL)
@@ -207,6 +234,10 @@ class PerceptionParams:
                 raise ValueError(f"parameter {name}: must be > 0, got {self.values[name]}")
         non_negative = ("short_side", "warmup_iterations", "events.sensor_width", "events.sensor_height",
                         "sync.camera_wait_s")
+        at_least_one = ("events.max_buffered_events", "lidar.max_points")
+        for name in at_least_one:
+            if self.values[name] < 1:
+                raise ValueError(f"parameter {name}: must be >= 1, got {self.values[name]}")
         for name in non_negative:
             if self.values[name] < 0:
                 raise ValueError(f"parameter {name}: must be >= 0, got {self.values[name]}")

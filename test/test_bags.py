@@ -72,7 +72,11 @@ def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
     assert frames["scored"] == 30 and frames["unmatched_outputs"] == 0
     assert first["accuracy"]["miou"] >= 0.0 and len(first["accuracy"]["per_class_iou"]) == 25
     assert "nominal" in first["accuracy_by_window"]
-    assert set(first["accuracy_by_modalities"]) == {"RDEL", "RDE"}  # the LiDAR drop window lacks L
+    assert {"RDEL", "RDE"} <= set(first["accuracy_by_modalities"])
+    drop_window = next(fault["name"] for fault in first["faults"] if fault["kind"] == "drop")
+    assert all("L" not in frame["fed"] for frame in first["per_frame"] if drop_window in frame["windows"])
+    overexposure = next(fault for fault in first["faults"] if fault["kind"] == "overexposure")
+    assert overexposure["worst_state"] == "DEGRADED" and overexposure["degraded_delay_s"] <= 0.3
     drop = next(fault for fault in first["faults"] if fault["kind"] == "drop")
     assert drop["sensor"] == "lidar" and drop["worst_state"] == "STALE"
     # max_age_s after the last scan's header stamp (RECEIVE_DELAY_S before its bag time), within one check period
@@ -83,6 +87,30 @@ def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
     for name in ("report.md", "miou_over_time.png", "latency_histogram.png", "samples.png"):
         assert (report / name).stat().st_size > 0
     assert "![Sample frames](samples.png)" in (report / "report.md").read_text()
+
+
+def test_sensors_that_lie_are_degraded_in_time_without_false_alarms(checkpoint, tmp_path):
+    """Content faults placed with --fault after a nominal lead: each flagged DEGRADED within 0.3 s of its onset and
+    cleared within 1 s of its end, no false alarm, and the window's mIoU with and without fusing the sensor."""
+    bag = tmp_path / "lying"
+    record(bag, "--duration", "4.0", "--faults", "none", "--fault", "underexposure:camera:1.0:1.6",
+           "--fault", "flood:events:1.0:1.5", "--fault", "jitter:lidar:2.0:2.6", "--fault", "noise:depth:2.5:3.0")
+    assert evaluate(bag, tmp_path / "evaluation", checkpoint, "--no-plots") == 0
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    faults = {fault["kind"]: fault for fault in metrics["faults"]}
+    assert set(faults) == {"underexposure", "flood", "jitter", "noise"}
+    for fault in faults.values():
+        assert fault["worst_state"] == "DEGRADED", fault["name"]
+        assert 0.0 <= fault["degraded_delay_s"] <= 0.3 and 0.0 <= fault["clear_delay_s"] <= 1.0, fault["name"]
+        policies = fault["accuracy_by_policy"]
+        assert set(policies) == {"fused", "not_fused"} and policies["fused"]["frames"] >= 5
+    assert faults["underexposure"]["accuracy_by_policy"]["fused"] != faults["underexposure"]["accuracy_by_policy"][
+        "not_fused"], "the two choices were both run"
+    assert {sensor: value["degraded"] for sensor, value in metrics["false_alarms"].items()} == {
+        "camera": 0, "depth": 0, "events": 0, "lidar": 0}
+    assert set(metrics["accuracy_by_policy"]) == {"fused", "not_fused"}
+    report = (tmp_path / "evaluation" / "report.md").read_text()
+    assert "## Degraded sensors" in report and "## False alarms" in report
 
 
 def test_mcap_and_sqlite3_bags_hold_the_same_messages(bags, evaluations):

@@ -113,10 +113,11 @@ class LiveEvaluation(Evaluation):
             return
         fed, reasons = [], {}
         for status in part["sensor_status"].status:
-            modality = next((item.value for item in status.values if item.key == "modality"), None)
+            values = {item.key: item.value for item in status.values}
+            modality = values.get("modality")
             if modality is None:
                 continue
-            if status.message == "fed":
+            if values.get("fed") == "true":
                 fed.append(modality)
             else:
                 reasons[modality] = status.message
@@ -139,7 +140,8 @@ class LiveEvaluation(Evaluation):
                 if modality is None or values.get("state") == "DISABLED":
                     continue
                 try:
-                    state = SensorState.from_level(status.level[0] if status.level else 0)
+                    state = (SensorState(values["state"]) if values.get("state") in SensorState.__members__
+                             else SensorState.from_level(status.level[0] if status.level else 0))
                 except ValueError:
                     continue
                 self.note_state(now, modality, state, status.message)
