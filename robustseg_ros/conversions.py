@@ -426,20 +426,25 @@ def pointcloud2_to_events(msg: PointCloud2, *, topic: str | None = None) -> np.n
         raise MessageError("FLOAT32 cannot hold absolute seconds; use FLOAT64 seconds or integer "
                            "nanoseconds after header.stamp", topic=topic, field="t")
     records = _cloud_records(msg, wanted, topic=topic)
-    x = records["x"].astype(np.float64)
-    y = records["y"].astype(np.float64)
+    x, y = records["x"], records["y"]
     if t_type == PointField.FLOAT64:
         t = records["t"].astype(np.float64)
     else:
         t = stamp_to_seconds(msg.header.stamp) + records["t"].astype(np.float64) * 1e-9
     keep = np.isfinite(t)
     for coordinate in (x, y):
-        keep &= (coordinate >= 0) & (coordinate <= np.iinfo(np.uint16).max) & (coordinate == np.floor(coordinate))
-    events = np.empty(int(keep.sum()), dtype=EVENT_DTYPE)
-    events["x"] = x[keep]
-    events["y"] = y[keep]
-    events["t"] = t[keep]
-    events["polarity"] = np.where(records["polarity"][keep] > 0, 1, -1)
+        if coordinate.dtype.newbyteorder("=") != np.dtype(np.uint16):  # uint16 always fits; others are checked
+            keep &= (coordinate >= 0) & (coordinate <= np.iinfo(np.uint16).max)
+            if coordinate.dtype.kind == "f":
+                keep &= coordinate == np.floor(coordinate)
+    polarity = records["polarity"]
+    if not keep.all():  # gather only when something is dropped: a boolean gather of every field is costly
+        x, y, t, polarity = x[keep], y[keep], t[keep], polarity[keep]
+    events = np.empty(len(t), dtype=EVENT_DTYPE)
+    events["x"] = x
+    events["y"] = y
+    events["t"] = t
+    events["polarity"] = np.where(polarity > 0, 1, -1)
     return events
 
 
