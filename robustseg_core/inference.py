@@ -31,6 +31,8 @@ class SegmentationResult:
     confidence: np.ndarray | None  #: float32 [H, W] max softmax probability (None when not asked for)
     present: tuple[bool, ...]  #: modalities that fed the frame, in model order
     timings_ms: dict[str, float] = field(default_factory=dict)  #: preprocess, infer, postprocess
+    #: per fed modality, the mean cosine similarity of its deepest features with the fused ones (-1..1)
+    agreement: dict[str, float] = field(default_factory=dict)
 
 
 def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int], *,
@@ -38,29 +40,44 @@ def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int], *,
     """Logits [B, K, h, w] -> class ids uint8 [B, H, W] and max softmax probability float32 [B, H, W] (None
     unless ``with_confidence``).
 
-    Upsamples bilinearly (in channels-last layout, several times faster on CPU than channels-first and
-    the same values) only when (h, w) differs from ``output_size``. The class is the first largest logit,
-    as ``argmax``; the confidence comes from 1 / sum_k exp(l_k - l_max), which avoids materialising the
-    softmax. Both loop over the K class planes, each a contiguous [H, W] map, instead of reducing across
-    the strided class axis.
+    Upsamples bilinearly (in channels-last layout, several times faster on CPU than channels-first, same
+    values) only when (h, w) differs from ``output_size``. The class is the first largest logit, as
+    ``argmax``; the confidence comes from 1 / sum_k exp(l_k - l_max), which avoids materialising the
+    softmax. On the CPU both are computed plane by plane in numpy (``_cpu_labels``), much faster than a
+    reduction across the strided class axis.
     """
     logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(output_size):
         logits = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=tuple(output_size),
                                mode="bilinear", align_corners=False)
-    logits = logits.contiguous()
-    top = logits[:, 0].clone()
-    labels = torch.zeros(top.shape, dtype=torch.uint8, device=logits.device)
-    for k in range(1, logits.shape[1]):
-        plane = logits[:, k]
-        labels.masked_fill_(plane > top, k)
-        torch.maximum(top, plane, out=top)
-    if not with_confidence:
-        return labels, None
-    total = torch.zeros_like(top)
-    for k in range(logits.shape[1]):
-        total.add_(torch.exp(logits[:, k] - top))
-    return labels, total.reciprocal_()
+    if logits.device.type != "cpu":
+        top, labels = logits.max(dim=1)
+        confidence = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal_() if with_confidence else None
+        return labels.to(torch.uint8), confidence
+    planes = logits.contiguous().numpy()
+    labels = np.empty((planes.shape[0], *planes.shape[2:]), np.uint8)
+    confidence = np.empty(labels.shape, np.float32) if with_confidence else None
+    for index, sample in enumerate(planes):
+        _cpu_labels(sample, labels[index], None if confidence is None else confidence[index])
+    return torch.from_numpy(labels), None if confidence is None else torch.from_numpy(confidence)
+
+
+def _cpu_labels(planes: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+    """Class ids (first largest of the K planes [K, H, W]) into ``labels`` [H, W] and, when given, the max softmax
+    probability into ``confidence`` [H, W]. The first largest is found without an arg-reduction across planes:
+    planes equal to the maximum, weighted K, K - 1, ..., 1 by index, give K - class as their maximum."""
+    classes = planes.shape[0]
+    best = planes.max(axis=0)
+    weights = np.arange(classes, 0, -1, dtype=np.uint8)[:, None, None]
+    is_best = np.equal(planes, best)
+    np.max(np.multiply(is_best, weights, dtype=np.uint8), axis=0, out=labels)
+    np.subtract(classes, labels, out=labels)
+    np.remainder(labels, classes, out=labels)  # a NaN row has no maximum: class 0, not K
+    if confidence is not None:
+        shifted = np.subtract(planes, best)
+        np.exp(shifted, out=shifted)
+        np.sum(shifted, axis=0, out=confidence)
+        np.reciprocal(confidence, out=confidence)
 
 
 class Segmenter:
@@ -115,7 +132,8 @@ class Segmenter:
             raise ValueError(f"no modality present; expected at least one of {self.modalities}")
         shape = (1, len(self.modalities), 3, net_h, net_w)
         if self._input_buffer is None or tuple(self._input_buffer.shape) != shape:
-            self._input_buffer = torch.empty(shape)
+            with torch.inference_mode(False):  # a normal tensor: callers may fill it inside inference mode or not
+                self._input_buffer = torch.empty(shape)
         buffer = self._input_buffer[0]
         present = [index for index, kept in enumerate(keep) if kept]
         modalities = [self.modalities[index] for index in present]
@@ -146,7 +164,7 @@ class Segmenter:
         if self.fp16:
             tensor = tensor.half()
         prepared = time.perf_counter()
-        logits = self.model(tensor, present)
+        logits, agreement = self.model.forward_with_agreement(tensor, present)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
@@ -156,6 +174,8 @@ class Segmenter:
             confidence=None if confidence is None else confidence[0].cpu().numpy(),
             present=tuple(images.get(m) is not None for m in self.modalities),
             timings_ms={},
+            agreement={m: float(value) for m, value in zip(self.modalities, agreement[0].tolist())
+                       if images.get(m) is not None},
         )
         done = time.perf_counter()
         result.timings_ms = {

@@ -9,7 +9,8 @@ noise of a LiDAR scan; the rate of an event packet). ``DegradationJudge`` holds 
 * **Relative rules** compare a value with the sensor's baseline: a quantile (the median, unless the
   rule says otherwise) of the metric over the messages of the last ``history_s`` seconds that were
   judged sound. Event rates swing with the scene (tenfold in fog as objects pass), so their rules
-  compare with the history's extremes (5th and 95th percentiles) instead of its middle. A camera that goes black in
+  compare with the history's extremes (5th and 95th percentiles) instead of its middle. The baseline
+  is recomputed at most every ``BASELINE_REFRESH_S``. A camera that goes black in
   daylight is far below its baseline; a camera that has been dark since the drive started at night is
   not, so night is not a fault. No relative rule applies before ``MIN_HISTORY`` sound messages.
 * **Absolute rules** hold whatever the history: a camera with most pixels saturated, a depth image
@@ -36,6 +37,8 @@ import numpy as np
 
 #: Sound messages needed before the relative rules apply.
 MIN_HISTORY = 5
+#: The baseline is recomputed at most this often (s); between, messages are judged against the last one.
+BASELINE_REFRESH_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,9 @@ class QualityRule:
     which the sensor is degraded whatever its history (None: no absolute bound). ``ratio`` and
     ``margin``: relative to the baseline b, the ``quantile`` of the metric's sound history, "high" breaks
     when value > b x ratio and value > b + margin, "low" when value < b / ratio and value < b - margin
-    (None: no relative test). ``label`` names the metric in messages, ``fault`` what breaking the rule
-    means.
+    (None: no relative test); the relative test waits until the sound history spans ``min_history_s``
+    seconds (and holds ``MIN_HISTORY`` messages). ``label`` names the metric in messages, ``fault`` what
+    breaking the rule means.
     """
 
     metric: str
@@ -58,6 +62,7 @@ class QualityRule:
     ratio: float | None = None
     margin: float = 0.0
     quantile: float = 0.5
+    min_history_s: float = 0.0
 
     @property
     def baseline_name(self) -> str:
@@ -94,6 +99,10 @@ class QualityRule:
                 f"(its recent level {baseline:.3g})")
 
 
+#: Event rules wait for this much sound history (s): a quiet spell early in a drive (fog, a stop) must be in the
+#: history before a low rate can be called starved.
+EVENT_HISTORY_S = 3.0
+
 #: The rules per sensor (docs/perception_node.md, "Degraded sensors", gives the reasoning and measurements).
 QUALITY_RULES: dict[str, tuple[QualityRule, ...]] = {
     "camera": (
@@ -112,8 +121,10 @@ QUALITY_RULES: dict[str, tuple[QualityRule, ...]] = {
         QualityRule("range_noise", "range noise (m)", "jittered", "high", absolute=0.5, ratio=2.5, margin=0.03),
     ),
     "events": (
-        QualityRule("rate", "event rate (1/s)", "flooded", "high", ratio=3.0, quantile=0.95),
-        QualityRule("rate", "event rate (1/s)", "starved", "low", ratio=5.0, quantile=0.05),
+        QualityRule("rate", "event rate (1/s)", "flooded", "high", ratio=3.0, quantile=0.95,
+                    min_history_s=EVENT_HISTORY_S),
+        QualityRule("rate", "event rate (1/s)", "starved", "low", ratio=5.0, quantile=0.05,
+                    min_history_s=EVENT_HISTORY_S),
     ),
 }
 
@@ -163,6 +174,7 @@ class DegradationJudge:
         self._reasons: tuple[str, ...] = ()
         self._values: dict[str, float] = {}
         self._baseline: dict[str, float] = {}
+        self._baseline_at = float("-inf")
 
     @property
     def degraded(self) -> bool:
@@ -175,12 +187,21 @@ class DegradationJudge:
             self._history.popleft()
         if len(self._history) < MIN_HISTORY:
             return {}
-        return {rule.baseline_name: float(np.quantile([values[rule.metric] for _, values in self._history],
-                                                      rule.quantile)) for rule in self.rules}
+        span = now - self._history[0][0]
+        rules = [rule for rule in self.rules if span >= rule.min_history_s]
+        metrics = sorted({rule.metric for rule in rules})
+        quantiles = sorted({rule.quantile for rule in rules})
+        history = np.array([[values[metric] for metric in metrics] for _, values in self._history])
+        table = np.quantile(history, quantiles, axis=0)  # [quantile, metric]
+        return {rule.baseline_name: float(table[quantiles.index(rule.quantile), metrics.index(rule.metric)])
+                for rule in rules}
 
     def record(self, values: Mapping[str, float], now: float) -> Degradation:
         """Judge one message's statistics ``values`` (metric -> value) received at ``now`` (s)."""
-        baseline = self._baseline = self.baseline(now)
+        if now - self._baseline_at >= BASELINE_REFRESH_S or now < self._baseline_at or (
+                not self._baseline and len(self._history) >= MIN_HISTORY):
+            self._baseline, self._baseline_at = self.baseline(now), now
+        baseline = self._baseline
         reasons = tuple(reason for rule in self.rules
                         if (reason := rule.check(values[rule.metric], baseline.get(rule.baseline_name),
                                                  relaxed=self.degraded)) is not None)

@@ -137,7 +137,8 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
     Level OK with message "fed" when the sensor fed the frame, WARN with "fed; <note>" when it fed it while
     DEGRADED; otherwise WARN (disabled, nothing within tolerance, not encoded, DEGRADED and not fused),
     STALE (stale, never received, unhealthy) or ERROR (dead), with the reason as message. The value
-    ``fed`` says whether it fed the frame. ``topic_names``: sensor -> topic, the hardware id.
+    ``fed`` says whether it fed the frame, ``feature_agreement`` (fed modalities) how much its deepest features
+    agree with the fused ones. ``topic_names``: sensor -> topic, the hardware id.
     """
     frame = output.job.frame
     statuses = []
@@ -150,6 +151,8 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
         health = output.job.statuses.get(modality)
         if health is not None:
             values["health"] = health.state.value
+        if modality in output.agreement:
+            values["feature_agreement"] = f"{output.agreement[modality]:.3f}"
         if modality in output.fed and modality in output.notes:
             level, message = DIAGNOSTIC_WARN, f"fed; {output.notes[modality]}"
         elif modality in output.fed:

@@ -65,7 +65,8 @@ class FrameOutput:
     float32 [H, W] (each None when not asked for); ``encoded``: the modality images given to the model;
     ``fed``: modalities that fed it; ``reasons``: why each other modality did not; ``notes``: remarks on fed
     modalities (a DEGRADED one fused); ``timings_ms``: convert, quality, encode, preprocess, infer,
-    postprocess.
+    postprocess; ``agreement``: per fed modality, the cosine similarity of its deepest features with the
+    fused ones (``Segmenter``'s model-side evidence, -1..1).
     """
 
     job: FrameJob
@@ -78,6 +79,7 @@ class FrameOutput:
     reasons: dict[str, str]
     timings_ms: dict[str, float]
     notes: dict[str, str] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def header(self) -> Header:

@@ -149,8 +149,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("health.quality_checks", True,
                   "Measure every message's content quality (exposure, contrast, noise, holes, coverage, event rate) "
                   "and report a sensor whose content is poor as DEGRADED (diagnostic WARN)."),
-    ParameterSpec("health.fuse_degraded", False,
-                  "Still fuse a DEGRADED sensor (false: leave it out of the frame, unless it is the only input left)."),
+    ParameterSpec("health.fuse_degraded", "lidar",
+                  "Sensors still fused while DEGRADED, comma-separated (camera, depth, events, lidar; empty: none); "
+                  "the others are left out of the frame, unless nothing else is left. Default lidar: measured, a "
+                  "jittered LiDAR still helps, a blinded camera or a flooded event sensor does not (docs/results.md)."),
     ParameterSpec("health.degraded_after_messages", 2,
                   "DEGRADED after this many consecutive messages of poor quality."),
     ParameterSpec("health.degraded_clear_s", 0.5,
@@ -185,7 +187,7 @@ class InputParams:
 
 class PerceptionParams:
     """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``degradation``,
-    ``T_cam_lidar`` and ``R_world_cam``.
+    ``fused_degraded`` (the modalities fused while DEGRADED), ``T_cam_lidar`` and ``R_world_cam``.
 
     Build with ``PerceptionParams(values)``; names missing from ``values`` take their defaults, unknown
     names and invalid values raise ``ValueError`` naming the parameter.
@@ -199,6 +201,8 @@ class PerceptionParams:
         self.values: dict[str, Any] = {**PARAMETER_DEFAULTS, **values}
         self._validate()
         self.inputs: dict[str, InputParams] = {sensor: self._input(sensor) for sensor in SENSORS}
+        self.fused_degraded = frozenset(MODALITY_OF_SENSOR[sensor] for sensor in sensor_list(
+            self["health.fuse_degraded"], "health.fuse_degraded"))
         try:
             self.degradation = DegradationConfig(enter_after=self["health.degraded_after_messages"],
                                                  clear_s=self["health.degraded_clear_s"],
@@ -264,6 +268,17 @@ class PerceptionParams:
             raise ValueError(f"parameters of {sensor} (or health.*): {error}") from error
         return InputParams(sensor, MODALITY_OF_SENSOR[sensor], bool(value[f"{sensor}.enabled"]),
                            value[f"{sensor}.topic"], value[f"{sensor}.qos"], sync, health)
+
+
+def sensor_list(text: str, name: str) -> tuple[str, ...]:
+    """A comma-separated list of sensor names (``SENSORS``; spaces and empty items ignored) -> the names;
+    ``ValueError`` naming the parameter ``name`` and the unknown ones."""
+    sensors = tuple(item.strip() for item in str(text).split(",") if item.strip())
+    unknown = [sensor for sensor in sensors if sensor not in SENSORS]
+    if unknown:
+        raise ValueError(f"parameter {name}: unknown sensor(s) {', '.join(unknown)}; expected a comma-separated list "
+                         f"of {', '.join(SENSORS)} (or empty)")
+    return sensors
 
 
 def transform_from_parameter(values) -> np.ndarray:

@@ -16,7 +16,7 @@ input limits a message hits (a cloud above ``lidar.max_points``, events past
 ``events.max_buffered_events``) and events that cannot feed any frame (outside the packet's time window or
 the sensor). Every usable message's content is measured (``robustseg_core.sensors.quality``) and judged
 (``robustseg_ros.degradation``): a sensor with poor content is DEGRADED, and unless
-``health.fuse_degraded`` it is left out of the frames it is DEGRADED in. What the pipeline reports about itself (``/diagnostics``, ``~/sensor_status``, frame statistics) is built by
+``health.fuse_degraded`` names it, it is left out of the frames it is DEGRADED in. What the pipeline reports about itself (``/diagnostics``, ``~/sensor_status``, frame statistics) is built by
 ``robustseg_ros.diagnostics``; its parameters are ``robustseg_ros.params``.
 """
 
@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -449,14 +448,14 @@ class PerceptionPipeline:
     # ------------------------------------------------------------------ processing
 
     def process(self, job: FrameJob, *, with_color: bool = True, with_overlay: bool = False,
-                with_confidence: bool = True, fuse_degraded: bool | None = None) -> FrameOutput | None:
+                with_confidence: bool = True, fuse_degraded: Collection[str] | None = None) -> FrameOutput | None:
         """Encode and segment one frame, with the colour mask, the overlay and the confidence when asked (the node
         asks only when they have subscribers); None when no modality could be encoded (counted).
-        ``fuse_degraded``: whether DEGRADED sensors are fused (default ``health.fuse_degraded``; the bag
-        evaluation asks for the other choice too)."""
+        ``fuse_degraded``: the modalities fused while DEGRADED (default those ``health.fuse_degraded`` names; the
+        bag evaluation asks for other choices too)."""
         start = time.perf_counter()
         if fuse_degraded is None:
-            fuse_degraded = self.params["health.fuse_degraded"]
+            fuse_degraded = self.params.fused_degraded
         encoded, reasons, notes = self.encode(job, fuse_degraded=fuse_degraded)
         encoded_at = time.perf_counter()
         if not encoded:
@@ -489,13 +488,14 @@ class PerceptionPipeline:
             "postprocess": segmenter_ms.get("postprocess", 0.0) + (done - predicted_at) * 1e3,
         }
         fed = tuple(modality for modality in MODALITIES if modality in encoded)
-        return FrameOutput(job, labels, color, result.confidence, overlay, encoded, fed, reasons, timings, notes)
+        return FrameOutput(job, labels, color, result.confidence, overlay, encoded, fed, reasons, timings, notes,
+                           result.agreement)
 
-    def encode(self, job: FrameJob, *, fuse_degraded: bool = False
+    def encode(self, job: FrameJob, *, fuse_degraded: Collection[str] = ()
                ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
         """The frame's present modalities as the network's uint8 [H, W, 3] images at camera resolution, the reason
-        for each absent modality, and notes on fed ones. A DEGRADED modality is left out unless ``fuse_degraded``,
-        or unless nothing else could be encoded (then it is fused, with a note)."""
+        for each absent modality, and notes on fed ones. A DEGRADED modality is left out unless in
+        ``fuse_degraded``, or unless nothing else could be encoded (then it is fused, with a note)."""
         reasons = dict(job.frame.reasons)
         encoded: dict[str, np.ndarray] = {}
         notes: dict[str, str] = {}
@@ -508,11 +508,11 @@ class PerceptionPipeline:
                 continue
             status = job.statuses.get(modality)
             if status is not None and status.state is SensorState.DEGRADED:
-                if not fuse_degraded:
-                    reasons[modality] = f"{status.message} (not fused: health.fuse_degraded is false)"
+                if modality not in fuse_degraded:
+                    reasons[modality] = f"{status.message} (not fused: not in health.fuse_degraded)"
                     held_back.append(modality)
                     continue
-                notes[modality] = f"{status.message} (fused: health.fuse_degraded is true)"
+                notes[modality] = f"{status.message} (fused: in health.fuse_degraded)"
             self._encode_into(encoded, reasons, modality, payload, job)
         if not encoded:
             for modality in held_back:

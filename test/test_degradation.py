@@ -121,6 +121,17 @@ def test_a_lasting_change_becomes_the_new_normal_after_the_history_window():
     assert tunnel[-1].baseline.get("contrast") == pytest.approx(0.02), "the dark level is the baseline now"
 
 
+def test_fuse_degraded_names_sensors():
+    pytest.importorskip("rclpy")
+    from robustseg_ros.params import PerceptionParams
+
+    assert PerceptionParams().fused_degraded == {"lidar"}
+    assert PerceptionParams({"health.fuse_degraded": ""}).fused_degraded == frozenset()
+    assert PerceptionParams({"health.fuse_degraded": "camera, events"}).fused_degraded == {"rgb", "event"}
+    with pytest.raises(ValueError, match="health.fuse_degraded: unknown sensor"):
+        PerceptionParams({"health.fuse_degraded": "radar"})
+
+
 def test_rules_and_config_are_validated():
     with pytest.raises(ValueError, match="worse"):
         QualityRule("x", "x", "bad", "sideways")
@@ -161,7 +172,7 @@ def darkened(messages: dict) -> dict:
     return {**messages, "camera": numpy_to_image(rgb, "rgb8", messages["camera"].header)}
 
 
-@pytest.mark.parametrize("fuse_degraded", [False, True])
+@pytest.mark.parametrize("fuse_degraded", ["lidar", "camera, lidar"])
 def test_an_under_exposed_camera_is_degraded_reported_and_left_out_or_fused(pipeline_parts, fuse_degraded):
     from test_pipeline import LATENCY_S, drive_messages, feed
 
@@ -195,12 +206,13 @@ def test_an_under_exposed_camera_is_degraded_reported_and_left_out_or_fused(pipe
     status = {item.name: item for item in pipeline.sensor_status(during).status}["robustseg: camera"]
     status_values = {item.key: item.value for item in status.values}
     assert status.level == bytes([1]) and status_values["health"] == "DEGRADED"
-    if fuse_degraded:
+    if "camera" in fuse_degraded:
         assert "rgb" in during.fed and status.message.startswith("fed; degraded: under-exposed")
+        assert status.message.endswith("(fused: in health.fuse_degraded)")
         assert status_values["fed"] == "true"
     else:
         assert "rgb" not in during.fed and during.fed == ("depth", "event", "lidar")
-        assert status.message.endswith("(not fused: health.fuse_degraded is false)")
+        assert status.message.endswith("(not fused: not in health.fuse_degraded)")
         assert status_values["fed"] == "false"
     assert outputs[-1].fed == ("rgb", "depth", "event", "lidar")
 

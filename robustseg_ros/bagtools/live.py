@@ -111,7 +111,7 @@ class LiveEvaluation(Evaluation):
         except MessageError as error:
             self.failures.append(f"node output: {error}")
             return
-        fed, reasons = [], {}
+        fed, reasons, agreement = [], {}, {}
         for status in part["sensor_status"].status:
             values = {item.key: item.value for item in status.values}
             modality = values.get("modality")
@@ -121,8 +121,10 @@ class LiveEvaluation(Evaluation):
                 fed.append(modality)
             else:
                 reasons[modality] = status.message
+            if "feature_agreement" in values:
+                agreement[modality] = float(values["feature_agreement"])
         self.add_frame(key, "camera" if key in self._camera_stamps else "timer", tuple(fed), reasons, None, labels,
-                       confidence, self._camera_rgb.get(key))
+                       confidence, self._camera_rgb.get(key), agreement=agreement)
 
     def _on_latency(self, message) -> None:
         with self._lock:

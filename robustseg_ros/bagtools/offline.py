@@ -4,8 +4,8 @@ The node clock is each message's bag time (ns -> s) and ``on_timer`` runs every
 ``health.check_period_s`` of bag time, as the node's timer would under ``use_sim_time``. Every frame
 the pipeline emits is processed at once (offline nothing is dropped for lack of time), so two runs
 over one bag give the same frames, predictions and metrics; only the processing times vary. A frame
-with a DEGRADED sensor is also segmented with the other choice of ``health.fuse_degraded``, so the
-report compares fusing it with leaving it out on the same frames. Each sensor's state is noted after
+with a DEGRADED sensor is also segmented with every DEGRADED sensor fused and with none fused (when
+that differs from ``health.fuse_degraded``), so the report compares the three on the same frames. Each sensor's state is noted after
 each of its messages, so false alarms are counted per message.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustseg_core.classes import MODALITIES
 from robustseg_ros.bagtools.bag_io import BagError, BagReader
 from robustseg_ros.bagtools.scoring import Evaluation
 from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, stamp_to_nanoseconds
@@ -88,7 +89,7 @@ class OfflineEvaluation(Evaluation):
         try:
             output = self.pipeline.process(job, with_color=False)
             processing_ms = (time.perf_counter() - start) * 1e3
-            policy_labels = self._policy_labels(job, output)
+            policy_labels, agreement = self._policy_labels(job, output)
         except Exception as error:  # like the node: one bad frame is counted, the run goes on
             self.pipeline.statistics.count_failure(error, now)
             self.failures.append(f"{type(error).__name__}: {error}")
@@ -98,19 +99,24 @@ class OfflineEvaluation(Evaluation):
         self.pipeline.statistics.record_published(output, processing_ms, 0.0)
         source = "camera" if job.frame.entries["rgb"] is not None else "timer"
         self.add_frame(stamp_to_nanoseconds(output.header.stamp), source, output.fed, output.reasons, processing_ms,
-                       output.labels, output.confidence, output.encoded.get("rgb"), policy_labels)
+                       output.labels, output.confidence, output.encoded.get("rgb"), policy_labels, agreement)
 
-    def _policy_labels(self, job: FrameJob, output: FrameOutput | None) -> dict[str, np.ndarray] | None:
-        """When a DEGRADED sensor's message is in the frame: its class ids with the DEGRADED sensors fused and
-        not fused (the choice ``health.fuse_degraded`` did not make is run too, untimed); else None."""
-        degraded = [modality for modality, status in job.statuses.items()
-                    if status.state is SensorState.DEGRADED and job.frame.entries.get(modality) is not None]
+    def _policy_labels(self, job: FrameJob, output: FrameOutput | None
+                       ) -> tuple[dict[str, np.ndarray] | None, dict[str, float]]:
+        """When a DEGRADED sensor's message is in the frame: its class ids under each of ``POLICIES`` (as
+        configured, every DEGRADED sensor fused, none fused; those that differ from the configured choice are
+        run too, untimed), else None; and the feature agreement with every present sensor fused (so a DEGRADED
+        one's is known too)."""
+        degraded = {modality for modality, status in job.statuses.items()
+                    if status.state is SensorState.DEGRADED and job.frame.entries.get(modality) is not None}
         if output is None or not degraded:
-            return None
-        fused = self.params["health.fuse_degraded"]
-        other = self.pipeline.process(job, with_color=False, with_confidence=False, fuse_degraded=not fused)
-        other_labels = output.labels if other is None else other.labels
-        return {"fused": output.labels if fused else other_labels, "not_fused": other_labels if fused else output.labels}
+            return None, {} if output is None else output.agreement
+        outputs = {"configured": output}
+        for policy, choice in (("fused", frozenset(MODALITIES)), ("not_fused", frozenset())):
+            same = degraded & choice == degraded & self.params.fused_degraded
+            outputs[policy] = output if same else (self.pipeline.process(job, with_color=False, with_confidence=False,
+                                                                         fuse_degraded=choice) or output)
+        return {policy: result.labels for policy, result in outputs.items()}, outputs["fused"].agreement
 
     def model_counters(self) -> dict:
         """Frame counters from the pipeline's /diagnostics model status (dropped, skipped, failed...)."""

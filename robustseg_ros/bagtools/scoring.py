@@ -7,7 +7,7 @@ time and the sensors' health transitions, and turns them into the ``metrics.json
 (``results()``, fields in docs/bags.md): accuracy overall, per fault window and per set of modalities
 fed (confusion matrices, mIoU as in ``robustseg_core.evaluation``), the fault timeline analysis (how
 long each faulty sensor took to be declared STALE, or DEGRADED, and when it recovered; the accuracy in
-each window with and without fusing the DEGRADED sensor), false alarms (DEGRADED outside every fault
+each window as configured, with and without fusing the DEGRADED sensor), false alarms (DEGRADED outside every fault
 window of a sensor) and timing percentiles. Times are bag seconds (the node clock).
 """
 
@@ -40,8 +40,8 @@ STALE_SEVERITY = SensorState.STALE.severity
 DEGRADED_SEVERITY = SensorState.DEGRADED.severity
 #: A sensor's messages up to this long (s) after one of its faults ends are not nominal: the target for clearing.
 CLEAR_ALLOWANCE_S = 1.0
-#: The two choices for a DEGRADED sensor, as the report names them (``health.fuse_degraded`` true / false).
-POLICIES = ("fused", "not_fused")
+#: The choices for DEGRADED sensors the report compares: as ``health.fuse_degraded`` says, all fused, none fused.
+POLICIES = ("configured", "fused", "not_fused")
 #: Ground-truth images are kept this long (bag seconds) waiting for the frame of their stamp.
 LABELS_KEPT_S = 10.0
 
@@ -60,6 +60,7 @@ class FrameRecord:
     fed: str
     windows: list[str]
     reasons: dict[str, str]
+    agreement: dict[str, float] = field(default_factory=dict)
     miou: float | None = None
     pixel_accuracy: float | None = None
 
@@ -92,10 +93,13 @@ class Accumulator:
         self.overall = ConfusionMatrix(self.num_classes)
 
     by_policy: dict[str, dict[str, ConfusionMatrix]] = field(default_factory=dict)
+    frames_by_policy_scope: dict[str, int] = field(default_factory=dict)
 
-    def add_policies(self, matrices: dict[str, ConfusionMatrix], windows: list[str]) -> None:
-        """A frame's confusion matrix under each of ``POLICIES``, for the whole drive ("all") and its windows."""
-        for name in ("all", *windows):
+    def add_policies(self, matrices: dict[str, ConfusionMatrix], windows: list[str], degraded: bool) -> None:
+        """A frame's confusion matrix under each of ``POLICIES``, for the whole drive ("all"), for the frames with a
+        DEGRADED sensor ("degraded", when ``degraded``) and for its windows."""
+        for name in ("all", *(("degraded",) if degraded else ()), *windows):
+            self.frames_by_policy_scope[name] = self.frames_by_policy_scope.get(name, 0) + 1
             table = self.by_policy.setdefault(name, {})
             for policy in POLICIES:
                 table.setdefault(policy, ConfusionMatrix(self.num_classes)).matrix += matrices[policy].matrix
@@ -180,14 +184,16 @@ class Evaluation:
     def add_frame(self, stamp_ns: int, source: str, fed: tuple[str, ...], reasons: dict[str, str],
                   frame_ms: float | None,
                   labels: np.ndarray, confidence: np.ndarray | None, rgb: np.ndarray | None,
-                  policy_labels: dict[str, np.ndarray] | None = None) -> None:
+                  policy_labels: dict[str, np.ndarray] | None = None, agreement: dict[str, float] | None = None
+                  ) -> None:
         """One output frame: header stamp (ns), trigger ("camera" / "timer"), modalities fed, why the others were
         not, its time (ms; None when measured elsewhere), class ids uint8 [H, W], confidence float32 [H, W], the
         camera RGB (or None), and, when a DEGRADED sensor was present, the class ids under each of ``POLICIES``
-        (None: both are ``labels``)."""
+        (None: both are ``labels``), and the fed modalities' feature agreement with the fusion."""
         stamp_s = nanoseconds_to_seconds(stamp_ns)
         windows = [fault.name for fault in self.faults if fault.covers(stamp_s)] or [NOMINAL]
-        record = FrameRecord(round(stamp_s, 9), source, modality_code(fed), windows, dict(sorted(reasons.items())))
+        record = FrameRecord(round(stamp_s, 9), source, modality_code(fed), windows, dict(sorted(reasons.items())),
+                             {modality: round(value, 4) for modality, value in (agreement or {}).items()})
         self.frames.append(record)
         if frame_ms is not None:
             self.frame_ms.append(frame_ms)
@@ -252,7 +258,7 @@ class Evaluation:
         policies = {policy: matrix for policy in POLICIES}
         if policy_labels is not None:
             policies = {policy: self._confusion(labels, label, out_of_range) for policy, labels in policy_labels.items()}
-        self.accuracy.add_policies(policies, record.windows)
+        self.accuracy.add_policies(policies, record.windows, degraded=policy_labels is not None)
 
     def _confusion(self, prediction: np.ndarray, label: np.ndarray, out_of_range: np.ndarray) -> ConfusionMatrix:
         """The confusion matrix of class ids against ground truth, leaving out unknown (255) predictions and
@@ -307,7 +313,7 @@ class Evaluation:
 
     def _degradation_result(self, fault: Fault, history: list[dict], horizon: float) -> dict:
         """When ``fault``'s sensor was first DEGRADED (or worse) from its onset, and from its end on when it was
-        below DEGRADED again; the delays (s) and the window's accuracy with and without fusing the sensor."""
+        below DEGRADED again; the delays (s) and the window's accuracy under each of ``POLICIES``."""
         degraded_at = next((item["time_s"] for item in history if fault.start_s <= item["time_s"] <= horizon
                             and SensorState(item["state"]).severity >= DEGRADED_SEVERITY), None)
         cleared_at = None
@@ -327,6 +333,17 @@ class Evaluation:
                                                      self.accuracy.frames_by_window.get(fault.name, 0))
                                     for policy, matrix in policies.items()}),
         }
+
+    def agreement_by_window(self) -> dict:
+        """Per window (fault name or ``NOMINAL``) and modality, the mean feature agreement over the frames it was
+        measured on."""
+        values: dict[str, dict[str, list[float]]] = {}
+        for frame in self.frames:
+            for window in frame.windows:
+                for modality, value in frame.agreement.items():
+                    values.setdefault(window, {}).setdefault(modality, []).append(value)
+        return {window: {modality: round(float(np.mean(items)), 4) for modality, items in sorted(table.items())}
+                for window, table in sorted(values.items())}
 
     def false_alarm_results(self) -> dict:
         """Per sensor: its nominal messages (none of its faults active, nor ended less than ``CLEAR_ALLOWANCE_S``
@@ -389,13 +406,18 @@ class Evaluation:
                                        if self.unknown_pixel_fraction else None),
             "faults": self.fault_results(),
             "false_alarms": self.false_alarm_results(),
-            "accuracy_by_policy": ({policy: _summary(matrix, self.class_names, frames["scored"])
-                                    for policy, matrix in self.accuracy.by_policy["all"].items()}
+            "feature_agreement_by_window": self.agreement_by_window(),
+            "accuracy_by_policy": ({scope: {policy: _summary(matrix, self.class_names,
+                                                             self.accuracy.frames_by_policy_scope[key])
+                                            for policy, matrix in self.accuracy.by_policy[key].items()}
+                                    for scope, key in (("whole_drive", "all"), ("frames_with_a_degraded_sensor",
+                                                                                "degraded"))
+                                    if key in self.accuracy.by_policy}
                                    if has_truth else None),
             "state_transitions": self.transitions,
             "per_frame": [{"stamp_s": frame.stamp_s, "source": frame.source, "fed": frame.fed,
                            "windows": frame.windows, "miou": frame.miou, "pixel_accuracy": frame.pixel_accuracy,
-                           "absent": frame.reasons} for frame in self.frames],
+                           "absent": frame.reasons, "agreement": frame.agreement} for frame in self.frames],
             "failures": self.failures,
             "timing": {
                 "measure": self.timing_measure,
