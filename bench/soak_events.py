@@ -7,7 +7,8 @@ one of: a packet with ``t`` an hour ahead, one with nanoseconds stored as FLOAT6
 events lie outside the sensor, and a flood packet of ``--flood-events`` events. Before the fixes of
 issue 11 the first kind alone stopped the event buffer from pruning.
 
-The process's resident memory (VmRSS) is sampled every ``--sample-s`` seconds after ``--warmup-s``;
+The process's resident memory (VmRSS) is sampled every ``--sample-s`` seconds for ``--duration-s`` after
+``--warmup-s``;
 the run passes when every sample is within +-5 % of the first. The node's own counters (malformed
 events, buffered events) come from its last /diagnostics.
 
@@ -136,7 +137,7 @@ class Soak:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--duration-s", type=float, default=600.0, help="seconds of memory samples after the warm-up")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="seconds before the first memory sample")
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=128, help="camera width and height (px)")
@@ -168,7 +169,7 @@ def main() -> None:
         try:
             start = time.monotonic()
             time.sleep(args.warmup_s)
-            while time.monotonic() - start < args.duration_s:
+            while time.monotonic() - start < args.warmup_s + args.duration_s:
                 samples.append((time.monotonic() - start, resident_mib()))
                 print(f"{samples[-1][0]:7.1f} s  RSS {samples[-1][1]:8.1f} MiB  buffered events "
                       f"{soak.event_values().get('buffered_events', '?')}", flush=True)

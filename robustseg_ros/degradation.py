@@ -8,11 +8,12 @@ noise of a LiDAR scan; the rate of an event packet). ``DegradationJudge`` holds 
 
 * **Relative rules** compare a value with the sensor's baseline: a quantile (the median, unless the
   rule says otherwise) of the metric over the messages of the last ``history_s`` seconds that were
-  judged sound. Event rates swing with the scene (tenfold in fog as objects pass), so their rules
-  compare with the history's extremes (5th and 95th percentiles) instead of its middle. The baseline
-  is recomputed at most every ``BASELINE_REFRESH_S``. A camera that goes black in
-  daylight is far below its baseline; a camera that has been dark since the drive started at night is
-  not, so night is not a fault. No relative rule applies before ``MIN_HISTORY`` sound messages.
+  judged sound. A camera that goes black in daylight is far below its baseline; a camera that has been
+  dark since the drive started at night is not, so night is not a fault. No relative rule applies
+  before ``MIN_HISTORY`` sound messages. Event rates swing with the scene (in fog they fall to the
+  noise floor when nothing passes), so their rules compare with the history's extremes (5th and 95th
+  percentiles) instead of its middle, once the history spans ``EVENT_HISTORY_S``. The baseline is
+  recomputed at most every ``BASELINE_REFRESH_S``.
 * **Absolute rules** hold whatever the history: a camera with most pixels saturated, a depth image
   with almost no valid pixel.
 * **Hysteresis.** DEGRADED starts after ``enter_after`` consecutive messages break a rule, and ends

@@ -32,6 +32,8 @@ class OfflineEvaluation(Evaluation):
     """Drives one ``PerceptionPipeline`` over a bag in timestamp order (node clock = bag time); ``frame_ms``
     holds the pipeline's processing time per frame."""
 
+    compares_policies = True
+
     def __init__(self, bag_path: Path, params: PerceptionParams, segmenter, **kwargs) -> None:
         super().__init__(bag_path, params, segmenter.class_names, **kwargs)
         self.pipeline = PerceptionPipeline(params, segmenter, logger=logging.getLogger("evaluate_bag"))

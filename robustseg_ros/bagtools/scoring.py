@@ -142,6 +142,8 @@ class Evaluation:
     """
 
     timing_measure = "processing"
+    #: Whether frames with a DEGRADED sensor are segmented under every one of ``POLICIES`` (offline only).
+    compares_policies = False
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *,
                  labels_topic: str, faults: list[Fault], sample_count: int) -> None:
@@ -322,7 +324,7 @@ class Evaluation:
             cleared_at = (fault.end_s if at_end is None or at_end.severity < DEGRADED_SEVERITY else
                           next((item["time_s"] for item in history if item["time_s"] > fault.end_s
                                 and SensorState(item["state"]).severity < DEGRADED_SEVERITY), None))
-        policies = self.accuracy.by_policy.get(fault.name)
+        policies = self.accuracy.by_policy.get(fault.name) if self.compares_policies else None
         return {
             "degraded_at_s": degraded_at,
             "degraded_delay_s": None if degraded_at is None else round(degraded_at - fault.start_s, 6),
@@ -413,7 +415,7 @@ class Evaluation:
                                     for scope, key in (("whole_drive", "all"), ("frames_with_a_degraded_sensor",
                                                                                 "degraded"))
                                     if key in self.accuracy.by_policy}
-                                   if has_truth else None),
+                                   if has_truth and self.compares_policies else None),
             "state_transitions": self.transitions,
             "per_frame": [{"stamp_s": frame.stamp_s, "source": frame.source, "fed": frame.fed,
                            "windows": frame.windows, "miou": frame.miou, "pixel_accuracy": frame.pixel_accuracy,
