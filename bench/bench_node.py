@@ -5,20 +5,25 @@ One run, real rclpy + DDS (localhost, a domain of its own), a generated Drive sc
 1. Latency. A node with relaxed sensor ages (so every frame fuses all four sensors) receives one frame
    set at a time (depth, LiDAR, events, CameraInfo, camera, stamped with the node clock); the next set
    goes out after the previous frame's ~/latency_ms arrives, so nothing queues. End to end = newest
-   input stamp -> outputs published (the node's ~/latency_ms), broken down into convert, encode,
-   preprocess, infer, postprocess, publish. The bare model forward is the backend's forward
+   input stamp -> outputs published (the node's ~/latency_ms), broken down into convert, quality
+   (measuring and judging each message's content), encode, preprocess, infer, postprocess, publish.
+   Only ~/latency_ms and /diagnostics have subscribers, so the node computes no colour mask, overlay
+   or confidence map. The bare model forward is the backend's forward
    (``segmenter.backend.run(images, present)``) on the same frame's network input, timed alone after the
    node is idle.
 2. STALE delay. A node with the default health settings receives all sensors at 10 Hz; the LiDAR
    stops; the delay is from its last message to the /diagnostics array that shows it STALE.
 
     .venv/bin/python bench/bench_node.py                                   # mit_b0, embed 256, CPU
+    .venv/bin/python bench/bench_node.py --preset mit_cpu --embed-dim 256 --width 256 --height 256
+                                                                           # the shipped student's size
     .venv/bin/python bench/bench_node.py --preset mit_cpu --embed-dim 32   # the tiny test model
     .venv/bin/python bench/bench_node.py --backend onnxruntime              # another inference backend
 
 ``bench/bench_backends.py`` runs the latency part for each installed backend side by side.
 
-Targets: end to end <= 1.10 x the model forward; STALE within lidar.max_age_s + health.check_period_s.
+Targets: end to end <= 1.15 x the forward inside the node at 256 x 256 and <= 1.05 x at 640 x 480
+(``--target`` overrides); STALE within lidar.max_age_s + health.check_period_s.
 """
 
 from __future__ import annotations
@@ -58,9 +63,11 @@ RELATIVE_EVENT_DTYPE = np.dtype([("x", np.uint16), ("y", np.uint16), ("t", np.in
 TOPICS = {"depth": ("depth/image", Image), "lidar": ("lidar/points", PointCloud2),
           "events": ("events/packets", PointCloud2), "camera_info": ("camera/camera_info", CameraInfo),
           "camera": ("camera/image", Image)}
-STAGES = ("convert", "encode", "preprocess", "infer", "postprocess", "publish")
+STAGES = ("convert", "quality", "encode", "preprocess", "infer", "postprocess", "publish")
 #: Tries per frame set, and how long (s) each waits for the frame's ~/latency_ms.
 FRAME_ATTEMPTS, FRAME_WAIT_S = 3, 40.0
+#: End to end / forward inside the node, by camera pixel count (the issue's targets).
+TARGETS = {256 * 256: 1.15, 640 * 480: 1.05}
 RELAXED_HEALTH = {f"{sensor}.{name}": value for sensor in ("camera", "depth", "events", "lidar")
                   for name, value in (("max_age_s", 5.0), ("dead_after_s", 10.0), ("expected_rate_hz", 1.0))}
 
@@ -239,7 +246,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", default="torch", help="torch, onnxruntime, openvino or tensorrt")
     parser.add_argument("--stream-s", type=float, default=3.0, help="10 Hz streaming before the LiDAR stops")
+    parser.add_argument("--target", type=float, default=0.0,
+                        help="end to end / in-node forward target; 0: 1.15 at 256x256, 1.05 at 640x480 (or larger)")
     args = parser.parse_args()
+    target = args.target or (TARGETS[256 * 256] if args.width * args.height <= 256 * 256 else TARGETS[640 * 480])
 
     short_side = args.short_side or min(args.width, args.height)
     work = Path(tempfile.mkdtemp(prefix="bench_node_"))
@@ -275,9 +285,10 @@ def main() -> None:
     ratio = statistics.median(end_to_end) / statistics.median(forward)
     pairs = statistics.median(latency / bare for latency, bare in zip(end_to_end, forward))
     in_node = statistics.median(record["latency"] / record["infer"] for record in measured)
-    print(f"end to end / bare forward: {ratio:.3f} (ratio of medians), {pairs:.3f} (median of per-frame ratios)  "
-          f"(target <= 1.10: {'met' if ratio <= 1.10 else 'MISSED'})")
-    print(f"end to end / the same frame's forward inside the node (median): {in_node:.3f}")
+    overhead = statistics.median(record["latency"] - record["infer"] for record in measured)
+    print(f"end to end / bare forward: {ratio:.3f} (ratio of medians), {pairs:.3f} (median of per-frame ratios)")
+    print(f"end to end / the same frame's forward inside the node (median): {in_node:.3f}  (target <= {target:.2f}: "
+          f"{'met' if in_node <= target else 'MISSED'}); everything but the forward: {overhead:.1f} ms")
     print(f"LiDAR last message -> STALE on /diagnostics: {stale_delay:.3f} s  (bound max_age + check period = "
           f"{stale_bound:.3f} s: {'met' if stale_delay <= stale_bound else 'MISSED'})")
 

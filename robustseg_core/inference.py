@@ -28,23 +28,56 @@ class SegmentationResult:
     """One frame's output at the requested resolution."""
 
     labels: np.ndarray  #: uint8 [H, W] class ids
-    confidence: np.ndarray  #: float32 [H, W] max softmax probability
+    confidence: np.ndarray | None  #: float32 [H, W] max softmax probability (None when not asked for)
     present: tuple[bool, ...]  #: modalities that fed the frame, in model order
     timings_ms: dict[str, float] = field(default_factory=dict)  #: preprocess, infer, postprocess
+    #: per fed modality, the mean cosine similarity of its deepest features with the fused ones (-1..1)
+    agreement: dict[str, float] = field(default_factory=dict)
 
 
-def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [B, K, h, w] -> class ids uint8 [B, H, W] and max softmax probability float32 [B, H, W].
+def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int], *,
+                          with_confidence: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits [B, K, h, w] -> class ids uint8 [B, H, W] and max softmax probability float32 [B, H, W] (None
+    unless ``with_confidence``).
 
-    Upsamples bilinearly only when (h, w) differs from ``output_size``; the confidence comes from
-    1 / sum_k exp(l_k - l_max), which avoids materialising the softmax.
+    Upsamples bilinearly (in channels-last layout, several times faster on CPU than channels-first, same
+    values) only when (h, w) differs from ``output_size``. The class is the first largest logit, as
+    ``argmax``; the confidence comes from 1 / sum_k exp(l_k - l_max), which avoids materialising the
+    softmax. On the CPU both are computed plane by plane in numpy (``_cpu_labels``), much faster than a
+    reduction across the strided class axis.
     """
     logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(output_size):
-        logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
-    top, labels = logits.max(dim=1)
-    confidence = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal_()
-    return labels.to(torch.uint8), confidence
+        logits = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=tuple(output_size),
+                               mode="bilinear", align_corners=False)
+    if logits.device.type != "cpu":
+        top, labels = logits.max(dim=1)
+        confidence = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal_() if with_confidence else None
+        return labels.to(torch.uint8), confidence
+    planes = logits.contiguous().numpy()
+    labels = np.empty((planes.shape[0], *planes.shape[2:]), np.uint8)
+    confidence = np.empty(labels.shape, np.float32) if with_confidence else None
+    for index, sample in enumerate(planes):
+        _cpu_labels(sample, labels[index], None if confidence is None else confidence[index])
+    return torch.from_numpy(labels), None if confidence is None else torch.from_numpy(confidence)
+
+
+def _cpu_labels(planes: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+    """Class ids (first largest of the K planes [K, H, W]) into ``labels`` [H, W] and, when given, the max softmax
+    probability into ``confidence`` [H, W]. The first largest is found without an arg-reduction across planes:
+    planes equal to the maximum, weighted K, K - 1, ..., 1 by index, give K - class as their maximum."""
+    classes = planes.shape[0]
+    best = planes.max(axis=0)
+    weights = np.arange(classes, 0, -1, dtype=np.uint8)[:, None, None]
+    is_best = np.equal(planes, best)
+    np.max(np.multiply(is_best, weights, dtype=np.uint8), axis=0, out=labels)
+    np.subtract(classes, labels, out=labels)
+    np.remainder(labels, classes, out=labels)  # a NaN row has no maximum: class 0, not K
+    if confidence is not None:
+        shifted = np.subtract(planes, best)
+        np.exp(shifted, out=shifted)
+        np.sum(shifted, axis=0, out=confidence)
+        np.reciprocal(confidence, out=confidence)
 
 
 class Segmenter:
@@ -88,6 +121,7 @@ class Segmenter:
         if not self.short_side:
             raise ValueError(f"{checkpoint or onnx_file}: no data.eval_size in its metadata; pass short_side")
         self.convention = convention
+        self._input_buffer: torch.Tensor | None = None
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (height, width) for a camera frame of (height, width)."""
@@ -95,24 +129,37 @@ class Segmenter:
 
     def prepare(self, images: Mapping[str, np.ndarray | None], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images [h, w, 3] by modality name (None or missing = absent) -> (images [1, M, 3, H', W'],
-        present [1, M]) on the device, resized and normalised like the evaluation transform."""
+        present [1, M]) on the device, resized and normalised like the evaluation transform; absent slots hold
+        0. On the CPU the images tensor is one buffer reused by the next call (frame after frame, no fresh
+        allocation): use it before calling again."""
         net_h, net_w = self.input_size(height, width)
         keep = [images.get(m) is not None for m in self.modalities]
         if not any(keep):
             raise ValueError(f"no modality present; expected at least one of {self.modalities}")
-        blank = np.zeros((net_h, net_w, 3), np.uint8)
-        resized = [
-            resize_modality(images[m], m, net_w, net_h) if present else blank
-            for m, present in zip(self.modalities, keep)
-        ]
-        tensor = preprocess_stack(resized, self.modalities)[None].to(self.device, non_blocking=True)
+        shape = (1, len(self.modalities), 3, net_h, net_w)
+        if self._input_buffer is None or tuple(self._input_buffer.shape) != shape:
+            with torch.inference_mode(False):  # a normal tensor: callers may fill it inside inference mode or not
+                self._input_buffer = torch.empty(shape)
+        buffer = self._input_buffer[0]
+        present = [index for index, kept in enumerate(keep) if kept]
+        modalities = [self.modalities[index] for index in present]
+        resized = [resize_modality(images[m], m, net_w, net_h) for m in modalities]
+        if len(present) == len(self.modalities):
+            preprocess_stack(resized, modalities, out=buffer)
+        else:
+            for index, image, modality in zip(present, resized, modalities):
+                preprocess_stack([image], [modality], out=buffer[index:index + 1])
+            for index in set(range(len(self.modalities))) - set(present):
+                buffer[index].zero_()
+        tensor = self._input_buffer.to(self.device, non_blocking=True)
         keep_mask = torch.tensor([keep], device=self.device)
         return apply_missing_convention(tensor, keep_mask, self.convention)
 
     @torch.inference_mode()
-    def predict(self, images: Mapping[str, np.ndarray | None], output_size: tuple[int, int] | None = None) -> SegmentationResult:
+    def predict(self, images: Mapping[str, np.ndarray | None], output_size: tuple[int, int] | None = None, *,
+                with_confidence: bool = True) -> SegmentationResult:
         """Segment one frame; ``output_size`` (height, width) defaults to the RGB image's, else the
-        first present image's size."""
+        first present image's size; the confidence map only ``with_confidence``."""
         start = time.perf_counter()
         if output_size is None:
             reference = images.get("rgb")
@@ -121,14 +168,17 @@ class Segmenter:
             output_size = reference.shape[:2]
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()
-        logits = self.backend.run(tensor, present)
+        with_agreement = getattr(self.backend, "run_with_agreement", None)  # the ONNX backends give logits only
+        logits, agreement = with_agreement(tensor, present) if with_agreement else (self.backend.run(tensor, present), None)
         inferred = time.perf_counter()
-        labels, confidence = labels_and_confidence(logits, output_size)
+        labels, confidence = labels_and_confidence(logits, output_size, with_confidence=with_confidence)
         result = SegmentationResult(
             labels=labels[0].cpu().numpy(),
-            confidence=confidence[0].cpu().numpy(),
+            confidence=None if confidence is None else confidence[0].cpu().numpy(),
             present=tuple(images.get(m) is not None for m in self.modalities),
             timings_ms={},
+            agreement={} if agreement is None else {m: float(value) for m, value in zip(self.modalities, agreement[0].tolist())
+                                                    if images.get(m) is not None},
         )
         done = time.perf_counter()
         result.timings_ms = {

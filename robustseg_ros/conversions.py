@@ -365,6 +365,7 @@ def pointcloud2_to_xyzi(
     *,
     intensity_field: str = "intensity",
     intensity_scale: float = 1.0,
+    max_points: int | None = None,
     topic: str | None = None,
 ) -> np.ndarray:
     """PointCloud2 -> float32 [N, 4] (x, y, z in metres, intensity x ``intensity_scale``).
@@ -372,18 +373,20 @@ def pointcloud2_to_xyzi(
     x, y, z must be FLOAT32 or FLOAT64; the intensity field may be any numeric type and is 0 when
     the cloud has none (non-finite intensities also become 0). Points with a non-finite
     coordinate are dropped. The LiDAR encoder expects intensity in [0, 1]: pass e.g.
-    ``intensity_scale=1/255`` for a driver reporting 0..255.
+    ``intensity_scale=1/255`` for a driver reporting 0..255. A cloud of more than ``max_points``
+    points (width x height) is read uniformly subsampled, every ceil(n / max_points)-th point in
+    the message's order, so reading it costs what reading ``max_points`` points costs.
     """
     with_intensity = intensity_field in _field_by_name(msg)
-    return _read_xyz(msg, intensity_field if with_intensity else None, intensity_scale, topic=topic)
+    return _read_xyz(msg, intensity_field if with_intensity else None, intensity_scale, max_points, topic=topic)
 
 
 def pointcloud2_to_xyz(msg: PointCloud2, *, topic: str | None = None) -> np.ndarray:
     """PointCloud2 -> float32 [N, 3] metres; non-finite points dropped (see ``pointcloud2_to_xyzi``)."""
-    return _read_xyz(msg, None, 1.0, topic=topic)[:, :3]
+    return _read_xyz(msg, None, 1.0, None, topic=topic)[:, :3]
 
 
-def _read_xyz(msg: PointCloud2, intensity_field: str | None, intensity_scale: float, *,
+def _read_xyz(msg: PointCloud2, intensity_field: str | None, intensity_scale: float, max_points: int | None, *,
               topic: str | None) -> np.ndarray:
     if int(msg.width) * int(msg.height) == 0:
         return np.zeros((0, 4), dtype=np.float32)
@@ -395,6 +398,8 @@ def _read_xyz(msg: PointCloud2, intensity_field: str | None, intensity_scale: fl
     if intensity_field is not None:
         wanted.update(_require_fields(msg, (intensity_field,), topic=topic))
     records = _cloud_records(msg, wanted, topic=topic)
+    if max_points is not None and records.shape[0] > max_points:
+        records = records[:: -(-records.shape[0] // max_points)]
     points = np.zeros((records.shape[0], 4), dtype=np.float32)
     for column, name in enumerate(("x", "y", "z")):
         points[:, column] = records[name]
@@ -421,20 +426,25 @@ def pointcloud2_to_events(msg: PointCloud2, *, topic: str | None = None) -> np.n
         raise MessageError("FLOAT32 cannot hold absolute seconds; use FLOAT64 seconds or integer "
                            "nanoseconds after header.stamp", topic=topic, field="t")
     records = _cloud_records(msg, wanted, topic=topic)
-    x = records["x"].astype(np.float64)
-    y = records["y"].astype(np.float64)
+    x, y = records["x"], records["y"]
     if t_type == PointField.FLOAT64:
         t = records["t"].astype(np.float64)
     else:
         t = stamp_to_seconds(msg.header.stamp) + records["t"].astype(np.float64) * 1e-9
     keep = np.isfinite(t)
     for coordinate in (x, y):
-        keep &= (coordinate >= 0) & (coordinate <= np.iinfo(np.uint16).max) & (coordinate == np.floor(coordinate))
-    events = np.empty(int(keep.sum()), dtype=EVENT_DTYPE)
-    events["x"] = x[keep]
-    events["y"] = y[keep]
-    events["t"] = t[keep]
-    events["polarity"] = np.where(records["polarity"][keep] > 0, 1, -1)
+        if coordinate.dtype.newbyteorder("=") != np.dtype(np.uint16):  # uint16 always fits; others are checked
+            keep &= (coordinate >= 0) & (coordinate <= np.iinfo(np.uint16).max)
+            if coordinate.dtype.kind == "f":
+                keep &= coordinate == np.floor(coordinate)
+    polarity = records["polarity"]
+    if not keep.all():  # gather only when something is dropped: a boolean gather of every field is costly
+        x, y, t, polarity = x[keep], y[keep], t[keep], polarity[keep]
+    events = np.empty(len(t), dtype=EVENT_DTYPE)
+    events["x"] = x
+    events["y"] = y
+    events["t"] = t
+    events["polarity"] = np.where(polarity > 0, 1, -1)
     return events
 
 

@@ -136,9 +136,11 @@ class FrameStatistics:
 def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> DiagnosticArray:
     """``~/sensor_status``: one status per sensor for this frame, with the frame's header.
 
-    Level OK with message "fed" when the sensor fed the frame; otherwise WARN (disabled, nothing
-    within tolerance, not encoded), STALE (stale, never received, unhealthy) or ERROR (dead), with
-    the reason as message. ``topic_names``: sensor -> topic, the hardware id.
+    Level OK with message "fed" when the sensor fed the frame, WARN with "fed; <note>" when it fed it while
+    DEGRADED; otherwise WARN (disabled, nothing within tolerance, not encoded, DEGRADED and not fused),
+    STALE (stale, never received, unhealthy) or ERROR (dead), with the reason as message. The value
+    ``fed`` says whether it fed the frame, ``feature_agreement`` (fed modalities) how much its deepest features
+    agree with the fused ones. ``topic_names``: sensor -> topic, the hardware id.
     """
     frame = output.job.frame
     statuses = []
@@ -151,7 +153,11 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
         health = output.job.statuses.get(modality)
         if health is not None:
             values["health"] = health.state.value
-        if modality in output.fed:
+        if modality in output.agreement:
+            values["feature_agreement"] = f"{output.agreement[modality]:.3f}"
+        if modality in output.fed and modality in output.notes:
+            level, message = DIAGNOSTIC_WARN, f"fed; {output.notes[modality]}"
+        elif modality in output.fed:
             level, message = DIAGNOSTIC_OK, "fed"
         else:
             message = output.reasons.get(modality, "absent")
@@ -161,12 +167,15 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
 
 
 def sensor_health_statuses(health: Mapping[str, HealthStatus], enabled: Mapping[str, bool],
-                           active_sensors: Iterable[str], topic_names: Mapping[str, str]) -> list[DiagnosticStatus]:
+                           active_sensors: Iterable[str], topic_names: Mapping[str, str],
+                           extra_values: Mapping[str, Mapping[str, str]] | None = None) -> list[DiagnosticStatus]:
     """The sensors' part of ``/diagnostics``, one status per sensor in ``SENSORS`` order.
 
     ``health``: modality -> status, empty while the node clock has not started; ``enabled``: sensor ->
-    its ``<sensor>.enabled`` parameter; ``active_sensors``: the enabled sensors the model uses.
+    its ``<sensor>.enabled`` parameter; ``active_sensors``: the enabled sensors the model uses;
+    ``extra_values``: modality -> more key/values (the event buffer's size).
     """
+    extra_values = extra_values or {}
     active = set(active_sensors)
     statuses = []
     for sensor in SENSORS:
@@ -177,7 +186,8 @@ def sensor_health_statuses(health: Mapping[str, HealthStatus], enabled: Mapping[
             statuses.append(_status(name, DIAGNOSTIC_OK, reason, topic, {"modality": modality, "state": "DISABLED"}))
         elif modality in health:
             status = health[modality]
-            statuses.append(_status(name, status.level, status.message, topic, {"modality": modality, **status.values}))
+            statuses.append(_status(name, status.level, status.message, topic,
+                                    {"modality": modality, **status.values, **extra_values.get(modality, {})}))
         else:
             statuses.append(_status(name, DIAGNOSTIC_STALE, "waiting for the node clock (use_sim_time without /clock?)",
                                     topic, {"modality": modality}))

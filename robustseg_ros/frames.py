@@ -5,7 +5,7 @@ bag evaluation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from std_msgs.msg import Header
@@ -20,14 +20,16 @@ class SensorPayload:
     """A converted message as cached for synchronisation.
 
     ``header``: the message's header; ``data``: rgb uint8 [H, W, 3] (camera, event image), depth float32
-    [H, W] metres, LiDAR points float32 [N, 4], or events ``EVENT_DTYPE`` [N]; ``T_cam_lidar``: the
-    extrinsic valid for this cloud (LiDAR only); ``convert_ms``: conversion time.
+    [H, W] metres, LiDAR points float32 [N, 4], or events ``EVENT_DTYPE`` [N] (the packet's events that
+    passed the checks); ``T_cam_lidar``: the extrinsic valid for this cloud (LiDAR only); ``convert_ms``:
+    conversion time; ``quality_ms``: time measuring and judging its content quality.
     """
 
     header: Header
     data: np.ndarray
     convert_ms: float
     T_cam_lidar: np.ndarray | None = None
+    quality_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,9 @@ class FrameJob:
     """Everything ``PerceptionPipeline.process`` needs for one frame, snapshotted when the frame was built.
 
     ``header``: the outputs' header (the camera image's, or the frame stamp + camera frame_id);
-    ``size``: output (height, width) px; ``intrinsics``: camera intrinsics at that size, None without
-    CameraInfo; ``events``/``event_window``: the events of the window (s) ending at the frame stamp
-    (packets input); ``statuses``: sensor health when the frame was built.
+    ``size``: output (height, width) px; ``intrinsics``: camera intrinsics at that size, None when they
+    are unknown, ``geometry_problem`` saying why; ``events``/``event_window``: the events of the window (s)
+    ending at the frame stamp (packets input); ``statuses``: sensor health when the frame was built.
     """
 
     frame: SyncedFrame
@@ -47,6 +49,7 @@ class FrameJob:
     events: np.ndarray | None
     event_window: tuple[float, float]
     statuses: dict[str, HealthStatus]
+    geometry_problem: str = ""
 
     @property
     def newest_input_stamp(self) -> float:
@@ -58,21 +61,25 @@ class FrameJob:
 class FrameOutput:
     """One segmented frame at camera resolution.
 
-    ``labels`` uint8 [H, W] (255 unknown), ``color`` / ``overlay`` uint8 [H, W, 3] RGB (None when not
-    asked for), ``confidence`` float32 [H, W]; ``encoded``: the modality images given to the model;
-    ``fed``: modalities that fed it; ``reasons``: why each other modality did not; ``timings_ms``: convert,
-    encode, preprocess, infer, postprocess.
+    ``labels`` uint8 [H, W] (255 unknown), ``color`` / ``overlay`` uint8 [H, W, 3] RGB and ``confidence``
+    float32 [H, W] (each None when not asked for); ``encoded``: the modality images given to the model;
+    ``fed``: modalities that fed it; ``reasons``: why each other modality did not; ``notes``: remarks on fed
+    modalities (a DEGRADED one fused); ``timings_ms``: convert, quality, encode, preprocess, infer,
+    postprocess; ``agreement``: per fed modality, the cosine similarity of its deepest features with the
+    fused ones (``Segmenter``'s model-side evidence, -1..1).
     """
 
     job: FrameJob
     labels: np.ndarray
     color: np.ndarray | None
-    confidence: np.ndarray
+    confidence: np.ndarray | None
     overlay: np.ndarray | None
     encoded: dict[str, np.ndarray]
     fed: tuple[str, ...]
     reasons: dict[str, str]
     timings_ms: dict[str, float]
+    notes: dict[str, str] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def header(self) -> Header:

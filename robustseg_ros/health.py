@@ -8,11 +8,17 @@ States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 
 * OK (level 0, OK): messages arrive on time, at rate, changing, with sane stamps.
 * WARN (level 1, WARN): late (age > ``warn_after_periods`` periods), low rate, frozen for a few
-  messages, recent stamp anomalies or malformed messages; the data is still usable.
+  messages, recent stamp anomalies, malformed messages or input limits hit (a cloud subsampled to
+  the point budget, the event buffer full); the data is still usable.
+* DEGRADED (level 1, WARN): messages keep coming but their content is poor for the sensor: its
+  quality statistics break a rule of ``robustseg_ros.degradation`` (a blinded or dark camera, a
+  noisy depth image, a jittered LiDAR, a flooded or starved event stream). Whether a DEGRADED
+  sensor is still fused is the caller's choice (``health.fuse_degraded``).
 * STALE (level 3, STALE): the newest usable header stamp is older than ``max_age_s`` (the sensor
-  stopped, or its messages still arrive with old stamps: a clock offset or a long delay, which the
-  message says), frozen for many messages, or nothing received yet (within ``dead_after_s`` of the
-  start).
+  stopped; or its messages still arrive, already that old, through a clock offset or a long delay,
+  which the message then says), frozen for many messages, or nothing received yet (within
+  ``dead_after_s`` of the start). A late message (stamped before the newest one) is a WARN anomaly
+  and never makes the sensor STALE: staleness follows the newest stamp.
 * DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
   at all within ``dead_after_s`` of the start ("dead: never received ...").
 
@@ -23,7 +29,7 @@ sensor is never OK while the fusion leaves it out for age. Arrival time only dri
 
 DEAD maps to ERROR rather than STALE: STALE (3) says "not updated", which the aggregator also
 uses for silent reporters; a sensor silent for seconds is a failure that needs attention.
-Severity order is OK < WARN < STALE < DEAD; a status takes the worst active condition and its
+Severity order is OK < WARN < DEGRADED < STALE < DEAD; a status takes the worst active condition and its
 message lists every active condition, worst first.
 """
 
@@ -36,6 +42,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
+
+from robustseg_ros.degradation import Degradation, DegradationJudge
 
 DIAGNOSTIC_OK, DIAGNOSTIC_WARN, DIAGNOSTIC_ERROR, DIAGNOSTIC_STALE = 0, 1, 2, 3
 DIGEST_SAMPLES = 4096
@@ -57,22 +65,24 @@ class SensorState(Enum):
 
     OK = "OK"
     WARN = "WARN"
+    DEGRADED = "DEGRADED"
     STALE = "STALE"
     DEAD = "DEAD"
 
     @property
     def level(self) -> int:
-        """diagnostic_msgs/DiagnosticStatus level: OK=0, WARN=1, DEAD -> ERROR=2, STALE=3."""
+        """diagnostic_msgs/DiagnosticStatus level: OK=0, WARN and DEGRADED -> WARN=1, DEAD -> ERROR=2, STALE=3."""
         return _LEVELS[self]
 
     @property
     def severity(self) -> int:
-        """0 (OK) < 1 (WARN) < 2 (STALE) < 3 (DEAD)."""
+        """0 (OK) < 1 (WARN) < 2 (DEGRADED) < 3 (STALE) < 4 (DEAD)."""
         return _SEVERITY[self]
 
     @classmethod
     def from_level(cls, level: int) -> SensorState:
-        """The state a diagnostic level reports (the inverse of ``level``); ``ValueError`` for other levels."""
+        """The least severe state a diagnostic level reports (WARN for 1: read the ``state`` value to tell
+        DEGRADED apart); ``ValueError`` for other levels."""
         for state, state_level in _LEVELS.items():
             if state_level == level:
                 return state
@@ -82,10 +92,11 @@ class SensorState(Enum):
 _LEVELS = {
     SensorState.OK: DIAGNOSTIC_OK,
     SensorState.WARN: DIAGNOSTIC_WARN,
+    SensorState.DEGRADED: DIAGNOSTIC_WARN,
     SensorState.STALE: DIAGNOSTIC_STALE,
     SensorState.DEAD: DIAGNOSTIC_ERROR,
 }
-_SEVERITY = {SensorState.OK: 0, SensorState.WARN: 1, SensorState.STALE: 2, SensorState.DEAD: 3}
+_SEVERITY = {state: index for index, state in enumerate(SensorState)}
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,8 @@ class HealthConfig:
     * ``frozen_warn_repeats`` / ``frozen_stale_repeats``: WARN / STALE "frozen" when that many
       messages in a row carry the same payload digest;
     * ``future_tolerance_s``: a stamp later than arrival + this is a "future stamp";
-    * ``anomaly_hold_s``: stamp anomalies and malformed messages keep the state at WARN this long.
+    * ``anomaly_hold_s``: stamp anomalies, malformed messages and input limits keep the state at WARN
+      this long.
     """
 
     expected_rate_hz: float = 10.0
@@ -158,8 +170,8 @@ class HealthStatus:
 
     @property
     def usable(self) -> bool:
-        """True for OK and WARN: the data may be fused."""
-        return self.state in (SensorState.OK, SensorState.WARN)
+        """True for OK, WARN and DEGRADED: the data may be fused (DEGRADED: if the caller chooses to)."""
+        return self.state in (SensorState.OK, SensorState.WARN, SensorState.DEGRADED)
 
 
 def payload_digest(data, *, samples: int = DIGEST_SAMPLES) -> bytes:
@@ -218,14 +230,18 @@ class _History:
 
 
 class SensorHealth:
-    """Health of one sensor from its messages and errors; ``started_at`` is the node-clock start (s)."""
+    """Health of one sensor from its messages, errors and (with a ``judge``) the quality of their content;
+    ``started_at`` is the node-clock start (s)."""
 
-    def __init__(self, config: HealthConfig | None = None, started_at: float = 0.0) -> None:
+    def __init__(self, config: HealthConfig | None = None, started_at: float = 0.0,
+                 judge: DegradationJudge | None = None) -> None:
         self.config = config or HealthConfig()
         self.started_at = float(started_at)
+        self.judge = judge
         self._history = _History()
         self._anomalies: dict[str, _Occurrences] = {kind: _Occurrences() for kind in STAMP_ANOMALIES}
         self._errors: dict[str, _Occurrences] = {}
+        self._limits: dict[str, _Occurrences] = {}
         self._logged_kinds: set[str] = set()
 
     @property
@@ -240,8 +256,13 @@ class SensorHealth:
 
     @property
     def error_counts(self) -> dict[str, int]:
-        """Malformed messages recorded, per kind."""
+        """Malformed messages (or, for kinds about single events, malformed events) recorded, per kind."""
         return {kind: occurrences.count for kind, occurrences in self._errors.items()}
+
+    @property
+    def limit_counts(self) -> dict[str, int]:
+        """Input limits hit (a cloud subsampled, events dropped from a full buffer), per kind."""
+        return {kind: occurrences.count for kind, occurrences in self._limits.items()}
 
     def reset(self, now: float) -> None:
         """Start over at ``now`` (after the node clock jumped backwards); kinds already logged stay logged."""
@@ -249,6 +270,9 @@ class SensorHealth:
         self._history = _History()
         self._anomalies = {kind: _Occurrences() for kind in STAMP_ANOMALIES}
         self._errors = {}
+        self._limits = {}
+        if self.judge is not None:
+            self.judge.reset()
 
     def record_message(self, stamp: float, received_at: float, digest: bytes | None = None) -> tuple[str, ...]:
         """Record a valid message; returns the stamp anomalies it shows (kinds from ``STAMP_ANOMALIES``).
@@ -269,7 +293,9 @@ class SensorHealth:
                     anomalies.append(BACKWARDS_STAMP)
                 elif stamp == history.last_nonzero_stamp:
                     anomalies.append(REPEATED_STAMP)
-            if FUTURE_STAMP not in anomalies:  # one glitched stamp must not make later good ones "backwards"
+            if FUTURE_STAMP not in anomalies and BACKWARDS_STAMP not in anomalies:
+                # Staleness follows the newest stamp: a late message neither refreshes nor ages the sensor,
+                # and one glitched future stamp must not make later good ones "backwards".
                 history.last_nonzero_stamp = stamp
         for kind in anomalies:
             occurrences = self._anomalies[kind]
@@ -282,20 +308,34 @@ class SensorHealth:
             history.last_digest = digest
         history.last_received_at = received_at
         history.last_stamp = stamp
-        history.last_latency_s = received_at - stamp
+        if history.last_nonzero_stamp == stamp:
+            history.last_latency_s = received_at - stamp
         history.messages += 1
         history.arrivals.append(received_at)
         while history.arrivals and history.arrivals[0] <= received_at - config.rate_window_s:
             history.arrivals.popleft()
         return tuple(anomalies)
 
-    def record_error(self, kind: str, text: str, now: float) -> bool:
-        """Count a malformed message of ``kind`` (e.g. "bad_encoding"); True the first time: log it then."""
-        occurrences = self._errors.setdefault(kind, _Occurrences())
-        occurrences.count += 1
+    def record_error(self, kind: str, text: str, now: float, count: int = 1) -> bool:
+        """Count ``count`` malformed messages (or events) of ``kind`` (e.g. "encoding"); True the first time:
+        log it then."""
+        return self._count(self._errors, kind, text, now, count)
+
+    def record_limit(self, kind: str, text: str, now: float, count: int = 1) -> bool:
+        """Count ``count`` hits of an input limit ``kind`` (e.g. "point budget"); True the first time: log it."""
+        return self._count(self._limits, kind, text, now, count)
+
+    def _count(self, table: dict[str, _Occurrences], kind: str, text: str, now: float, count: int) -> bool:
+        occurrences = table.setdefault(kind, _Occurrences())
+        occurrences.count += count
         occurrences.last_time = now
         occurrences.last_text = text
         return self.should_log(kind)
+
+    def record_quality(self, values: Mapping[str, float], now: float) -> Degradation | None:
+        """Judge one message's quality statistics (``robustseg_core.sensors.quality``) received at ``now`` (s);
+        None without a judge."""
+        return None if self.judge is None else self.judge.record(values, now)
 
     def should_log(self, kind: str) -> bool:
         """True the first time it is asked about ``kind``, then False: log each anomaly or error kind once."""
@@ -334,7 +374,8 @@ class SensorHealth:
         if history.last_nonzero_stamp is None or now - history.last_nonzero_stamp > config.max_age_s:
             text = ("stale: no message with a usable stamp" if history.last_nonzero_stamp is None
                     else stale_reason(now - history.last_nonzero_stamp, config.max_age_s))
-            if age <= config.max_age_s:
+            arriving = age <= config.warn_after_periods * config.period_s
+            if arriving and history.last_latency_s is not None and history.last_latency_s > config.max_age_s:
                 text += " (messages still arrive: clock offset or delay)"
             return [_Condition(SensorState.STALE, "stale", text)]
         conditions = []
@@ -353,6 +394,9 @@ class SensorHealth:
     def _content_conditions(self, now: float) -> list[_Condition]:
         config, history = self.config, self._history
         conditions = []
+        if self.judge is not None and self.judge.degraded:
+            conditions.append(_Condition(SensorState.DEGRADED, "degraded",
+                                         "degraded: " + "; ".join(self.judge.state().reasons)))
         if history.identical_run >= config.frozen_warn_repeats:
             frozen_state = (SensorState.STALE if history.identical_run >= config.frozen_stale_repeats
                             else SensorState.WARN)
@@ -369,11 +413,11 @@ class SensorHealth:
                 conditions.append(_Condition(SensorState.WARN, kind,
                                              f"{anomaly_texts[kind]} ({occurrences.count} so far; last: "
                                              f"{occurrences.last_text})"))
-        for kind, occurrences in self._errors.items():
-            if now - occurrences.last_time <= config.anomaly_hold_s:
-                conditions.append(_Condition(SensorState.WARN, "malformed",
-                                             f"malformed {kind} ({occurrences.count} so far): "
-                                             f"{occurrences.last_text}"))
+        for name, table in (("malformed", self._errors), ("limited", self._limits)):
+            for kind, occurrences in table.items():
+                if now - occurrences.last_time <= config.anomaly_hold_s:
+                    conditions.append(_Condition(SensorState.WARN, name, f"{name} {kind} ({occurrences.count} so "
+                                                                         f"far): {occurrences.last_text}"))
         return conditions
 
     def _values(self, now: float, state: SensorState) -> dict[str, str]:
@@ -396,16 +440,27 @@ class SensorHealth:
         values.update({f"{kind}s": str(occurrences.count) for kind, occurrences in self._anomalies.items()})
         values["malformed"] = str(sum(occurrences.count for occurrences in self._errors.values()))
         values.update({f"malformed.{kind}": str(occurrences.count) for kind, occurrences in self._errors.items()})
+        values.update({f"limited.{kind}": str(occurrences.count) for kind, occurrences in self._limits.items()})
+        if self.judge is not None:
+            judgement = self.judge.state()
+            values.update({f"quality.{metric}": f"{value:.4g}" for metric, value in judgement.values.items()})
+            values.update({f"quality_baseline.{metric}": f"{value:.4g}"
+                           for metric, value in judgement.baseline.items()})
+            if judgement.since is not None:
+                values["degraded_since_s"] = f"{judgement.since:.3f}"
         return values
 
 
 class HealthMonitor:
-    """One ``SensorHealth`` per modality (order kept); ``configs`` maps modality -> ``HealthConfig``."""
+    """One ``SensorHealth`` per modality (order kept); ``configs`` maps modality -> ``HealthConfig``, ``judges``
+    modality -> its ``DegradationJudge`` (modalities without one are not judged on content quality)."""
 
-    def __init__(self, configs: Mapping[str, HealthConfig], started_at: float = 0.0) -> None:
+    def __init__(self, configs: Mapping[str, HealthConfig], started_at: float = 0.0,
+                 judges: Mapping[str, DegradationJudge] | None = None) -> None:
         if not configs:
             raise ValueError("HealthMonitor needs at least one modality")
-        self.sensors = {name: SensorHealth(config, started_at) for name, config in configs.items()}
+        judges = judges or {}
+        self.sensors = {name: SensorHealth(config, started_at, judges.get(name)) for name, config in configs.items()}
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -420,9 +475,9 @@ class HealthMonitor:
         """``SensorHealth.record_message`` for ``modality``."""
         return self.sensors[modality].record_message(stamp, received_at, digest)
 
-    def record_error(self, modality: str, kind: str, text: str, now: float) -> bool:
+    def record_error(self, modality: str, kind: str, text: str, now: float, count: int = 1) -> bool:
         """``SensorHealth.record_error`` for ``modality``; True when this kind should be logged."""
-        return self.sensors[modality].record_error(kind, text, now)
+        return self.sensors[modality].record_error(kind, text, now, count)
 
     def statuses(self, now: float) -> dict[str, HealthStatus]:
         """Status of every modality at ``now``."""

@@ -9,6 +9,7 @@ progress finish and stops publishing; *cleanup* frees the model; *shutdown* ends
 ``autostart`` (the default) the constructor configures and activates at once, so ``perception_node`` starts
 as an unmanaged node did; a failing configure then raises its error. A transition that is not allowed
 in the current state is refused with the reason in the log and on /diagnostics, and nothing changes.
+Outputs nobody subscribes to (colour mask, overlay, confidence) are not computed.
 
 /diagnostics is not a managed output: it reports the lifecycle state in every state, and the sensors
 and the model while active. Parameters marked live in ``params.PARAMETERS`` change with ``ros2 param
@@ -18,6 +19,8 @@ All times come from ``self.get_clock()``, so ``use_sim_time`` works.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import time
 
@@ -62,6 +65,24 @@ WORKER_STOP_TIMEOUT_S = 5.0
 FAILURE_LOG_THROTTLE_S = 5.0
 #: What a failed configure raises (a missing or mismatched model, an unusable backend, a bad parameter).
 CONFIGURE_ERRORS = (UserError, OSError, ValueError, RuntimeError)
+#: glibc mallopt options (malloc.h): never give freed heap memory back, and never serve a block with its own mmap.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse (no trimming, no per-block mmap), as real-time ROS 2
+    nodes do: every frame allocates and frees the same large buffers (images, point arrays, tensors), and
+    without this each of them comes back as fresh pages whose first touch faults (on a VM several
+    milliseconds per frame). The process's memory then stays at its peak instead of breathing. Process-wide;
+    returns False where malloc is not glibc's."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_TRIM_THRESHOLD, -1)) and bool(mallopt(M_MMAP_MAX, 0))
 
 
 def parameter_type(default) -> int:
@@ -105,6 +126,8 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        if not keep_freed_memory():
+            self.get_logger().info("malloc is not glibc's: freed memory is given back between frames")
         self.params = PerceptionParams(declare_perception_parameters(self))
         self.segmenter = None
         self.pipeline: PerceptionPipeline | None = None
@@ -378,7 +401,8 @@ class PerceptionNode(LifecycleNode):
         outputs = self._outputs
         try:
             output = pipeline.process(job, with_color=outputs["segmentation_color"].get_subscription_count() > 0,
-                                      with_overlay=outputs["overlay"].get_subscription_count() > 0)
+                                      with_overlay=outputs["overlay"].get_subscription_count() > 0,
+                                      with_confidence=outputs["confidence"].get_subscription_count() > 0)
             if output is None or not self._publishing:
                 return
             start = time.perf_counter()

@@ -17,7 +17,7 @@ from robustseg_ros.frames import FrameOutput
 OUTPUT_TOPICS: dict[str, type] = {
     "segmentation": Image,        # mono8 class ids, 255 unknown
     "segmentation_color": Image,  # rgb8 palette (only when asked)
-    "confidence": Image,          # 32FC1 max softmax probability
+    "confidence": Image,          # 32FC1 max softmax probability (only when asked)
     "overlay": Image,             # rgb8 camera + colour mask (only when asked)
     "latency_ms": Float32,        # node clock at publish - newest input stamp (ms)
     "sensor_status": DiagnosticArray,
@@ -25,17 +25,15 @@ OUTPUT_TOPICS: dict[str, type] = {
 
 
 def image_messages(output: FrameOutput) -> dict[str, Image]:
-    """The frame's image outputs with the frame's header: segmentation, confidence, and the colour mask and
-    the overlay when they were computed."""
+    """The frame's image outputs with the frame's header: segmentation, and the colour mask, the confidence
+    and the overlay when they were computed."""
     header = output.header
     messages = {"segmentation": numpy_to_image(output.labels, "mono8", header)}
     if output.color is not None:
         messages["segmentation_color"] = numpy_to_image(output.color, "rgb8", header)
-    messages["confidence"] = numpy_to_image(output.confidence, "32FC1", header)
+    if output.confidence is not None:
+        messages["confidence"] = numpy_to_image(output.confidence, "32FC1", header)
     if output.overlay is not None:
         messages["overlay"] = numpy_to_image(output.overlay, "rgb8", header)
     return messages
 
-
-def latency_message(latency_ms: float) -> Float32:
-    return Float32(data=float(latency_ms))

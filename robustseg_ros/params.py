@@ -30,6 +30,7 @@ from robustseg_core.yaml_file import read_yaml
 from robustseg_core.models import MISSING_CONVENTIONS
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
 from robustseg_core.sensors.camera import check_transform
+from robustseg_ros.degradation import DegradationConfig
 from robustseg_ros.health import HealthConfig
 from robustseg_ros.sync import ModalitySyncConfig
 
@@ -139,6 +140,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("events.sensor_width", 0, "Event sensor width (px); 0: the camera's. Frames are resized to the "
                                             "camera's size by nearest neighbour."),
     ParameterSpec("events.sensor_height", 0, "Event sensor height (px); 0: the camera's."),
+    ParameterSpec("events.max_buffered_events", 2_000_000,
+                  "Hard bound of the event buffer (events; 13 bytes each): past it the oldest packets are dropped, "
+                  "and a larger packet is subsampled uniformly (counted on /diagnostics)."),
     *_input_specs("lidar", "lidar/points", 10.0, 0.06, "LiDAR point cloud"),
     ParameterSpec("lidar.intensity_field", "intensity", "PointCloud2 field read as intensity (0 when absent)."),
     ParameterSpec("lidar.intensity_scale", 1.0, "Factor bringing intensity into [0, 1] (e.g. 0.00392157 = 1/255 for "
@@ -152,6 +156,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("lidar.use_tf", False, "Look T_cam_lidar up with tf2 (cloud frame_id -> camera frame) when tf2_ros "
                                          "is installed, instead of lidar.transform."),
     ParameterSpec("lidar.camera_frame", "", "Target frame of the tf2 lookup; empty: the CameraInfo's frame_id."),
+    ParameterSpec("lidar.max_points", 300_000,
+                  "Point budget: a cloud with more points is subsampled uniformly to this many (counted on "
+                  "/diagnostics), so no single cloud delays a frame."),
     ParameterSpec("sync.cache_size", 8, "Messages cached per input for synchronisation."),
     ParameterSpec("sync.camera_wait_s", 0.05,
                   "Longest wait (s) of a camera image for the other sensors' messages stamped within their tolerance "
@@ -172,8 +179,23 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                                      "payloads in a row (live).", live=True),
     ParameterSpec("health.future_tolerance_s", 0.2, "A stamp later than arrival + this (s) is a future-stamp anomaly; "
                                                     "such messages are not fused (live).", live=True),
-    ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies and malformed messages keep the sensor at WARN this "
-                                                "long (s) (live).", live=True),
+    ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies, malformed messages and input limits keep the "
+                                                "sensor at WARN this long (s) (live).", live=True),
+    ParameterSpec("health.quality_checks", True,
+                  "Measure every message's content quality (exposure, contrast, noise, holes, coverage, event rate) "
+                  "and report a sensor whose content is poor as DEGRADED (diagnostic WARN)."),
+    ParameterSpec("health.fuse_degraded", "lidar",
+                  "Sensors still fused while DEGRADED, comma-separated (camera, depth, events, lidar; empty: none); "
+                  "the others are left out of the frame, unless nothing else is left. Default lidar: measured, a "
+                  "jittered LiDAR still helps, a blinded camera or a flooded event sensor does not (docs/results.md)."),
+    ParameterSpec("health.degraded_after_messages", 2,
+                  "DEGRADED after this many consecutive messages of poor quality."),
+    ParameterSpec("health.degraded_clear_s", 0.5,
+                  "DEGRADED ends after this long (s) without a message of poor quality (judged more leniently "
+                  "than on entry, so the state does not flicker)."),
+    ParameterSpec("health.quality_history_s", 10.0,
+                  "Window (s) of a sensor's own sound messages that its quality is compared with; a change that "
+                  "lasts longer becomes the new normal unless an absolute bound holds."),
     ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1) (live).",
                   live=True),
     ParameterSpec("output.confidence_threshold", 0.0, "Pixels whose confidence is below this become 255 (unknown) "
@@ -202,8 +224,8 @@ class InputParams:
 
 
 class PerceptionParams:
-    """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``T_cam_lidar`` and
-    ``R_world_cam``.
+    """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``degradation``,
+    ``fused_degraded`` (the modalities fused while DEGRADED), ``T_cam_lidar`` and ``R_world_cam``.
 
     Build with ``PerceptionParams(values)``; names missing from ``values`` take their defaults, unknown
     names and invalid values raise ``ParameterError`` (a ``ValueError``) naming the parameter.
@@ -217,6 +239,15 @@ class PerceptionParams:
         self.values: dict[str, Any] = {**PARAMETER_DEFAULTS, **values}
         self._validate()
         self.inputs: dict[str, InputParams] = {sensor: self._input(sensor) for sensor in SENSORS}
+        self.fused_degraded = frozenset(MODALITY_OF_SENSOR[sensor] for sensor in sensor_list(
+            self["health.fuse_degraded"], "health.fuse_degraded"))
+        try:
+            self.degradation = DegradationConfig(enter_after=self["health.degraded_after_messages"],
+                                                 clear_s=self["health.degraded_clear_s"],
+                                                 history_s=self["health.quality_history_s"])
+        except ValueError as error:
+            raise ValueError(f"parameters health.degraded_after_messages, health.degraded_clear_s, "
+                             f"health.quality_history_s: {error}") from error
         self.T_cam_lidar = transform_from_parameter(self.values["lidar.transform"])
         self.R_world_cam = (rotation_rpy(math.radians(self["camera.roll_deg"]), math.radians(self["camera.pitch_deg"]),
                                          0.0) @ R_BODY_OPTICAL)
@@ -258,6 +289,10 @@ class PerceptionParams:
                 raise ParameterError(f"parameter {name}: must be > 0, got {self.values[name]}")
         non_negative = ("short_side", "warmup_iterations", "events.sensor_width", "events.sensor_height",
                         "sync.camera_wait_s")
+        at_least_one = ("events.max_buffered_events", "lidar.max_points")
+        for name in at_least_one:
+            if self.values[name] < 1:
+                raise ValueError(f"parameter {name}: must be >= 1, got {self.values[name]}")
         for name in non_negative:
             if self.values[name] < 0:
                 raise ParameterError(f"parameter {name}: must be >= 0, got {self.values[name]}")
@@ -294,6 +329,17 @@ def describe_unknown(names: Iterable[str]) -> str:
         close = difflib.get_close_matches(name, PARAMETER_DEFAULTS, n=1)
         described.append(f"{name} (did you mean {close[0]}?)" if close else name)
     return ", ".join(described)
+
+
+def sensor_list(text: str, name: str) -> tuple[str, ...]:
+    """A comma-separated list of sensor names (``SENSORS``; spaces and empty items ignored) -> the names;
+    ``ValueError`` naming the parameter ``name`` and the unknown ones."""
+    sensors = tuple(item.strip() for item in str(text).split(",") if item.strip())
+    unknown = [sensor for sensor in sensors if sensor not in SENSORS]
+    if unknown:
+        raise ParameterError(f"parameter {name}: unknown sensor(s) {', '.join(unknown)}; expected a comma-separated list "
+                         f"of {', '.join(SENSORS)} (or empty)")
+    return sensors
 
 
 def transform_from_parameter(values) -> np.ndarray:

@@ -11,8 +11,12 @@ at the camera's resolution and runs ``Segmenter.predict``. The live node and the
 evaluation drive the same object in timestamp order, so they see the same frames.
 
 A malformed message never raises: its ``MessageError`` is counted per kind in the sensor's health
-(shown as WARN "malformed ..." for ``health.anomaly_hold_s``) and logged once per kind. What the
-pipeline reports about itself (``/diagnostics``, ``~/sensor_status``, frame statistics) is built by
+(shown as WARN "malformed ..." for ``health.anomaly_hold_s``) and logged once per kind; so are the
+input limits a message hits (a cloud above ``lidar.max_points``, events past
+``events.max_buffered_events``) and events that cannot feed any frame (outside the packet's time window or
+the sensor). Every usable message's content is measured (``robustseg_core.sensors.quality``) and judged
+(``robustseg_ros.degradation``): a sensor with poor content is DEGRADED, and unless
+``health.fuse_degraded`` names it, it is left out of the frames it is DEGRADED in. What the pipeline reports about itself (``/diagnostics``, ``~/sensor_status``, frame statistics) is built by
 ``robustseg_ros.diagnostics``; its parameters are ``robustseg_ros.params``.
 """
 
@@ -20,8 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -31,8 +34,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from robustseg_core.classes import MODALITIES, colorize
-from robustseg_core.sensors import EVENT_DTYPE, CameraIntrinsics, depth_to_hha, events_to_frame, lidar_to_image
+from robustseg_core.sensors import CameraIntrinsics
 from robustseg_core.sensors.camera import check_transform
+from robustseg_core.sensors.quality import camera_quality, depth_quality, event_quality, lidar_quality
 from robustseg_ros.compressed import compressed_depth_to_metres, compressed_image_to_rgb
 from robustseg_ros.conversions import (
     MessageError,
@@ -44,7 +48,10 @@ from robustseg_ros.conversions import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
+from robustseg_ros.degradation import QUALITY_RULES, DegradationJudge
 from robustseg_ros.diagnostics import FrameStatistics, sensor_health_statuses, sensor_status_array
+from robustseg_ros.event_buffer import EVENT_PIXEL_KIND, EVENT_TIME_KIND, EventWindowBuffer, check_events
+from robustseg_ros.encoding import NO_CAMERA_INFO, MissingGeometry, encode_modality
 from robustseg_ros.frames import FrameJob, FrameOutput, SensorPayload
 from robustseg_ros.health import (
     FUTURE_STAMP,
@@ -82,34 +89,6 @@ class _PendingCameraFrame:
     stamp: float
     payload: SensorPayload
     deadline: float
-
-
-class EventWindowBuffer:
-    """Recent event packets, from which the events of a time window are cut (times in seconds)."""
-
-    def __init__(self, keep_s: float) -> None:
-        self.keep_s = float(keep_s)
-        self._packets: deque[tuple[float, float, np.ndarray]] = deque()
-
-    def add(self, events: np.ndarray) -> None:
-        """Keep a packet (``EVENT_DTYPE`` [N]); packets older than ``keep_s`` before its newest event are pruned."""
-        if len(events) == 0:
-            return
-        t = events["t"]
-        self._packets.append((float(t.min()), float(t.max()), events))
-        newest = max(t_max for _, t_max, _ in self._packets)
-        while self._packets and self._packets[0][1] < newest - self.keep_s:
-            self._packets.popleft()
-
-    def window(self, t_start: float, t_end: float) -> np.ndarray:
-        """Events of the packets overlapping [t_start, t_end] (``events_to_frame`` trims to the window)."""
-        chosen = [events for t_min, t_max, events in self._packets if t_max >= t_start and t_min <= t_end]
-        if not chosen:
-            return np.zeros(0, dtype=EVENT_DTYPE)
-        return chosen[0] if len(chosen) == 1 else np.concatenate(chosen)
-
-    def clear(self) -> None:
-        self._packets.clear()
 
 
 class UnusableMessage(MessageError):
@@ -158,10 +137,15 @@ class PerceptionPipeline:
         for sensor in SENSORS:
             if sensor not in self.active_sensors:
                 self.sync.set_enabled(MODALITY_OF_SENSOR[sensor], False)
+        judges = {}
+        if params["health.quality_checks"]:
+            judges = {MODALITY_OF_SENSOR[sensor]: DegradationJudge(QUALITY_RULES[sensor], params.degradation)
+                      for sensor in self.active_sensors
+                      if sensor != "events" or params["events.input_type"] == "packets"}
         self.health = HealthMonitor({MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].health
-                                     for sensor in self.active_sensors})
-        event_keep_s = (params["events.window_s"] + params["events.max_age_s"] + params["events.tolerance_s"])
-        self.event_buffer = EventWindowBuffer(event_keep_s)
+                                     for sensor in self.active_sensors}, judges=judges)
+        self.event_keep_s = (params["events.window_s"] + params["events.max_age_s"] + params["events.tolerance_s"])
+        self.event_buffer = EventWindowBuffer(self.event_keep_s, params["events.max_buffered_events"])
         self.camera_intrinsics: CameraIntrinsics | None = None
         self.camera_frame_id = ""
         self._camera_size: tuple[int, int] | None = None
@@ -185,7 +169,8 @@ class PerceptionPipeline:
         """A camera image (rgb8, bgr8, mono8, rgba8, bgra8; or jpeg / png compressed): triggers a frame when usable."""
         topic = self.topic_names["camera"]
         convert = compressed_image_to_rgb if isinstance(msg, CompressedImage) else camera_image_to_rgb
-        return self._receive("rgb", msg, now, lambda: convert(msg, topic=topic), frozen_check=True)
+        return self._receive("rgb", msg, now, lambda: convert(msg, topic=topic), frozen_check=True,
+                             measure=camera_quality)
 
     def on_camera_info(self, msg: CameraInfo, now: float) -> None:
         """The camera's CameraInfo: intrinsics for depth and LiDAR encoding, output size and frame_id for
@@ -218,27 +203,44 @@ class PerceptionPipeline:
                 raise UnusableMessage("no valid depth", "every pixel is 0, NaN, inf or negative", topic=topic)
             return metres
 
-        return self._receive("depth", msg, now, convert, frozen_check=True)
+        return self._receive("depth", msg, now, convert, frozen_check=True, measure=depth_quality)
 
     def on_lidar(self, msg: PointCloud2, now: float) -> FrameJob | None:
-        """A LiDAR PointCloud2 (fields x, y, z; intensity optional)."""
+        """A LiDAR PointCloud2 (fields x, y, z; intensity optional); above ``lidar.max_points`` points it is read
+        uniformly subsampled (counted)."""
         topic = self.topic_names["lidar"]
+        budget = self.params["lidar.max_points"]
 
         def convert() -> np.ndarray:
             points = pointcloud2_to_xyzi(msg, intensity_field=self.params["lidar.intensity_field"],
-                                         intensity_scale=self.params["lidar.intensity_scale"], topic=topic)
+                                         intensity_scale=self.params["lidar.intensity_scale"], max_points=budget,
+                                         topic=topic)
             if len(points) == 0:
                 raise UnusableMessage("empty cloud", "no point with finite x, y, z", topic=topic)
+            size = int(msg.width) * int(msg.height)
+            if size > budget:
+                self._record_limit("lidar", "point budget", f"a cloud of {size} points was subsampled uniformly to "
+                                                            f"{len(points)} (lidar.max_points {budget})", now)
             return points
 
-        return self._receive("lidar", msg, now, convert, frozen_check=True, extrinsic=True)
+        return self._receive("lidar", msg, now, convert, frozen_check=True, extrinsic=True, measure=lidar_quality)
 
     def on_events(self, msg: PointCloud2 | Image, now: float) -> FrameJob | None:
         """An event packet (PointCloud2 x, y, t, polarity) or a rendered event frame (Image), per events.input_type."""
         topic = self.topic_names["events"]
         if self.params["events.input_type"] == "image":
             return self._receive("event", msg, now, lambda: camera_image_to_rgb(msg, topic=topic))
-        return self._receive("event", msg, now, lambda: pointcloud2_to_events(msg, topic=topic))
+
+        def convert() -> np.ndarray:
+            events = pointcloud2_to_events(msg, topic=topic)
+            unreadable = int(msg.width) * int(msg.height) - len(events)
+            if unreadable:
+                self._record_error("event", "event values", f"{unreadable} events with a non-finite t or x, y not "
+                                                            "whole numbers in 0..65535 dropped", now, unreadable)
+            return events
+
+        return self._receive("event", msg, now, convert, measure=lambda events: event_quality(
+            len(events), self.params.inputs["events"].health.period_s))
 
     def on_timer(self, now: float) -> FrameJob | None:
         """Periodic check: apply health exclusions; a frame from the other sensors while the camera is silent."""
@@ -252,9 +254,11 @@ class PerceptionPipeline:
         return self._job(frame, statuses) if frame is not None else None
 
     def _receive(self, modality: str, msg, now: float, convert: Callable[[], np.ndarray], *,
-                 frozen_check: bool = False, extrinsic: bool = False) -> FrameJob | None:
-        """Convert, record health, cache; the frame a usable camera image triggers. ``frozen_check``: digest
-        the payload to detect frozen streams (not for events: a static scene gives identical packets)."""
+                 frozen_check: bool = False, extrinsic: bool = False,
+                 measure: Callable[[np.ndarray], dict[str, float]] | None = None) -> FrameJob | None:
+        """Convert, record health, judge the content, cache; the frame a usable camera image triggers.
+        ``frozen_check``: digest the payload to detect frozen streams (not for events: a static scene gives
+        identical packets); ``measure``: the quality statistics of the converted data."""
         if not self._clock_running(now) or SENSOR_OF_MODALITY[modality] not in self.active_sensors:
             return None
         start = time.perf_counter()
@@ -282,10 +286,15 @@ class PerceptionPipeline:
             self.statistics.count_unsynchronised()
             return None
         if modality == "event" and self.params["events.input_type"] == "packets":
-            self.event_buffer.add(data)
+            data = self._buffer_events(data, stamp, now)
         if modality == "rgb":
             self._camera_size = data.shape[:2]
-        payload = SensorPayload(msg.header, data, convert_ms, T_cam_lidar)
+        quality_ms = 0.0
+        if measure is not None and self.health[modality].judge is not None:
+            start = time.perf_counter()
+            self.health[modality].record_quality(measure(data), now)
+            quality_ms = (time.perf_counter() - start) * 1e3
+        payload = SensorPayload(msg.header, data, convert_ms, T_cam_lidar, quality_ms)
         if modality == self.sync.pivot:
             return self._on_camera_frame(_PendingCameraFrame(stamp, payload, now + self.params["sync.camera_wait_s"]),
                                          now)
@@ -330,9 +339,43 @@ class PerceptionPipeline:
         return check_transform(self.lidar_extrinsic_lookup(msg.header.frame_id, camera_frame,
                                                            stamp_to_seconds(msg.header.stamp)))
 
-    def _record_error(self, modality: str, kind: str, text: str, now: float) -> None:
-        if self.health.record_error(modality, kind, text, now):
-            self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: message dropped ({kind}): {text}; "
+    def _buffer_events(self, events: np.ndarray, stamp: float, now: float) -> np.ndarray:
+        """A packet's events that can feed frames, into the buffer; those outside its time window or the sensor,
+        and those the buffer's bound costs, are counted. Returns the events kept."""
+        checked = check_events(events, stamp, self.event_keep_s, self.params["health.future_tolerance_s"],
+                               self._event_sensor_size())
+        if checked.outside_time:
+            self._record_error("event", EVENT_TIME_KIND, f"{checked.outside_time} events outside the packet's window "
+                               f"{stamp - self.event_keep_s:.3f}..{stamp + self.params['health.future_tolerance_s']:.3f}"
+                               " s dropped (event times must be seconds of the message clock)", now,
+                               checked.outside_time)
+        if checked.outside_sensor:
+            width, height = self._event_sensor_size()
+            self._record_error("event", EVENT_PIXEL_KIND, f"{checked.outside_sensor} events outside the {width}x"
+                               f"{height} sensor dropped (check events.sensor_width/height)", now, checked.outside_sensor)
+        dropped = self.event_buffer.add(checked.events)
+        if dropped:
+            self._record_limit("event", "event buffer", f"{dropped} events dropped to stay within "
+                                                        f"events.max_buffered_events {self.event_buffer.max_events}",
+                               now, dropped)
+        return checked.events
+
+    def _event_sensor_size(self) -> tuple[int, int] | None:
+        """(width, height) px of the event sensor: the parameters, else the camera's; None while unknown."""
+        if self.params["events.sensor_width"]:
+            return self.params["events.sensor_width"], self.params["events.sensor_height"]
+        if self.camera_intrinsics is not None:
+            return self.camera_intrinsics.width, self.camera_intrinsics.height
+        return None if self._camera_size is None else (self._camera_size[1], self._camera_size[0])
+
+    def _record_error(self, modality: str, kind: str, text: str, now: float, count: int = 1) -> None:
+        if self.health.record_error(modality, kind, text, now, count):
+            self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: {kind}: {text}; counted on /diagnostics as "
+                                "malformed, logged once per kind")
+
+    def _record_limit(self, modality: str, kind: str, text: str, now: float, count: int = 1) -> None:
+        if self.health[modality].record_limit(kind, text, now, count):
+            self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: input limit ({kind}): {text}; "
                                 "counted on /diagnostics, logged once per kind")
 
     def _apply_health(self, now: float) -> dict[str, HealthStatus]:
@@ -380,14 +423,36 @@ class PerceptionPipeline:
             self._log_once("no size", "a timer frame was skipped: no CameraInfo and no camera image received yet, "
                                       "so the output size is unknown")
             return None
-        intrinsics = self.camera_intrinsics
-        if intrinsics is not None and (intrinsics.height, intrinsics.width) != tuple(size):
-            intrinsics = intrinsics.scaled(size[1], size[0])
+        intrinsics, geometry_problem = self._frame_geometry(tuple(size), frame.now)
+        depth = frame.entries["depth"]
+        if depth is not None and depth.payload.data.shape != tuple(size):
+            self._record_error("depth", "size", f"depth image {depth.payload.data.shape[1]}x"
+                               f"{depth.payload.data.shape[0]} resized to the camera's {size[1]}x{size[0]} (nearest "
+                               "neighbour); it must be registered to the camera", frame.now)
         window = (frame.stamp - self.params["events.window_s"], frame.stamp)
         events = None
         if frame.entries["event"] is not None and self.params["events.input_type"] == "packets":
             events = self.event_buffer.window(*window)
-        return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses)
+        return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses,
+                        geometry_problem)
+
+    def _frame_geometry(self, size: tuple[int, int], now: float) -> tuple[CameraIntrinsics | None, str]:
+        """The camera intrinsics for an output of ``size`` (height, width) px, or None and why. A CameraInfo of
+        another size is counted (malformed ``camera_info size``) and rescaled only when its aspect ratio is the
+        image's (``CameraIntrinsics.for_image``); otherwise depth and LiDAR cannot be placed in the image."""
+        intrinsics = self.camera_intrinsics
+        if intrinsics is None or (intrinsics.height, intrinsics.width) == size:
+            return intrinsics, "" if intrinsics is not None else NO_CAMERA_INFO
+        problem = f"CameraInfo is {intrinsics.width}x{intrinsics.height} but the camera image {size[1]}x{size[0]}"
+        try:
+            intrinsics, problem, text = intrinsics.for_image(size[1], size[0]), "", problem + "; intrinsics rescaled"
+        except ValueError as error:
+            intrinsics, problem, text = None, f"{problem}: {error}", f"{problem}: depth and LiDAR not encoded"
+        if "rgb" in self.health.modalities:
+            self._record_error("rgb", "camera_info size", text, now)
+        else:
+            self._log_once("camera_info size", f"camera_info: {text}")
+        return intrinsics, problem
 
     def _log_once(self, key: str, text: str) -> None:
         if key not in self._logged_once:
@@ -396,20 +461,26 @@ class PerceptionPipeline:
 
     # ------------------------------------------------------------------ processing
 
-    def process(self, job: FrameJob, *, with_color: bool = True, with_overlay: bool = False) -> FrameOutput | None:
-        """Encode and segment one frame, with the colour mask and the overlay when asked (the node asks only
-        when they have subscribers); None when no modality could be encoded (counted)."""
+    def process(self, job: FrameJob, *, with_color: bool = True, with_overlay: bool = False,
+                with_confidence: bool = True, fuse_degraded: Collection[str] | None = None) -> FrameOutput | None:
+        """Encode and segment one frame, with the colour mask, the overlay and the confidence when asked (the node
+        asks only when they have subscribers); None when no modality could be encoded (counted).
+        ``fuse_degraded``: the modalities fused while DEGRADED (default those ``health.fuse_degraded`` names; the
+        bag evaluation asks for other choices too)."""
         start = time.perf_counter()
-        encoded, reasons = self.encode(job)
+        if fuse_degraded is None:
+            fuse_degraded = self.params.fused_degraded
+        encoded, reasons, notes = self.encode(job, fuse_degraded=fuse_degraded)
         encoded_at = time.perf_counter()
         if not encoded:
             self.statistics.count_skipped()
             return None
         images = {modality: encoded.get(modality) for modality in self.model_modalities}
-        result = self.segmenter.predict(images, output_size=job.size)
+        threshold = self.params["output.confidence_threshold"]
+        result = self.segmenter.predict(images, output_size=job.size,
+                                        with_confidence=with_confidence or threshold > 0)
         predicted_at = time.perf_counter()
         labels = result.labels
-        threshold = self.params["output.confidence_threshold"]
         if threshold > 0:
             labels = np.where(result.confidence < threshold, np.uint8(255), labels).astype(np.uint8)
         color = colorize(labels) if with_color or with_overlay else None
@@ -421,65 +492,55 @@ class PerceptionPipeline:
                        else cv2.addWeighted(color, alpha, np.ascontiguousarray(rgb), 1.0 - alpha, 0.0))
         done = time.perf_counter()
         segmenter_ms = result.timings_ms
+        payloads = [entry.payload for entry in job.frame.entries.values() if entry is not None]
         timings = {
-            "convert": sum(entry.payload.convert_ms for entry in job.frame.entries.values() if entry is not None),
+            "convert": sum(payload.convert_ms for payload in payloads),
+            "quality": sum(payload.quality_ms for payload in payloads),
             "encode": (encoded_at - start) * 1e3,
             "preprocess": segmenter_ms.get("preprocess", 0.0),
             "infer": segmenter_ms.get("infer", 0.0),
             "postprocess": segmenter_ms.get("postprocess", 0.0) + (done - predicted_at) * 1e3,
         }
         fed = tuple(modality for modality in MODALITIES if modality in encoded)
-        return FrameOutput(job, labels, color, result.confidence, overlay, encoded, fed, reasons, timings)
+        return FrameOutput(job, labels, color, result.confidence, overlay, encoded, fed, reasons, timings, notes,
+                           result.agreement)
 
-    def encode(self, job: FrameJob) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """The frame's present modalities as the network's uint8 [H, W, 3] images at camera resolution,
-        and the reason for each absent modality."""
+    def encode(self, job: FrameJob, *, fuse_degraded: Collection[str] = ()
+               ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
+        """The frame's present modalities as the network's uint8 [H, W, 3] images at camera resolution, the reason
+        for each absent modality, and notes on fed ones. A DEGRADED modality is left out unless in
+        ``fuse_degraded``, or unless nothing else could be encoded (then it is fused, with a note)."""
         reasons = dict(job.frame.reasons)
         encoded: dict[str, np.ndarray] = {}
+        notes: dict[str, str] = {}
+        held_back: list[str] = []
         for modality in MODALITIES:
             payload = job.frame.payload(modality)
             if payload is None:
                 if modality not in self.model_modalities:
                     reasons[modality] = "disabled: not an input of the model"
                 continue
-            try:
-                encoded[modality] = self._encode_modality(modality, payload, job)
-            except (ValueError, MissingGeometry) as error:
-                reasons[modality] = f"not encoded: {error}"
-                self._log_once(f"encode {modality}", f"{SENSOR_OF_MODALITY[modality]}: could not encode: {error}")
-        return encoded, reasons
+            status = job.statuses.get(modality)
+            if status is not None and status.state is SensorState.DEGRADED:
+                if modality not in fuse_degraded:
+                    reasons[modality] = f"{status.message} (not fused: not in health.fuse_degraded)"
+                    held_back.append(modality)
+                    continue
+                notes[modality] = f"{status.message} (fused: in health.fuse_degraded)"
+            self._encode_into(encoded, reasons, modality, payload, job)
+        if not encoded:
+            for modality in held_back:
+                notes[modality] = f"{reasons.pop(modality).split(' (not fused')[0]} (fused: no other input left)"
+                self._encode_into(encoded, reasons, modality, job.frame.payload(modality), job)
+        return encoded, reasons, notes
 
-    def _encode_modality(self, modality: str, payload: SensorPayload, job: FrameJob) -> np.ndarray:
-        height, width = job.size
-        if modality == "rgb":
-            return payload.data
-        if modality == "event":
-            if self.params["events.input_type"] == "image":
-                return _resize_nearest(payload.data, width, height)
-            sensor_width = self.params["events.sensor_width"] or width
-            sensor_height = self.params["events.sensor_height"] or height
-            frame = events_to_frame(job.events, sensor_width, sensor_height, *job.event_window)
-            if len(job.events) and not frame.any():
-                raise ValueError(
-                    f"none of the {len(job.events)} events lies inside the {sensor_width}x{sensor_height} sensor and the "
-                    f"window {job.event_window[0]:.3f}-{job.event_window[1]:.3f} s (check events.sensor_width/height "
-                    "and that event times are in seconds of the message clock)")
-            return _resize_nearest(frame, width, height)
-        if job.intrinsics is None:
-            raise MissingGeometry("no CameraInfo received yet (needed for depth and LiDAR)")
-        if modality == "depth":
-            depth = payload.data
-            if depth.shape != (height, width):
-                self._log_once("depth size", f"depth: image {depth.shape[1]}x{depth.shape[0]} resized to the "
-                                             f"camera's {width}x{height} (nearest neighbour); it must be registered "
-                                             "to the camera")
-                depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-            return depth_to_hha(depth, job.intrinsics, self.params.R_world_cam, self.params["camera.height_m"])
-        image = lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, self.params["lidar.max_range_m"])
-        if len(payload.data) and not image.any():
-            raise ValueError(f"none of the {len(payload.data)} LiDAR points projects into the camera image within "
-                             f"{self.params['lidar.max_range_m']:g} m (check lidar.transform)")
-        return image
+    def _encode_into(self, encoded: dict[str, np.ndarray], reasons: dict[str, str], modality: str,
+                     payload: SensorPayload, job: FrameJob) -> None:
+        try:
+            encoded[modality] = encode_modality(modality, payload, job, self.params)
+        except (ValueError, MissingGeometry) as error:
+            reasons[modality] = f"not encoded: {error}"
+            self._log_once(f"encode {modality}", f"{SENSOR_OF_MODALITY[modality]}: could not encode: {error}")
 
     def apply_live_params(self, params: PerceptionParams, now: float) -> None:
         """Take new values of the live parameters (``params.LIVE_PARAMETERS``): the outputs read ``params`` per
@@ -523,17 +584,10 @@ class PerceptionPipeline:
         health = self.health.statuses(now) if self._clock_running(now) else {}
         self._published_states = {modality: status.state for modality, status in health.items()}
         enabled = {sensor: self.params.inputs[sensor].enabled for sensor in SENSORS}
-        statuses = sensor_health_statuses(health, enabled, self.active_sensors, self.topic_names)
+        buffer = {"event": {"buffered_events": str(self.event_buffer.events),
+                            "buffered_bytes": str(self.event_buffer.bytes)}}
+        statuses = sensor_health_statuses(health, enabled, self.active_sensors, self.topic_names, buffer)
         statuses.append(self.statistics.model_status(now, self.segmenter, self.sync.counters,
                                                      self.params["health.anomaly_hold_s"]))
         return DiagnosticArray(header=Header(stamp=seconds_to_stamp(max(now, 0.0))), status=statuses)
 
-
-class MissingGeometry(RuntimeError):
-    """A modality cannot be encoded because the camera geometry (CameraInfo) is unknown."""
-
-
-def _resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST)

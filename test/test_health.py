@@ -43,8 +43,10 @@ def test_module_is_ros_free():
 
 
 def test_levels_follow_diagnostic_msgs():
-    assert [state.level for state in SensorState] == [0, 1, 3, 2]
-    assert [state.severity for state in SensorState] == [0, 1, 2, 3]
+    assert [state.name for state in SensorState] == ["OK", "WARN", "DEGRADED", "STALE", "DEAD"]
+    assert [state.level for state in SensorState] == [0, 1, 1, 3, 2]
+    assert [state.severity for state in SensorState] == [0, 1, 2, 3, 4]
+    assert SensorState.from_level(1) is SensorState.WARN
 
 
 def test_ok_warn_stale_dead_as_time_passes_then_recovery():
@@ -137,7 +139,7 @@ def test_stamp_anomalies_counted_reported_and_logged_once():
     assert health.record_message(1.5, 1.2, b"c") == ("future_stamp",)
     assert health.record_message(1.25, 1.3, b"d") == (), "a glitched future stamp does not make good ones 'backwards'"
     assert health.record_message(1.2, 1.35, b"x") == ("backwards_stamp",)
-    assert health.record_message(1.2, 1.4, b"e") == ("repeated_stamp",)
+    assert health.record_message(1.25, 1.4, b"e") == ("repeated_stamp",), "the newest stamp stays 1.25 s"
     assert health.record_message(1.45, 1.5, b"f") == ()
     assert health.anomaly_counts == {"zero_stamp": 1, "future_stamp": 1, "backwards_stamp": 1, "repeated_stamp": 1}
 

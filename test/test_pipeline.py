@@ -177,7 +177,7 @@ def test_network_input_equals_the_data_set_path(tmp_path, segmenter, monkeypatch
     assert torch.equal(tensor[0], expected["images"]) and calls[-1]["present"].all()
     assert output.labels.shape == (SIZE[1], SIZE[0]) and output.labels.dtype == np.uint8
     assert output.confidence.dtype == np.float32 and output.color.shape == (SIZE[1], SIZE[0], 3)
-    assert set(output.timings_ms) == {"convert", "encode", "preprocess", "infer", "postprocess"}
+    assert set(output.timings_ms) == {"convert", "quality", "encode", "preprocess", "infer", "postprocess"}
 
 
 def test_rendered_event_frames_are_fed_as_they_are(segmenter, drive, frame):
@@ -240,7 +240,11 @@ def test_inputs_that_encode_to_nothing_are_reported_not_fed(segmenter, drive, fr
     output = pipeline.process(feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S))
     assert "lidar" not in output.fed and "event" not in output.fed
     assert output.reasons["lidar"].startswith("not encoded: none of the") and "check lidar.transform" in output.reasons["lidar"]
-    assert "inside the 1x1 sensor" in output.reasons["event"]
+    assert output.reasons["event"] == "not encoded: no event in the window 99.900-100.000 s"
+    outside = int(((frame.events["x"] >= 1) | (frame.events["y"] >= 1)).sum())
+    assert pipeline.health["event"].error_counts == {"event x/y": outside}, "events off the sensor are counted"
+    events = {item.name: item for item in pipeline.diagnostics(stamp + LATENCY_S).status}["robustseg: events"]
+    assert events.level == WARN and f"malformed event x/y ({outside} so far)" in events.message
 
 
 def test_camera_waits_briefly_for_sensors_of_the_same_instant(segmenter, drive, frame):

@@ -69,10 +69,16 @@ class TorchBackend:
 
     @torch.inference_mode()
     def run(self, images: Tensor, present: Tensor) -> Tensor:
-        logits = self.model(images.half() if self.fp16 else images, present)
+        return self.run_with_agreement(images, present)[0]
+
+    @torch.inference_mode()
+    def run_with_agreement(self, images: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits [B, K, H, W] and each modality's feature agreement with the fusion [B, M]
+        (``MultimodalSegmentor.forward_with_agreement``)."""
+        logits, agreement = self.model.forward_with_agreement(images.half() if self.fp16 else images, present)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return logits
+        return logits, agreement
 
 
 class OnnxRuntimeBackend:

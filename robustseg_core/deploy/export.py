@@ -38,7 +38,7 @@ from ..classes import combination_name
 from ..cli import console_script
 from ..errors import UserError
 from ..models import MultimodalSegmentor
-from ..models.checkpoint import CheckpointError, build_model_from_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint
 from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata, ModelMetadataError
 
 #: Tolerance of the post-export check, on every logit: |onnx - torch| <= ATOL + RTOL * |torch|.

@@ -118,6 +118,19 @@ class MultimodalSegmentor(nn.Module):
         fused = [_masked_mean(stage, present) for stage in self.encoder(images[present])]
         return self.decode(fused, images.shape[-2:])
 
+    def forward_with_agreement(self, images: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward``'s logits [B, K, H, W], and how much each modality agrees with the fusion: agreement
+        [B, M], the mean over positions of the cosine similarity between a present modality's last-stage
+        features and the fused ones (NaN where absent). A modality that sees something else than the others
+        (a blinded camera, a flooded event sensor) agrees less. Costs one dot product at 1/32 resolution."""
+        self._validate_inputs(images, present)
+        stages = self.encoder(images[present])
+        fused = [_masked_mean(stage, present) for stage in stages]
+        cosine = F.cosine_similarity(stages[-1], fused[-1][present.nonzero()[:, 0]], dim=1).flatten(1).mean(1)
+        agreement = torch.full(present.shape, float("nan"), dtype=cosine.dtype, device=cosine.device)
+        agreement[present] = cosine
+        return self.decode(fused, images.shape[-2:]), agreement
+
     def forward_features(self, images: Tensor, present: Tensor) -> SegmentorOutput:
         """Like ``forward``, also returning per-modality and fused features of the 4 stages."""
         self._validate_inputs(images, present)

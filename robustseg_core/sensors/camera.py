@@ -60,6 +60,17 @@ class CameraIntrinsics:
             (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
         )
 
+    def for_image(self, width: int, height: int, aspect_tolerance: float = 0.01) -> CameraIntrinsics:
+        """These intrinsics for an image of ``width`` x ``height``: themselves, or rescaled when the image is this
+        camera's binned or resized (same aspect ratio within ``aspect_tolerance``, relative); ``ValueError``
+        otherwise (a crop, or another camera)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        if abs(self.width * height / (self.height * width) - 1.0) > aspect_tolerance:
+            raise ValueError(f"intrinsics of a {self.width}x{self.height} image do not fit a {width}x{height} image "
+                             "(another aspect ratio: not a rescaled image of that camera)")
+        return self.scaled(width, height)
+
     @property
     def matrix(self) -> np.ndarray:
         """3x3 camera matrix K (float64)."""

@@ -79,32 +79,67 @@ def depth_to_hha(
     if not height_hi > height_lo:
         raise ValueError(f"height_range_m must be increasing, got {height_range_m}")
     x, y, z, valid = _optical_coordinates(depth_m, intrinsics)
+    invalid = ~valid
+    hha = np.empty(z.shape + (3,), dtype=np.uint8)
+    # Each channel is computed in place in one float32 buffer, with the same operations (and so the same values)
+    # as the plain expressions in the comments: fewer temporaries, fewer fresh pages per frame.
+    channel = np.empty_like(z)
 
-    with np.errstate(divide="ignore"):
-        disparity = np.float32(disparity_reference_m) / np.where(valid, z, np.float32(np.inf))
-    disparity_channel = np.minimum(disparity, 1.0) * 255.0
+    # disparity = min(d0 / z, 1) * 255 (invalid pixels: d0 / inf = 0)
+    np.divide(np.float32(disparity_reference_m), z, out=channel, where=valid)
+    channel[invalid] = 0.0
+    np.minimum(channel, 1.0, out=channel)
+    channel *= np.float32(255.0)
+    _store_channel(hha, 0, channel, invalid)
 
+    # height = clip((h_cam + up . p - h_lo) * 255 / (h_hi - h_lo), 0, 255)
     up_x, up_y, up_z = rotation[2]  # world z of optical-frame vectors
-    height = np.float32(camera_height_m) + (up_x * x + up_y * y + up_z * z)
-    height_channel = np.clip((height - height_lo) * np.float32(255.0 / (height_hi - height_lo)), 0.0, 255.0)
+    np.multiply(up_x, x, out=channel)
+    channel += up_y * y
+    channel += up_z * z
+    np.add(np.float32(camera_height_m), channel, out=channel)
+    channel -= np.float32(height_lo)
+    channel *= np.float32(255.0 / (height_hi - height_lo))
+    np.clip(channel, 0.0, 255.0, out=channel)
+    _store_channel(hha, 1, channel, invalid)
 
     cols = _axis_derivatives((x, y, z), valid, axis=1)
     rows = _axis_derivatives((x, y, z), valid, axis=0)
-    normal_x = cols[1] * rows[2] - cols[2] * rows[1]
-    normal_y = cols[2] * rows[0] - cols[0] * rows[2]
-    normal_z = cols[0] * rows[1] - cols[1] * rows[0]
+    # normal = cols x rows, each component a * b - c * d
+    normal_x, normal_y, normal_z = (cols[i] * rows[j] for i, j in ((1, 2), (2, 0), (0, 1)))
+    normal_x -= cols[2] * rows[1]
+    normal_y -= cols[0] * rows[2]
+    normal_z -= cols[1] * rows[0]
     # Orient towards the camera: the normal must point against the viewing ray (n . p < 0).
-    towards = np.where(normal_x * x + normal_y * y + normal_z * z > 0, np.float32(-1.0), np.float32(1.0))
-    norm = np.sqrt(normal_x * normal_x + normal_y * normal_y + normal_z * normal_z)
-    up_component = (up_x * normal_x + up_y * normal_y + up_z * normal_z) * towards
+    np.multiply(normal_x, x, out=channel)
+    channel += normal_y * y
+    channel += normal_z * z
+    towards = np.where(channel > 0, np.float32(-1.0), np.float32(1.0))
+    norm = np.multiply(normal_x, normal_x)
+    norm += normal_y * normal_y
+    norm += normal_z * normal_z
+    np.sqrt(norm, out=norm)
+    # angle = arccos(clip((up . n) * towards / |n|, -1, 1)) * 255 / pi, with cos 1 where |n| = 0
+    np.multiply(up_x, normal_x, out=channel)
+    channel += up_y * normal_y
+    channel += up_z * normal_z
+    channel *= towards
     has_normal = norm > 0
-    cos_up = np.where(has_normal, up_component / np.where(has_normal, norm, 1.0), 1.0)
-    angle_channel = np.arccos(np.clip(cos_up, -1.0, 1.0)) * np.float32(255.0 / np.pi)
-
-    hha = np.empty(z.shape + (3,), dtype=np.uint8)
-    for channel, values in enumerate((disparity_channel, height_channel, angle_channel)):
-        hha[..., channel] = np.where(valid, np.rint(values), 0.0)
+    norm[~has_normal] = 1.0
+    channel /= norm
+    channel[~has_normal] = 1.0
+    np.clip(channel, -1.0, 1.0, out=channel)
+    np.arccos(channel, out=channel)
+    channel *= np.float32(255.0 / np.pi)
+    _store_channel(hha, 2, channel, invalid)
     return hha
+
+
+def _store_channel(hha: np.ndarray, index: int, values: np.ndarray, invalid: np.ndarray) -> None:
+    """``hha[..., index] = rint(values)``, 0 where ``invalid`` (``values`` is overwritten)."""
+    np.rint(values, out=values)
+    values[invalid] = 0.0
+    hha[..., index] = values
 
 
 def _axis_derivatives(components: tuple[np.ndarray, ...], valid: np.ndarray, axis: int) -> list[np.ndarray]:
@@ -115,17 +150,21 @@ def _axis_derivatives(components: tuple[np.ndarray, ...], valid: np.ndarray, axi
     lower = (slice(None), slice(0, -1)) if axis == 1 else (slice(0, -1), slice(None))
     upper = (slice(None), slice(1, None)) if axis == 1 else (slice(1, None), slice(None))
     ok = (valid[upper] & valid[lower]).astype(np.float32)
-    count = np.zeros(valid.shape, dtype=np.float32)
-    count[lower] += ok
-    count[upper] += ok
-    inverse = 1.0 / np.maximum(count, 1.0)
+    inverse = np.zeros(valid.shape, dtype=np.float32)
+    inverse[lower] += ok
+    inverse[upper] += ok
+    np.maximum(inverse, 1.0, out=inverse)
+    np.divide(1.0, inverse, out=inverse)
+    step = np.empty_like(ok)
     derivatives = []
     for values in components:
-        step = (values[upper] - values[lower]) * ok
+        np.subtract(values[upper], values[lower], out=step)
+        step *= ok
         derivative = np.zeros_like(values)
         derivative[lower] += step
         derivative[upper] += step
-        derivatives.append(derivative * inverse)
+        derivative *= inverse
+        derivatives.append(derivative)
     return derivatives
 
 

@@ -82,23 +82,30 @@ def lidar_to_image(
     u, v, z = project_points(points, intrinsics, T_cam_lidar)
     col = np.floor(u + 0.5)
     row = np.floor(v + 0.5)
-    ranges = np.sqrt(np.einsum("ij,ij->i", points[:, :3], points[:, :3]))
     with np.errstate(invalid="ignore"):
-        keep = ((z > min_depth_m) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-                & (ranges > 0) & (ranges <= max_range_m) & np.isfinite(points[:, :3]).all(axis=1))
-    if not keep.any():
+        in_image = (z > min_depth_m) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    # Ranges only of the points in the image; a non-finite coordinate gives a non-finite range, so the range test
+    # also drops the points that are not finite.
+    candidates = np.flatnonzero(in_image)
+    xyz = points[candidates, :3]
+    candidate_ranges = np.sqrt(np.einsum("ij,ij->i", xyz, xyz))
+    with np.errstate(invalid="ignore"):
+        in_range = (candidate_ranges > 0) & (candidate_ranges <= max_range_m)
+    kept = candidates[in_range]
+    if len(kept) == 0:
         return image
-    pixel = (row[keep] * width + col[keep]).astype(np.int64)
-    depth = z[keep]
+    pixel = (row[kept] * width + col[kept]).astype(np.int64)
+    depth = z[kept]
     # Nearest point per pixel: sort by (pixel, depth) and keep the first of each pixel.
     order = np.lexsort((depth, pixel))
     pixel_sorted = pixel[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = pixel_sorted[1:] != pixel_sorted[:-1]
-    winners = np.flatnonzero(keep)[order[first]]
+    winners = kept[order[first]]
     winner_pixels = pixel_sorted[first]
+    ranges = candidate_ranges[in_range][order[first]]
 
-    range_channel = 1.0 + 254.0 * (1.0 - ranges[winners] / max_range_m)
+    range_channel = 1.0 + 254.0 * (1.0 - ranges / max_range_m)
     if points.shape[1] == 4:
         intensity_channel = 255.0 * np.clip(np.nan_to_num(points[winners, 3]), 0.0, 1.0)
     else:

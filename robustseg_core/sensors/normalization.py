@@ -23,15 +23,36 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 }
 
 
-def preprocess_stack(images: Sequence[np.ndarray], modalities: Sequence[str]) -> torch.Tensor:
+def normalization_constants(modalities: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (scale, offset) [M, 3, 1, 1] with normalised = uint8 value * scale - offset per modality and channel:
+    scale = 1 / (255 std), offset = mean / std."""
+    mean = torch.tensor([NORMALIZATION[m][0] for m in modalities]).view(-1, 3, 1, 1)
+    std = torch.tensor([NORMALIZATION[m][1] for m in modalities]).view(-1, 3, 1, 1)
+    return 1.0 / (255.0 * std), mean / std
+
+
+def preprocess_stack(images: Sequence[np.ndarray], modalities: Sequence[str],
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 images [H, W, 3] of the given modalities -> normalised float tensor [M, 3, H, W].
 
-    One pass over the data: value * 1 / (255 std) - mean / std per modality and channel.
+    One pass over the data per image: value * 1 / (255 std) - mean / std per modality and channel, read
+    straight from the [H, W, 3] layout. ``out``: a float32 [M, 3, H, W] tensor to write into (a caller
+    that segments frame after frame reuses one, sparing a fresh allocation per frame); returned.
     """
     for image, modality in zip(images, modalities):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{modality}: expected a uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-    mean = torch.tensor([NORMALIZATION[m][0] for m in modalities]).view(-1, 3, 1, 1)
-    std = torch.tensor([NORMALIZATION[m][1] for m in modalities]).view(-1, 3, 1, 1)
-    stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))).float()
-    return stacked.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+    height, width = images[0].shape[:2]
+    shape = (len(images), 3, height, width)
+    if out is None:
+        out = torch.empty(shape)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+    scale, offset = normalization_constants(modalities)
+    for index, image in enumerate(images):
+        if image.shape[:2] != (height, width):
+            raise ValueError(f"{modalities[index]}: image {image.shape[:2]} differs from the first {(height, width)}")
+        if min(image.strides) < 0:  # torch views need non-negative strides (a flipped view is copied)
+            image = np.ascontiguousarray(image)
+        torch.mul(torch.from_numpy(image).permute(2, 0, 1), scale[index], out=out[index])
+    return out.sub_(offset)

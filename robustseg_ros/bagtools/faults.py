@@ -9,9 +9,10 @@ A ``Fault`` is a ``kind`` applied to a ``target`` for times in [start_s, end_s):
   after the bag's start.
 
 Kinds (``FAULT_KINDS``): ``drop`` (no messages) and ``freeze`` (the window's first message repeated
-with the headers of the messages it replaces) act on messages (``MessageFaults``); ``noise``,
-``night`` and ``overexposure`` (the last two camera only) are rendered into the data by
-``record_synthetic``.
+with the headers of the messages it replaces) act on messages (``MessageFaults``); the others are
+rendered into the data by ``record_synthetic``: ``noise`` (any sensor), ``night``, ``overexposure``
+and ``underexposure`` (camera), ``jitter`` (LiDAR), ``flood`` and ``starvation`` (events). Those are
+sensors that keep publishing but lie (``QUALITY_FAULT_KINDS``): the node should call them DEGRADED.
 
 The timeline record (format ``TIMELINE_FORMAT``) is JSON: on ``bag_io.FAULT_TIMELINE_TOPIC`` once at
 the start of the bag and in ``TIMELINE_FILE`` inside the bag folder (fields in docs/bags.md).
@@ -27,17 +28,26 @@ from robustseg_ros.bagtools.bag_io import BagReader
 
 TIMELINE_FORMAT = "robustseg_fault_timeline/1"
 TIMELINE_FILE = "fault_timeline.json"
-FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure")
+FAULT_KINDS = ("drop", "freeze", "noise", "night", "overexposure", "underexposure", "jitter", "flood", "starvation")
 #: The kinds that act on whole messages (the ones ``replay_bag`` injects).
 MESSAGE_FAULT_KINDS = ("drop", "freeze")
-CAMERA_ONLY_FAULTS = ("night", "overexposure")
+#: The kinds whose messages keep coming with bad content: the sensor should be DEGRADED, not STALE.
+QUALITY_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind not in MESSAGE_FAULT_KINDS)
+#: Kinds that apply to one sensor only.
+SENSOR_OF_FAULT_KIND = {"night": "camera", "overexposure": "camera", "underexposure": "camera", "jitter": "lidar",
+                        "flood": "events", "starvation": "events"}
 FAULT_SENSORS = ("camera", "depth", "lidar", "events")
-#: The default timeline as fractions of the duration: (kind, sensor, start, end).
+#: The default timeline as fractions of the duration: (kind, sensor, start, end). Each sensor has at least a
+#: tenth of the drive of nominal data between its faults; faults of different sensors may overlap.
 DEFAULT_TIMELINE = (
     ("overexposure", "camera", 0.05, 0.15),
     ("night", "camera", 0.20, 0.30),
     ("drop", "lidar", 0.35, 0.55),
+    ("flood", "events", 0.35, 0.43),
+    ("underexposure", "camera", 0.45, 0.53),
     ("freeze", "depth", 0.60, 0.80),
+    ("starvation", "events", 0.60, 0.68),
+    ("jitter", "lidar", 0.70, 0.78),
     ("noise", "depth", 0.85, 0.95),
 )
 
@@ -73,11 +83,11 @@ class Fault:
 
 
 def sensor_fault(kind: str, sensor: str, start_s: float, end_s: float) -> Fault:
-    """A fault of a drive's timeline; ``ValueError`` for an unknown sensor or a camera-only kind elsewhere."""
+    """A fault of a drive's timeline; ``ValueError`` for an unknown sensor or a kind another sensor's only."""
     if sensor not in FAULT_SENSORS:
         raise ValueError(f"fault sensor {sensor!r}: expected one of {', '.join(FAULT_SENSORS)}")
-    if kind in CAMERA_ONLY_FAULTS and sensor != "camera":
-        raise ValueError(f"fault {kind} applies to the camera only, not {sensor}")
+    if SENSOR_OF_FAULT_KIND.get(kind, sensor) != sensor:
+        raise ValueError(f"fault {kind} applies to the {SENSOR_OF_FAULT_KIND[kind]} only, not {sensor}")
     return Fault(kind, sensor, start_s, end_s)
 
 
@@ -101,6 +111,20 @@ def load_faults(spec: str, start_s: float, duration_s: float) -> list[Fault]:
     except (KeyError, TypeError, json.JSONDecodeError) as error:
         raise ValueError(f"faults file {spec}: expected a JSON list of {{kind, sensor, start_offset_s, "
                          f"end_offset_s}} ({type(error).__name__}: {error})") from error
+
+
+def parse_sensor_fault(text: str, start_s: float) -> Fault:
+    """``KIND:SENSOR:START:END`` of ``record_synthetic --fault`` (START, END: seconds from the drive start, whose
+    header stamp is ``start_s``) -> a timeline fault."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        begin, end = float(parts[2]), float(parts[3])
+    except ValueError:
+        raise ValueError(f"--fault {text!r}: expected KIND:SENSOR:START:END (seconds from the drive start), "
+                         f"e.g. underexposure:camera:2.0:3.0") from None
+    return sensor_fault(parts[0], parts[1], start_s + begin, start_s + end)
 
 
 def timeline_entries(faults: list[Fault], start_s: float) -> list[dict]:

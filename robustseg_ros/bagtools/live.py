@@ -118,17 +118,20 @@ class LiveEvaluation(Evaluation):
         except MessageError as error:
             self.failures.append(f"node output: {error}")
             return
-        fed, reasons = [], {}
+        fed, reasons, agreement = [], {}, {}
         for status in part["sensor_status"].status:
-            modality = next((item.value for item in status.values if item.key == "modality"), None)
+            values = {item.key: item.value for item in status.values}
+            modality = values.get("modality")
             if modality is None:
                 continue
-            if status.message == "fed":
+            if values.get("fed") == "true":
                 fed.append(modality)
             else:
                 reasons[modality] = status.message
+            if "feature_agreement" in values:
+                agreement[modality] = float(values["feature_agreement"])
         self.add_frame(key, "camera" if key in self._camera_stamps else "timer", tuple(fed), reasons, None, labels,
-                       confidence, self._camera_rgb.get(key))
+                       confidence, self._camera_rgb.get(key), agreement=agreement)
 
     def _on_latency(self, message) -> None:
         with self._lock:
@@ -146,7 +149,8 @@ class LiveEvaluation(Evaluation):
                 if modality is None or values.get("state") == "DISABLED":
                     continue
                 try:
-                    state = SensorState.from_level(status.level[0] if status.level else 0)
+                    state = (SensorState(values["state"]) if values.get("state") in SensorState.__members__
+                             else SensorState.from_level(status.level[0] if status.level else 0))
                 except ValueError:
                     continue
                 self.note_state(now, modality, state, status.message)

@@ -3,7 +3,10 @@
 The node clock is each message's bag time (ns -> s) and ``on_timer`` runs every
 ``health.check_period_s`` of bag time, as the node's timer would under ``use_sim_time``. Every frame
 the pipeline emits is processed at once (offline nothing is dropped for lack of time), so two runs
-over one bag give the same frames, predictions and metrics; only the processing times vary.
+over one bag give the same frames, predictions and metrics; only the processing times vary. A frame
+with a DEGRADED sensor is also segmented with every DEGRADED sensor fused and with none fused (when
+that differs from ``health.fuse_degraded``), so the report compares the three on the same frames. Each sensor's state is noted after
+each of its messages, so false alarms are counted per message.
 """
 
 from __future__ import annotations
@@ -12,22 +15,27 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from std_msgs.msg import Float32, String
 
+from robustseg_core.classes import MODALITIES
 from robustseg_ros.bagtools.bag_io import BagError, BagReader
 from robustseg_ros.bagtools.recorder import DEFAULT_NODE, DIAGNOSTICS_TOPIC, BagRecorder
 from robustseg_ros.bagtools.scoring import Evaluation
 from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, stamp_to_nanoseconds
 from robustseg_ros.diagnostics import counters_from_diagnostics
-from robustseg_ros.frames import FrameJob
+from robustseg_ros.frames import FrameJob, FrameOutput
+from robustseg_ros.health import SensorState
 from robustseg_ros.outputs import image_messages
-from robustseg_ros.params import PerceptionParams
+from robustseg_ros.params import MODALITY_OF_SENSOR, PerceptionParams
 from robustseg_ros.pipeline import PerceptionPipeline
 
 
 class OfflineEvaluation(Evaluation):
     """Drives one ``PerceptionPipeline`` over a bag in timestamp order (node clock = bag time); ``frame_ms``
     holds the pipeline's processing time per frame."""
+
+    compares_policies = True
 
     def __init__(self, bag_path: Path, params: PerceptionParams, segmenter, *, recorder: BagRecorder | None = None,
                  **kwargs) -> None:
@@ -43,6 +51,7 @@ class OfflineEvaluation(Evaluation):
         handlers = {self.topics[sensor]: handler for sensor, handler in (
             ("camera", pipeline.on_camera), ("depth", pipeline.on_depth), ("lidar", pipeline.on_lidar),
             ("events", pipeline.on_events)) if sensor in pipeline.active_sensors}
+        modalities = {self.topics[sensor]: MODALITY_OF_SENSOR[sensor] for sensor in pipeline.active_sensors}
         wanted = [*handlers, self.topics["camera_info"]] + ([self.labels_topic] if self.labels_topic else [])
         period_ns = seconds_to_nanoseconds(self.params["health.check_period_s"])
         self._record(f"{DEFAULT_NODE}/class_names", bag.start_ns, String(data="\n".join(self.class_names)))
@@ -63,7 +72,11 @@ class OfflineEvaluation(Evaluation):
             elif topic == self.topics["camera_info"]:
                 pipeline.on_camera_info(message, now)
             else:
-                self._process(handlers[topic](message, now), now)
+                job = handlers[topic](message, now)
+                modality = modalities[topic]
+                status = pipeline.health[modality].status(now)
+                self.note_state(now, modality, status.state, status.message)
+                self._process(job, now)
         if next_timer_ns is None:
             raise BagError(f"bag {self.bag_path}: no messages on {', '.join(wanted)}")
         flush_until_ns = last_ns + seconds_to_nanoseconds(self.params["sync.camera_wait_s"]
@@ -93,11 +106,12 @@ class OfflineEvaluation(Evaluation):
         recording = self.recorder is not None
         try:
             output = self.pipeline.process(job, with_color=recording, with_overlay=recording)
+            processing_ms = (time.perf_counter() - start) * 1e3
+            policy_labels, agreement = self._policy_labels(job, output)
         except Exception as error:  # like the node: one bad frame is counted, the run goes on
             self.pipeline.statistics.count_failure(error, now)
             self.failures.append(f"{type(error).__name__}: {error}")
             return
-        processing_ms = (time.perf_counter() - start) * 1e3
         if output is None:
             return
         self.pipeline.statistics.record_published(output, processing_ms, 0.0)
@@ -109,7 +123,24 @@ class OfflineEvaluation(Evaluation):
             self._record(f"{DEFAULT_NODE}/sensor_status", now_ns, self.pipeline.sensor_status(output))
         source = "camera" if job.frame.entries["rgb"] is not None else "timer"
         self.add_frame(stamp_to_nanoseconds(output.header.stamp), source, output.fed, output.reasons, processing_ms,
-                       output.labels, output.confidence, output.encoded.get("rgb"))
+                       output.labels, output.confidence, output.encoded.get("rgb"), policy_labels, agreement)
+
+    def _policy_labels(self, job: FrameJob, output: FrameOutput | None
+                       ) -> tuple[dict[str, np.ndarray] | None, dict[str, float]]:
+        """When a DEGRADED sensor's message is in the frame: its class ids under each of ``POLICIES`` (as
+        configured, every DEGRADED sensor fused, none fused; those that differ from the configured choice are
+        run too, untimed), else None; and the feature agreement with every present sensor fused (so a DEGRADED
+        one's is known too)."""
+        degraded = {modality for modality, status in job.statuses.items()
+                    if status.state is SensorState.DEGRADED and job.frame.entries.get(modality) is not None}
+        if output is None or not degraded:
+            return None, {} if output is None else output.agreement
+        outputs = {"configured": output}
+        for policy, choice in (("fused", frozenset(MODALITIES)), ("not_fused", frozenset())):
+            same = degraded & choice == degraded & self.params.fused_degraded
+            outputs[policy] = output if same else (self.pipeline.process(job, with_color=False, with_confidence=False,
+                                                                         fuse_degraded=choice) or output)
+        return {policy: result.labels for policy, result in outputs.items()}, outputs["fused"].agreement
 
     def model_counters(self) -> dict:
         """Frame counters from the pipeline's /diagnostics model status (dropped, skipped, failed...)."""

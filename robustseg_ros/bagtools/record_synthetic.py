@@ -15,8 +15,9 @@ its frame rate and written with the topics ``perception_node`` subscribes to by 
   recorded rig.
 
 Faults (``robustseg_ros.bagtools.faults``): ``drop`` (no messages), ``freeze`` (the first payload of the
-window repeated with advancing stamps), ``noise`` (heavy noise), ``night`` and ``overexposure`` (camera
-only). The bag is deterministic per seed: same arguments, same messages. Header stamps are
+window repeated with advancing stamps), ``noise`` (heavy noise), ``night``, ``overexposure`` and
+``underexposure`` (camera), ``jitter`` (LiDAR pose error and point noise), ``flood`` (flicker: every
+event pixel fires) and ``starvation`` (2 % of the events left). The bag is deterministic per seed: same arguments, same messages. Header stamps are
 ``--start-time`` plus the drive time; bag timestamps add a small per-sensor transport delay
 (``RECEIVE_DELAY_S``).
 
@@ -42,6 +43,7 @@ from robustseg_core.errors import UsageError
 from robustseg_core.output_folder import LOCK_NAME, FolderLock
 from robustseg_core.sensors import rotation_to_quaternion
 from robustseg_core.sim.drive import Drive, DriveConfig
+from robustseg_core.sim.sensors_sim import jitter_points
 from robustseg_ros.bagtools.bag_io import (
     FAULT_TIMELINE_TOPIC,
     GROUND_TRUTH_TOPIC,
@@ -58,6 +60,7 @@ from robustseg_ros.bagtools.faults import (
     Fault,
     MessageFaults,
     load_faults,
+    parse_sensor_fault,
     timeline_entries,
 )
 from robustseg_ros.conversions import (
@@ -117,9 +120,18 @@ def tf_static_cdr(T_cam_lidar: np.ndarray, stamp_s: float) -> bytes:
     return bytes(TYPESTORE.serialize_cdr(message, "tf2_msgs/msg/TFMessage"))
 
 
+#: Under-exposure: linear light scaled by this (-5 EV), then read noise of this sigma (linear, 0..1).
+UNDEREXPOSURE_GAIN, UNDEREXPOSURE_READ_NOISE = 0.03, 0.002
+#: Flood: events per sensor pixel per frame, alternating polarity (a flickering light over the whole view).
+FLOOD_EVENTS_PER_PIXEL = 4
+#: Starvation: the fraction of events left (a bias set too high, a covered lens).
+STARVATION_KEPT = 0.02
+SRGB_GAMMA = 2.2
+
+
 class FaultInjector:
-    """Renders the timeline's data faults (noise, night, over-exposure) into one sensor's data per frame;
-    ``messages`` applies its drop and freeze faults to the finished messages."""
+    """Renders the timeline's data faults (noise, night, over- and under-exposure, jitter, flood, starvation) into
+    one sensor's data per frame; ``messages`` applies its drop and freeze faults to the finished messages."""
 
     def __init__(self, faults: list[Fault], seed: int) -> None:
         self.faults = faults
@@ -142,6 +154,10 @@ class FaultInjector:
                 image = image * 0.12 + rng.normal(0.0, 4.0, image.shape)
             elif fault.kind == "overexposure":
                 image = image * 3.0 + 60.0
+            elif fault.kind == "underexposure":
+                linear = np.clip(image / 255.0, 0.0, 1.0) ** SRGB_GAMMA * UNDEREXPOSURE_GAIN
+                linear = linear + rng.normal(0.0, UNDEREXPOSURE_READ_NOISE, image.shape)
+                image = np.clip(linear, 0.0, 1.0) ** (1.0 / SRGB_GAMMA) * 255.0
             elif fault.kind == "noise":
                 image = image + rng.normal(0.0, 60.0, image.shape)
         return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -159,14 +175,28 @@ def _noisy_lidar(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return noisy
 
 
-def _noisy_events(events: np.ndarray, window: tuple[float, float], size: tuple[int, int],
-                  rng: np.random.Generator) -> np.ndarray:
-    count = max(5 * len(events), size[0] * size[1])
-    extra = np.zeros(count, dtype=events.dtype)
-    extra["x"] = rng.integers(0, size[0], count)
-    extra["y"] = rng.integers(0, size[1], count)
-    extra["t"] = np.sort(rng.uniform(window[0], window[1], count))
-    extra["polarity"] = rng.choice(np.array([-1, 1], dtype=np.int8), count)
+def _faulty_events(events: np.ndarray, kind: str, window: tuple[float, float], size: tuple[int, int],
+                   rng: np.random.Generator) -> np.ndarray:
+    """``events`` under a noise (5x random events, at least one per pixel), flood (``FLOOD_EVENTS_PER_PIXEL`` per
+    pixel, alternating polarity, spread over the window) or starvation (``STARVATION_KEPT`` left) fault."""
+    if kind == "starvation":
+        return events[rng.random(len(events)) < STARVATION_KEPT]
+    width, height = size
+    if kind == "flood":
+        count = FLOOD_EVENTS_PER_PIXEL * width * height
+        pixel = np.arange(count) % (width * height)
+        extra = np.zeros(count, dtype=events.dtype)
+        extra["x"], extra["y"] = pixel % width, pixel // width
+        phase = np.arange(count) // (width * height)
+        extra["t"] = window[0] + (window[1] - window[0]) * (phase + rng.random(count)) / FLOOD_EVENTS_PER_PIXEL
+        extra["polarity"] = np.where(phase % 2 == 0, 1, -1)
+    else:
+        count = max(5 * len(events), width * height)
+        extra = np.zeros(count, dtype=events.dtype)
+        extra["x"] = rng.integers(0, width, count)
+        extra["y"] = rng.integers(0, height, count)
+        extra["t"] = rng.uniform(window[0], window[1], count)
+        extra["polarity"] = rng.choice(np.array([-1, 1], dtype=np.int8), count)
     merged = np.concatenate([events, extra])
     return merged[np.argsort(merged["t"], kind="stable")]
 
@@ -200,6 +230,7 @@ def record(args) -> dict:
     drive = Drive(args.seed, DriveConfig(width=args.width, height=args.height, condition=args.condition))
     frame_count = max(1, int(round(args.duration * drive.config.frame_rate)))
     faults = load_faults(args.faults, args.start_time, args.duration)
+    faults += [parse_sensor_fault(text, args.start_time) for text in args.fault]
     record_ = timeline_record(args, drive, faults, topics, frame_count)
     output = Path(args.output)
     if output.exists():
@@ -253,11 +284,15 @@ def _write_frame(bag: BagWriter, drive: Drive, index: int, start_s: float, topic
     events["t"] += start_s
     if any(fault.kind == "noise" for fault in faults["depth"]):
         depth = _noisy_depth(depth, injector.rng("depth", index))
-    if any(fault.kind == "noise" for fault in faults["lidar"]):
-        points = _noisy_lidar(points, injector.rng("lidar", index))
-    if any(fault.kind == "noise" for fault in faults["events"]):
-        window = (frame.event_window[0] + start_s, frame.event_window[1] + start_s)
-        events = _noisy_events(events, window, drive.event_size, injector.rng("events", index))
+    for fault in faults["lidar"]:
+        if fault.kind == "noise":
+            points = _noisy_lidar(points, injector.rng("lidar", index))
+        elif fault.kind == "jitter":
+            points = jitter_points(points, injector.rng("lidar", index))
+    window = (frame.event_window[0] + start_s, frame.event_window[1] + start_s)
+    for fault in faults["events"]:
+        if fault.kind in ("noise", "flood", "starvation"):
+            events = _faulty_events(events, fault.kind, window, drive.event_size, injector.rng("events", index))
     messages["camera"] = numpy_to_image(np.ascontiguousarray(rgb), "rgb8", header[CAMERA_FRAME])
     messages["depth"] = numpy_to_image(depth, "32FC1", header[CAMERA_FRAME])
     messages["lidar"] = numpy_to_pointcloud2(points, header[LIDAR_FRAME])
@@ -281,8 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--condition", choices=CONDITIONS, default="sun", help="weather / light of the drive")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
     parser.add_argument("--faults", default="default",
-                        help="default (overexposure, night, LiDAR drop, depth freeze, depth noise), none, or a JSON "
-                             "file: [{kind, sensor, start_offset_s, end_offset_s}], kinds " + ", ".join(FAULT_KINDS))
+                        help="default (camera overexposure, night and underexposure, LiDAR drop and jitter, event "
+                             "flood and starvation, depth freeze and noise), none, or a JSON file: [{kind, sensor, "
+                             "start_offset_s, end_offset_s}], kinds " + ", ".join(FAULT_KINDS))
+    parser.add_argument("--fault", action="append", default=[], metavar="KIND:SENSOR:START:END",
+                        help="one more fault, repeatable: START, END in seconds from the drive start (e.g. "
+                             "flood:events:2:3)")
     parser.add_argument("--start-time", type=float, default=100.0,
                         help="header stamp (s) of the drive's time 0; bag time starts here")
     for key, topic in DEFAULT_TOPICS.items():

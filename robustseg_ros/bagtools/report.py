@@ -111,6 +111,7 @@ def report_markdown(result: dict, files: dict[str, str]) -> str:
                          f"{_text(fault['stale_delay_s'])} | {fault['worst_state'] or '-'} | "
                          f"{_text(fault['recovered_at_s'])} |")
         lines.append("")
+    lines += _degradation_lines(result)
     timing = result["timing"]["frame_ms"]
     if timing["count"]:
         lines += [f"## {TIMING_LABELS[result['timing']['measure']].capitalize()}", "",
@@ -125,6 +126,51 @@ def report_markdown(result: dict, files: dict[str, str]) -> str:
     for key, name in files.items():
         lines += [f"### {captions[key]}", "", f"![{captions[key]}]({name})", ""]
     return "\n".join(lines)
+
+
+def _degradation_lines(result: dict) -> list[str]:
+    """The report's tables of sensors that lie: per content fault the delay to DEGRADED, the delay to clear and
+    the window's mIoU as configured, with and without fusing the sensor; false alarms per sensor."""
+    lines = []
+    quality = [fault for fault in result["faults"] if "degraded_at_s" in fault]
+    if quality:
+        lines += ["## Degraded sensors", "", "Delays in seconds: to DEGRADED from the fault's onset, to its end "
+                  "from the fault's end. mIoU (classes present, %) over the window's frames as configured "
+                  "(`health.fuse_degraded`), with every DEGRADED sensor fused and with none (offline only).", "",
+                  "| fault | DEGRADED after | cleared after | worst state | frames | mIoU configured | mIoU fused | "
+                  "mIoU not fused |", "|---|---|---|---|---|---|---|---|"]
+        for fault in quality:
+            policies = fault["accuracy_by_policy"] or {}
+            miou = {policy: f"{value['miou_present']:.2f}" for policy, value in policies.items()}
+            frames = next(iter(policies.values()))["frames"] if policies else "-"
+            lines.append(f"| {fault['name']} | {_text(fault['degraded_delay_s'])} | {_text(fault['clear_delay_s'])} | "
+                         f"{fault['worst_state'] or '-'} | {frames} | {miou.get('configured', '-')} | "
+                         f"{miou.get('fused', '-')} | {miou.get('not_fused', '-')} |")
+        lines.append("")
+    names = {"whole_drive": "Whole drive", "frames_with_a_degraded_sensor": "Frames with a DEGRADED sensor"}
+    for scope, policies in (result.get("accuracy_by_policy") or {}).items():
+        lines += [f"{names[scope]} ({policies['fused']['frames']} frames), mIoU (classes present): "
+                  f"{policies['configured']['miou_present']:.2f} % as configured, {policies['fused']['miou_present']:.2f}"
+                  f" % fusing every DEGRADED sensor, {policies['not_fused']['miou_present']:.2f} % leaving them out.",
+                  ""]
+    agreement = result.get("feature_agreement_by_window") or {}
+    if agreement:
+        modalities = sorted({modality for table in agreement.values() for modality in table})
+        lines += ["## Feature agreement", "", "Model-side evidence: per window, the mean cosine similarity of each "
+                  "modality's deepest encoder features with the fused ones, with every present sensor fused "
+                  "(offline; live: the sensors that fed). Reported, not used to judge.", "",
+                  "| window | " + " | ".join(modalities) + " |", "|---|" + "---|" * len(modalities)]
+        lines += [f"| {window} | " + " | ".join(f"{table[m]:.3f}" if m in table else "-" for m in modalities) + " |"
+                  for window, table in agreement.items()]
+        lines.append("")
+    if result.get("false_alarms"):
+        lines += ["## False alarms", "", "Messages outside every fault window of their sensor (and more than "
+                  "1 s after one ended) that arrived while the sensor was DEGRADED.", "",
+                  "| sensor | nominal messages | DEGRADED | fraction |", "|---|---|---|---|"]
+        lines += [f"| {sensor} | {value['nominal_messages']} | {value['degraded']} | {value['fraction']:.2%} |"
+                  for sensor, value in result["false_alarms"].items()]
+        lines.append("")
+    return lines
 
 
 def _text(value) -> str:

@@ -6,8 +6,9 @@ confidence), the ground-truth label images (matched to frames by header stamp), 
 time and the sensors' health transitions, and turns them into the ``metrics.json`` dict
 (``results()``, fields in docs/bags.md): accuracy overall, per fault window and per set of modalities
 fed (confusion matrices, mIoU as in ``robustseg_core.evaluation``), the fault timeline analysis (how
-long each faulty sensor took to be declared STALE and when it recovered), and timing percentiles.
-Times are bag seconds (the node clock).
+long each faulty sensor took to be declared STALE, or DEGRADED, and when it recovered; the accuracy in
+each window as configured, with and without fusing the DEGRADED sensor), false alarms (DEGRADED outside every fault
+window of a sensor) and timing percentiles. Times are bag seconds (the node clock).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from robustseg_core.classes import IGNORE_INDEX, combination_name, list_difference
 from robustseg_core.evaluation.metrics import ConfusionMatrix
 from robustseg_ros.bagtools.bag_io import BagError
-from robustseg_ros.bagtools.faults import Fault
+from robustseg_ros.bagtools.faults import QUALITY_FAULT_KINDS, Fault
 from robustseg_ros.conversions import (
     MessageError,
     image_to_numpy,
@@ -37,6 +38,11 @@ from robustseg_ros.params import MODALITY_OF_SENSOR, SENSORS, PerceptionParams, 
 NOMINAL = "nominal"
 LATENCY_PERCENTILES = (50, 90, 95, 99)
 STALE_SEVERITY = SensorState.STALE.severity
+DEGRADED_SEVERITY = SensorState.DEGRADED.severity
+#: A sensor's messages up to this long (s) after one of its faults ends are not nominal: the target for clearing.
+CLEAR_ALLOWANCE_S = 1.0
+#: The choices for DEGRADED sensors the report compares: as ``health.fuse_degraded`` says, all fused, none fused.
+POLICIES = ("configured", "fused", "not_fused")
 #: Ground-truth images are kept this long (bag seconds) waiting for the frame of their stamp.
 LABELS_KEPT_S = 10.0
 
@@ -55,6 +61,7 @@ class FrameRecord:
     fed: str
     windows: list[str]
     reasons: dict[str, str]
+    agreement: dict[str, float] = field(default_factory=dict)
     miou: float | None = None
     pixel_accuracy: float | None = None
 
@@ -85,6 +92,18 @@ class Accumulator:
 
     def __post_init__(self) -> None:
         self.overall = ConfusionMatrix(self.num_classes)
+
+    by_policy: dict[str, dict[str, ConfusionMatrix]] = field(default_factory=dict)
+    frames_by_policy_scope: dict[str, int] = field(default_factory=dict)
+
+    def add_policies(self, matrices: dict[str, ConfusionMatrix], windows: list[str], degraded: bool) -> None:
+        """A frame's confusion matrix under each of ``POLICIES``, for the whole drive ("all"), for the frames with a
+        DEGRADED sensor ("degraded", when ``degraded``) and for its windows."""
+        for name in ("all", *(("degraded",) if degraded else ()), *windows):
+            self.frames_by_policy_scope[name] = self.frames_by_policy_scope.get(name, 0) + 1
+            table = self.by_policy.setdefault(name, {})
+            for policy in POLICIES:
+                table.setdefault(policy, ConfusionMatrix(self.num_classes)).matrix += matrices[policy].matrix
 
     def add(self, matrix: ConfusionMatrix, windows: list[str], code: str) -> None:
         self.overall.matrix += matrix.matrix
@@ -128,6 +147,8 @@ class Evaluation:
     """
 
     timing_measure = "processing"
+    #: Whether frames with a DEGRADED sensor are segmented under every one of ``POLICIES`` (offline only).
+    compares_policies = False
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *,
                  labels_topic: str, faults: list[Fault], sample_count: int,
@@ -149,7 +170,7 @@ class Evaluation:
         self.accuracy = Accumulator(len(self.class_names))
         self.samples: list[Sample] = []
         self._sampled_windows: set[str] = set()
-        self._pending_outputs: dict[int, tuple[int, np.ndarray]] = {}
+        self._pending_outputs: dict[int, tuple[int, np.ndarray, dict[str, np.ndarray] | None]] = {}
         self._labels: dict[int, np.ndarray] = {}
         self.message_times: dict[str, list[float]] = {sensor: [] for sensor in SENSORS}
         self.message_counts: dict[str, int] = {}
@@ -175,19 +196,23 @@ class Evaluation:
 
     def add_frame(self, stamp_ns: int, source: str, fed: tuple[str, ...], reasons: dict[str, str],
                   frame_ms: float | None,
-                  labels: np.ndarray, confidence: np.ndarray | None, rgb: np.ndarray | None) -> None:
+                  labels: np.ndarray, confidence: np.ndarray | None, rgb: np.ndarray | None,
+                  policy_labels: dict[str, np.ndarray] | None = None, agreement: dict[str, float] | None = None
+                  ) -> None:
         """One output frame: header stamp (ns), trigger ("camera" / "timer"), modalities fed, why the others were
-        not, its time (ms; None when measured elsewhere), class ids uint8 [H, W], confidence float32 [H, W] and
-        the camera RGB (or None)."""
+        not, its time (ms; None when measured elsewhere), class ids uint8 [H, W], confidence float32 [H, W], the
+        camera RGB (or None), and, when a DEGRADED sensor was present, the class ids under each of ``POLICIES``
+        (None: both are ``labels``), and the fed modalities' feature agreement with the fusion."""
         stamp_s = nanoseconds_to_seconds(stamp_ns)
         windows = [fault.name for fault in self.faults if fault.covers(stamp_s)] or [NOMINAL]
-        record = FrameRecord(round(stamp_s, 9), source, modality_code(fed), windows, dict(sorted(reasons.items())))
+        record = FrameRecord(round(stamp_s, 9), source, modality_code(fed), windows, dict(sorted(reasons.items())),
+                             {modality: round(value, 4) for modality, value in (agreement or {}).items()})
         self.frames.append(record)
         if frame_ms is not None:
             self.frame_ms.append(frame_ms)
         self._maybe_sample(record, stamp_ns, labels, confidence, rgb)
         if self.labels_topic:
-            self._pending_outputs[stamp_ns] = (len(self.frames) - 1, labels)
+            self._pending_outputs[stamp_ns] = (len(self.frames) - 1, labels, policy_labels)
             self._match(stamp_ns)
 
     def _maybe_sample(self, record: FrameRecord, stamp_ns: int, labels: np.ndarray, confidence: np.ndarray | None,
@@ -228,7 +253,7 @@ class Evaluation:
     def _match(self, key: int) -> None:
         if key not in self._labels or key not in self._pending_outputs:
             return
-        index, prediction = self._pending_outputs.pop(key)
+        index, prediction, policy_labels = self._pending_outputs.pop(key)
         label = self._labels.pop(key)
         if label.shape != prediction.shape:
             label = cv2.resize(label, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST)
@@ -239,19 +264,31 @@ class Evaluation:
             self.label_error = (f"ground truth at stamp {key} ns has class ids "
                                 f"{sorted(set(label[out_of_range].tolist()))[:5]}, but the checkpoint has "
                                 f"{len(self.class_names)} classes: labels and checkpoint do not match")
-        label = np.where(unknown | out_of_range, IGNORE_INDEX, label)
-        matrix = ConfusionMatrix(len(self.class_names))
-        matrix.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+        matrix = self._confusion(prediction, label, out_of_range)
         record = self.frames[index]
         summary = matrix.summary()
         record.miou, record.pixel_accuracy = round(summary["miou_present"], 4), round(summary["pixel_accuracy"], 4)
         self.accuracy.add(matrix, record.windows, record.fed)
+        policies = {policy: matrix for policy in POLICIES}
+        if policy_labels is not None:
+            policies = {policy: self._confusion(labels, label, out_of_range) for policy, labels in policy_labels.items()}
+        self.accuracy.add_policies(policies, record.windows, degraded=policy_labels is not None)
+
+    def _confusion(self, prediction: np.ndarray, label: np.ndarray, out_of_range: np.ndarray) -> ConfusionMatrix:
+        """The confusion matrix of class ids against ground truth, leaving out unknown (255) predictions and
+        out-of-range labels."""
+        label = np.where((prediction == IGNORE_INDEX) | out_of_range, IGNORE_INDEX, label)
+        matrix = ConfusionMatrix(len(self.class_names))
+        matrix.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+        return matrix
 
     # ------------------------------------------------------------------ results
 
     def fault_results(self) -> list[dict]:
         """Per fault: the sensor's last message before it (drop) or first frozen message (freeze), when the
-        pipeline called the sensor STALE and the delay (s), the worst state in the window and recovery."""
+        pipeline called the sensor STALE and the delay (s), the worst state in the window and recovery; for the
+        faults of ``QUALITY_FAULT_KINDS`` also when it was called DEGRADED (and the delay from the onset), when
+        that cleared after the end (and the delay), and the window's accuracy under each of ``POLICIES``."""
         results = []
         for fault in self.faults:
             sensor = fault.target
@@ -284,6 +321,61 @@ class Evaluation:
                                   if stale_at is not None and reference is not None else None),
                 "worst_state": worst, "recovered_at_s": recovered_at if stale_at is not None else None,
             })
+            if fault.kind in QUALITY_FAULT_KINDS:
+                results[-1].update(self._degradation_result(fault, history, horizon))
+        return results
+
+    def _degradation_result(self, fault: Fault, history: list[dict], horizon: float) -> dict:
+        """When ``fault``'s sensor was first DEGRADED (or worse) from its onset, and from its end on when it was
+        below DEGRADED again; the delays (s) and the window's accuracy under each of ``POLICIES``."""
+        degraded_at = next((item["time_s"] for item in history if fault.start_s <= item["time_s"] <= horizon
+                            and SensorState(item["state"]).severity >= DEGRADED_SEVERITY), None)
+        cleared_at = None
+        if degraded_at is not None:
+            at_end = _state_at(history, fault.end_s)
+            cleared_at = (fault.end_s if at_end is None or at_end.severity < DEGRADED_SEVERITY else
+                          next((item["time_s"] for item in history if item["time_s"] > fault.end_s
+                                and SensorState(item["state"]).severity < DEGRADED_SEVERITY), None))
+        policies = self.accuracy.by_policy.get(fault.name) if self.compares_policies else None
+        return {
+            "degraded_at_s": degraded_at,
+            "degraded_delay_s": None if degraded_at is None else round(degraded_at - fault.start_s, 6),
+            "cleared_at_s": cleared_at,
+            "clear_delay_s": None if cleared_at is None else round(cleared_at - fault.end_s, 6),
+            "accuracy_by_policy": (None if policies is None else
+                                   {policy: _summary(matrix, self.class_names,
+                                                     self.accuracy.frames_by_window.get(fault.name, 0))
+                                    for policy, matrix in policies.items()}),
+        }
+
+    def agreement_by_window(self) -> dict:
+        """Per window (fault name or ``NOMINAL``) and modality, the mean feature agreement over the frames it was
+        measured on."""
+        values: dict[str, dict[str, list[float]]] = {}
+        for frame in self.frames:
+            for window in frame.windows:
+                for modality, value in frame.agreement.items():
+                    values.setdefault(window, {}).setdefault(modality, []).append(value)
+        return {window: {modality: round(float(np.mean(items)), 4) for modality, items in sorted(table.items())}
+                for window, table in sorted(values.items())}
+
+    def false_alarm_results(self) -> dict:
+        """Per sensor: its nominal messages (none of its faults active, nor ended less than ``CLEAR_ALLOWANCE_S``
+        before) and how many arrived while it was DEGRADED (or worse, but not STALE or DEAD from a drop or
+        freeze: those are about timing, not content)."""
+        results = {}
+        for sensor in SENSORS:
+            modality = MODALITY_OF_SENSOR[sensor]
+            faults = [fault for fault in self.faults if fault.target == sensor]
+            history = [item for item in self.transitions if item["modality"] == modality]
+            nominal = [t for t in self.message_times.get(sensor, [])
+                       if not any(fault.start_s <= t < fault.end_s + CLEAR_ALLOWANCE_S for fault in faults)]
+            if not history or not nominal:
+                continue
+            degraded = [t for t in nominal if _state_at(history, t) is SensorState.DEGRADED]
+            results[sensor] = {"nominal_messages": len(nominal), "degraded": len(degraded),
+                               "fraction": round(len(degraded) / len(nominal), 6),
+                               "first_at_s": [round(t, 6) for t in degraded[:5]]}
         return results
 
     def model_counters(self) -> dict:
@@ -327,10 +419,19 @@ class Evaluation:
             "unknown_pixel_fraction": (round(float(np.mean(self.unknown_pixel_fraction)), 6)
                                        if self.unknown_pixel_fraction else None),
             "faults": self.fault_results(),
+            "false_alarms": self.false_alarm_results(),
+            "feature_agreement_by_window": self.agreement_by_window(),
+            "accuracy_by_policy": ({scope: {policy: _summary(matrix, self.class_names,
+                                                             self.accuracy.frames_by_policy_scope[key])
+                                            for policy, matrix in self.accuracy.by_policy[key].items()}
+                                    for scope, key in (("whole_drive", "all"), ("frames_with_a_degraded_sensor",
+                                                                                "degraded"))
+                                    if key in self.accuracy.by_policy}
+                                   if has_truth and self.compares_policies else None),
             "state_transitions": self.transitions,
             "per_frame": [{"stamp_s": frame.stamp_s, "source": frame.source, "fed": frame.fed,
                            "windows": frame.windows, "miou": frame.miou, "pixel_accuracy": frame.pixel_accuracy,
-                           "absent": frame.reasons} for frame in self.frames],
+                           "absent": frame.reasons, "agreement": frame.agreement} for frame in self.frames],
             "failures": self.failures,
             "timing": {
                 "measure": self.timing_measure,
@@ -341,6 +442,16 @@ class Evaluation:
             },
         }
         return result
+
+
+def _state_at(history: list[dict], time_s: float) -> SensorState | None:
+    """The state of a modality at ``time_s`` from its transitions (the last at or before it); None before any."""
+    state = None
+    for item in history:
+        if item["time_s"] > time_s:
+            break
+        state = SensorState(item["state"])
+    return state
 
 
 def _count(values) -> dict[str, int]:

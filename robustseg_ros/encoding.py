@@ -1,0 +1,64 @@
+"""Encoding a frame's sensor payloads into the network's input images (one modality at a time).
+
+Uses the one implementation of each sensor encoding in ``robustseg_core.sensors`` (the generator and the
+data set use the same): ``depth_to_hha``, ``lidar_to_image`` and ``events_to_frame``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from robustseg_core.sensors import depth_to_hha, events_to_frame, lidar_to_image
+from robustseg_ros.frames import FrameJob, SensorPayload
+from robustseg_ros.params import PerceptionParams
+
+NO_CAMERA_INFO = "no CameraInfo received yet (needed for depth and LiDAR)"
+
+
+class MissingGeometry(RuntimeError):
+    """A modality cannot be encoded because the camera geometry (CameraInfo) is unknown."""
+
+
+def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` at ``width`` x ``height`` px by nearest neighbour (itself when it already has that size)."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params: PerceptionParams) -> np.ndarray:
+    """One modality of a frame as the network's uint8 [H, W, 3] image at the camera's resolution ``job.size``:
+    the camera image as is; events accumulated over the frame's window (or an event image resized); depth
+    as HHA and LiDAR projected, both with the frame's camera intrinsics. ``ValueError`` when the message
+    holds nothing to encode (no event in the window, no LiDAR point in view), ``MissingGeometry`` when depth
+    or LiDAR cannot be placed in the image."""
+    height, width = job.size
+    if modality == "rgb":
+        return payload.data
+    if modality == "event":
+        if params["events.input_type"] == "image":
+            return resize_nearest(payload.data, width, height)
+        sensor_width = params["events.sensor_width"] or width
+        sensor_height = params["events.sensor_height"] or height
+        if len(job.events) == 0:
+            raise ValueError(f"no event in the window {job.event_window[0]:.3f}-{job.event_window[1]:.3f} s")
+        frame = events_to_frame(job.events, sensor_width, sensor_height, *job.event_window)
+        if not frame.any():
+            raise ValueError(
+                f"none of the {len(job.events)} events lies inside the {sensor_width}x{sensor_height} sensor and the "
+                f"window {job.event_window[0]:.3f}-{job.event_window[1]:.3f} s (check events.sensor_width/height "
+                "and that event times are in seconds of the message clock)")
+        return resize_nearest(frame, width, height)
+    if job.intrinsics is None:
+        raise MissingGeometry(job.geometry_problem or NO_CAMERA_INFO)
+    if modality == "depth":
+        depth = payload.data
+        if depth.shape != (height, width):  # counted when the frame was built
+            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+        return depth_to_hha(depth, job.intrinsics, params.R_world_cam, params["camera.height_m"])
+    image = lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, params["lidar.max_range_m"])
+    if len(payload.data) and not image.any():
+        raise ValueError(f"none of the {len(payload.data)} LiDAR points projects into the camera image within "
+                         f"{params['lidar.max_range_m']:g} m (check lidar.transform)")
+    return image
