@@ -128,7 +128,6 @@ class PerceptionNode(LifecycleNode):
         super().__init__(NODE_NAME, **node_kwargs)
         if not keep_freed_memory():
             self.get_logger().info("malloc is not glibc's: freed memory is given back between frames")
-        self.params = PerceptionParams(declare_perception_parameters(self))
         self.segmenter = None
         self.pipeline: PerceptionPipeline | None = None
         self.finished = False
@@ -140,6 +139,9 @@ class PerceptionNode(LifecycleNode):
         self._health_timer = None
         self._worker: InferenceWorker | None = None
         self._publishing = False
+        # declared after the attributes above: a refused value raises here, and the context's clean-up then
+        # destroys a node whose destroy_node finds everything it stops
+        self.params = PerceptionParams(declare_perception_parameters(self))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
