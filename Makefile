@@ -33,7 +33,7 @@ demo-training: $(STAMP)
 	$(PY) -m robustseg_core.demo --out $(DEMO_DIR)/training
 
 test: $(STAMP)
-	$(PY) -m pytest -q test
+	$(PY) -m pytest -q --durations=15 test
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
