@@ -112,6 +112,14 @@ ablation: $(BENCH_DATA)/meta.json
 		--seeds $(ABLATION_SEEDS) --jobs 2 --teacher-set train.epochs=$(ABLATION_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(ABLATION_STUDENT_EPOCHS)
 
+# Budget: is 5 epochs what holds the faithful students back? S and SPCR for 3x the ablation's budget,
+# distilled from the faithful ablation's seed-0 teacher (docs/results.md, "Student budget").
+BUDGET_STUDENT_EPOCHS ?= 15
+ablation-budget: $(BENCH_DATA)/meta.json
+	$(PY) -m robustseg_core.training.ablation --teachers runs/ablation_faithful --out runs/budget_faithful \
+		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 \
+		--student-set train.epochs=$(BUDGET_STUDENT_EPOCHS)
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -132,4 +140,4 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-from-teacher distill-variants
+.PHONY: ablation ablation-budget ablation-from-teacher distill-variants

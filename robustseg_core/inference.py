@@ -168,8 +168,7 @@ class Segmenter:
             output_size = reference.shape[:2]
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()
-        with_agreement = getattr(self.backend, "run_with_agreement", None)  # the ONNX backends give logits only
-        logits, agreement = with_agreement(tensor, present) if with_agreement else (self.backend.run(tensor, present), None)
+        logits, agreement = self.backend.run_with_agreement(tensor, present)
         inferred = time.perf_counter()
         labels, confidence = labels_and_confidence(logits, output_size, with_confidence=with_confidence)
         result = SegmentationResult(

@@ -30,7 +30,7 @@ from robustseg_core.yaml_file import read_yaml
 from robustseg_core.models import MISSING_CONVENTIONS
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
 from robustseg_core.sensors.camera import check_transform
-from robustseg_ros.degradation import DegradationConfig
+from robustseg_ros.degradation import QUALITY_RULES, DegradationConfig, DegradationJudge
 from robustseg_ros.health import HealthConfig
 from robustseg_ros.sync import ModalitySyncConfig
 
@@ -183,19 +183,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                                 "sensor at WARN this long (s) (live).", live=True),
     ParameterSpec("health.quality_checks", True,
                   "Measure every message's content quality (exposure, contrast, noise, holes, coverage, event rate) "
-                  "and report a sensor whose content is poor as DEGRADED (diagnostic WARN)."),
+                  "and report a sensor whose content is poor as DEGRADED (diagnostic WARN) (live).", live=True),
     ParameterSpec("health.fuse_degraded", "lidar",
                   "Sensors still fused while DEGRADED, comma-separated (camera, depth, events, lidar; empty: none); "
-                  "the others are left out of the frame, unless nothing else is left. Default lidar: measured, a "
-                  "jittered LiDAR still helps, a blinded camera or a flooded event sensor does not (docs/results.md)."),
+                  "the others are left out of the frame, unless nothing else is left. Default lidar, measured "
+                  "(docs/results.md): a jittered LiDAR still helps, a blinded camera or a flooded event sensor does "
+                  "not (live).", live=True),
     ParameterSpec("health.degraded_after_messages", 2,
-                  "DEGRADED after this many consecutive messages of poor quality."),
+                  "DEGRADED after this many consecutive messages of poor quality (live).", live=True),
     ParameterSpec("health.degraded_clear_s", 0.5,
                   "DEGRADED ends after this long (s) without a message of poor quality (judged more leniently "
-                  "than on entry, so the state does not flicker)."),
+                  "than on entry, so the state does not flicker) (live).", live=True),
     ParameterSpec("health.quality_history_s", 10.0,
                   "Window (s) of a sensor's own sound messages that its quality is compared with; a change that "
-                  "lasts longer becomes the new normal unless an absolute bound holds."),
+                  "lasts longer becomes the new normal unless an absolute bound holds (live).", live=True),
     ParameterSpec("output.overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay (0..1) (live).",
                   live=True),
     ParameterSpec("output.confidence_threshold", 0.0, "Pixels whose confidence is below this become 255 (unknown) "
@@ -263,6 +264,17 @@ class PerceptionParams:
             raise ValueError(f"parameter(s) {', '.join(read_only)} are read-only while the node runs: set them in the "
                              "parameter file or with -p name:=value and restart")
         return PerceptionParams({**self.values, **changes})
+
+    def quality_judge(self, sensor: str, current: DegradationJudge | None = None) -> DegradationJudge | None:
+        """The content-quality judge of ``sensor`` under these values: None when ``health.quality_checks`` is off
+        or the sensor's input has no quality rules (events as frames); else ``current`` (its history kept) or a
+        new judge, with the ``health.degraded_*`` and ``health.quality_history_s`` settings."""
+        if not self["health.quality_checks"] or (sensor == "events" and self["events.input_type"] != "packets"):
+            return None
+        if current is None:
+            return DegradationJudge(QUALITY_RULES[sensor], self.degradation)
+        current.config = self.degradation
+        return current
 
     def topics(self, resolve: Callable[[str], str] = str) -> dict[str, str]:
         """Topic of every sensor input and of ``"camera_info"``, each passed through ``resolve`` (the node's

@@ -48,7 +48,6 @@ from robustseg_ros.conversions import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
-from robustseg_ros.degradation import QUALITY_RULES, DegradationJudge
 from robustseg_ros.diagnostics import FrameStatistics, sensor_health_statuses, sensor_status_array
 from robustseg_ros.event_buffer import EVENT_PIXEL_KIND, EVENT_TIME_KIND, EventWindowBuffer, check_events
 from robustseg_ros.encoding import NO_CAMERA_INFO, MissingGeometry, encode_modality
@@ -137,13 +136,10 @@ class PerceptionPipeline:
         for sensor in SENSORS:
             if sensor not in self.active_sensors:
                 self.sync.set_enabled(MODALITY_OF_SENSOR[sensor], False)
-        judges = {}
-        if params["health.quality_checks"]:
-            judges = {MODALITY_OF_SENSOR[sensor]: DegradationJudge(QUALITY_RULES[sensor], params.degradation)
-                      for sensor in self.active_sensors
-                      if sensor != "events" or params["events.input_type"] == "packets"}
         self.health = HealthMonitor({MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].health
-                                     for sensor in self.active_sensors}, judges=judges)
+                                     for sensor in self.active_sensors},
+                                    judges={MODALITY_OF_SENSOR[sensor]: params.quality_judge(sensor)
+                                            for sensor in self.active_sensors})
         self.event_keep_s = (params["events.window_s"] + params["events.max_age_s"] + params["events.tolerance_s"])
         self.event_buffer = EventWindowBuffer(self.event_keep_s, params["events.max_buffered_events"])
         self.camera_intrinsics: CameraIntrinsics | None = None
@@ -545,8 +541,9 @@ class PerceptionPipeline:
     def apply_live_params(self, params: PerceptionParams, now: float) -> None:
         """Take new values of the live parameters (``params.LIVE_PARAMETERS``): the outputs read ``params`` per
         frame, the segmenter gets ``missing_convention``, each sensor its health thresholds, and a sensor switched
-        on or off joins or leaves sync and health (its health starts afresh). ``ValueError``, with nothing
-        changed, when no enabled input would feed the model."""
+        on or off joins or leaves sync and health (its health starts afresh), and the content-quality judges
+        follow ``health.quality_checks`` and the ``health.degraded_*`` settings (a judge that stays keeps its
+        history). ``ValueError``, with nothing changed, when no enabled input would feed the model."""
         active = tuple(sensor for sensor in SENSORS
                        if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
         if not active:
@@ -561,6 +558,7 @@ class PerceptionPipeline:
             if sensor in active:
                 monitored[modality] = self.health.sensors.get(modality) or SensorHealth(params.inputs[sensor].health, now)
                 monitored[modality].config = params.inputs[sensor].health
+                monitored[modality].judge = params.quality_judge(sensor, monitored[modality].judge)
         self.health.sensors = monitored
         self._expected_periods_s = {MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].health.period_s
                                     for sensor in active}

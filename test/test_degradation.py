@@ -232,3 +232,49 @@ def test_a_degraded_sensor_is_fused_when_nothing_else_is_left(pipeline_parts):
         output = pipeline.process(feed(pipeline, darkened(messages) if index >= 7 else messages, stamp + LATENCY_S,
                                        sensors=("camera",)))
     assert output.fed == ("rgb",) and output.notes["rgb"].endswith("(fused: no other input left)")
+
+
+def test_quality_settings_change_while_the_node_runs(pipeline_parts):
+    from test_pipeline import LATENCY_S, drive_messages, feed
+
+    from robustseg_ros.params import PerceptionParams
+    from robustseg_ros.pipeline import PerceptionPipeline
+
+    segmenter, drive, rig, frames = pipeline_parts
+    pipeline = PerceptionPipeline(PerceptionParams(rig), segmenter)
+    camera = pipeline.health.sensors["rgb"]
+
+    def step(index: int, dark: bool):
+        stamp = 40.0 + index * 0.1
+        messages = drive_messages(frames[index], stamp)
+        output = pipeline.process(feed(pipeline, darkened(messages) if dark else messages, stamp + LATENCY_S))
+        return output, pipeline.health["rgb"].status(stamp + LATENCY_S).state.value
+
+    def change(now: float, **values):
+        pipeline.apply_live_params(pipeline.params.with_changes(
+            {f"health.{name}": value for name, value in values.items()}), now)
+
+    for index in range(9):
+        step(index, dark=False)
+    output, state = step(9, dark=True)
+    output, state = step(10, dark=True)
+    assert state == "DEGRADED" and "rgb" not in output.fed
+
+    judge = camera.judge
+    change(41.05, fuse_degraded="camera, lidar", degraded_clear_s=2.0)
+    output, state = step(11, dark=True)
+    assert state == "DEGRADED" and "rgb" in output.fed, "fused at once once health.fuse_degraded names it"
+    assert camera.judge is judge and judge.config.clear_s == 2.0, "same judge (history kept), new settings"
+
+    change(41.25, quality_checks=False)
+    output, state = step(12, dark=True)
+    assert state == "OK" and camera.judge is None and "rgb" in output.fed
+
+    change(41.35, quality_checks=True)
+    assert camera.judge is not None and not camera.judge.degraded, "a fresh judge: no history, no verdict yet"
+    pipeline.apply_live_params(pipeline.params.with_changes({"camera.enabled": False}), 41.36)
+    pipeline.apply_live_params(pipeline.params.with_changes({"camera.enabled": True}), 41.37)
+    assert pipeline.health.sensors["rgb"].judge is not None, "a sensor switched back on is judged again"
+
+    with pytest.raises(ValueError, match="health.degraded_after_messages"):
+        change(41.4, degraded_after_messages=0)

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from robustseg_core.data import DeliverDataset, EvalTransform, collate
 from robustseg_core.evaluation import COMBINATIONS
+from robustseg_core.evaluation.anymodal import evaluate_combinations
 from robustseg_core.evaluation.robustness import (
     evaluate_robustness, expected_miou, noisy_modalities, random_element_mask, robustness_markdown,
 )
@@ -51,6 +52,11 @@ def test_protocols_are_repeatable_and_complete(mini_dataset):
     first = evaluate_robustness(model, loader, torch.device("cpu"), rmm_ratios=(0.5,), nm_levels=("high",), seed=3)
     second = evaluate_robustness(model, loader, torch.device("cpu"), rmm_ratios=(0.5,), nm_levels=("high",), seed=3)
     assert first == second
+    # evaluate --robustness hands over its zero-fill pass instead of running the 15 combinations again
+    zero_fill = evaluate_combinations(model, loader, torch.device("cpu"), COMBINATIONS, ["zero"])["zero"]
+    reused = evaluate_robustness(model, loader, torch.device("cpu"), rmm_ratios=(0.5,), nm_levels=("high",), seed=3,
+                                 zero_fill=zero_fill)
+    assert reused == first
     assert set(first["EMM"]["combinations"]) == set(COMBINATIONS) and set(first["RMM"]) == {"r=0.5"}
     assert {"mean", "E(0.2)", "E(0.1)", "E(0.05)"} <= set(first["EMM"]) and set(first["NM"]) == {"high"}
     assert "| EMM |" in robustness_markdown(first)

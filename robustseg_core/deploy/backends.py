@@ -53,7 +53,27 @@ def require_module(backend: str, module: str):
                                  f"pip install 'robustseg_ros[{BACKEND_EXTRAS[backend]}]'") from error
 
 
-class TorchBackend:
+class Backend:
+    """What every backend gives ``Segmenter``: ``name``, ``metadata``, ``device``, ``fp16``, ``precision``
+    and the two calls below."""
+
+    name: str
+    metadata: ModelMetadata
+    device: torch.device
+    fp16: bool
+    precision: str
+
+    def run(self, images: Tensor, present: Tensor) -> Tensor:
+        """Logits [B, K, H, W] for images [B, M, 3, H, W] and present [B, M]."""
+        raise NotImplementedError
+
+    def run_with_agreement(self, images: Tensor, present: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Logits and each modality's feature agreement with the fusion [B, M], or None where the backend
+        has no features to compare (the ONNX backends: the exported graph ends at the logits)."""
+        return self.run(images, present), None
+
+
+class TorchBackend(Backend):
     """The checkpoint's model in eager PyTorch."""
 
     name = "torch"
@@ -81,7 +101,7 @@ class TorchBackend:
         return logits, agreement
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """An ``export_onnx`` model on onnxruntime: CPU, CUDA, or (``tensorrt``) the TensorRT execution provider."""
 
     def __init__(self, onnx_file: Path, metadata: ModelMetadata, device: torch.device, fp16: bool, *,
@@ -125,7 +145,7 @@ class OnnxRuntimeBackend:
         return torch.from_numpy(logits)
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     """An ``export_onnx`` model compiled by OpenVINO for the CPU (latency hint, torch's thread count)."""
 
     name = "openvino"
@@ -151,7 +171,7 @@ class OpenVinoBackend:
 
 def load_backend(name: str, device: str = "auto", fp16: bool | None = None, *,
                  checkpoint: str | os.PathLike | None = None, onnx_file: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None) -> Backend:
     """The backend ``name`` ready to run on ``device`` ("auto": CUDA when available, except OpenVINO: the CPU).
 
     ``fp16``: reduced precision (fp16 on CUDA, OpenVINO's bf16 on CPUs that have it); None: where the device

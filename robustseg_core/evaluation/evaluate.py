@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": str(args.checkpoint), "data_root": str(args.data_root), "split": args.split,
               "frames": len(dataset), "eval_size": eval_size, "classes": list(CLASS_NAMES), "results": summary}
     if args.robustness:
-        result["robustness"] = evaluate_robustness(model, loader, device, seed=args.seed)
+        result["robustness"] = evaluate_robustness(model, loader, device, seed=args.seed, zero_fill=matrices.get("zero"))
         markdown += "\nRobustness protocols (mIoU %, DELIVER convention):\n\n" + robustness_markdown(result["robustness"]) + "\n"
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")

@@ -16,7 +16,7 @@ All randomness comes from one seeded generator, so a protocol run is repeatable.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -82,12 +82,20 @@ def evaluate_robustness(
     nm_levels: Sequence[str] = tuple(NM_LEVELS),
     seed: int = 0,
     num_classes: int = NUM_CLASSES,
+    zero_fill: Mapping[str, ConfusionMatrix] | None = None,
 ) -> dict:
-    """EMM, RMM and NM results (mIoU in DELIVER's convention) of ``model`` over ``loader``."""
+    """EMM, RMM and NM results (mIoU in DELIVER's convention) of ``model`` over ``loader``.
+
+    ``zero_fill``: the confusion matrices of the 15 combinations under the zero-fill convention when the
+    caller already has them (``evaluate``'s main pass), so EMM does not run them a second time.
+    """
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    emm = evaluate_combinations(model, loader, device, COMBINATIONS, ["zero"], num_classes)["zero"]
+    if zero_fill is not None and set(zero_fill) >= set(COMBINATIONS):
+        emm = zero_fill
+    else:
+        emm = evaluate_combinations(model, loader, device, COMBINATIONS, ["zero"], num_classes)["zero"]
     rmm = {r: {name: ConfusionMatrix(num_classes, device) for name in COMBINATIONS} for r in rmm_ratios}
     nm = {level: ConfusionMatrix(num_classes, device) for level in nm_levels}
     for batch in loader:
