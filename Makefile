@@ -112,9 +112,9 @@ ablation: $(BENCH_DATA)/meta.json
 		--seeds $(ABLATION_SEEDS) --jobs 2 --teacher-set train.epochs=$(ABLATION_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(ABLATION_STUDENT_EPOCHS)
 
-# Budget: is 5 epochs what holds the faithful students back? S and SPCR for 3x the ablation's budget,
+# Budget: is 5 epochs what holds the faithful students back? S and SPCR for 2.4x the ablation's budget,
 # distilled from the faithful ablation's seed-0 teacher (docs/results.md, "Student budget").
-BUDGET_STUDENT_EPOCHS ?= 15
+BUDGET_STUDENT_EPOCHS ?= 12
 ablation-budget: $(BENCH_DATA)/meta.json
 	$(PY) -m robustseg_core.training.ablation --teachers runs/ablation_faithful --out runs/budget_faithful \
 		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 \

@@ -24,6 +24,17 @@ def test_ablation_runs_skips_and_tabulates(mini_dataset, tmp_path, capsys):
     assert "epoch 0" not in capsys.readouterr().out  # nothing retrained
     assert again == results
 
+    # a longer budget for a run that was interrupted (here: before its evaluation) resumes only when allowed
+    (tmp_path / "S_seed1" / "eval_test.json").unlink()
+    longer = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "1", "--methods", "S",
+              "--set", *TINY, "train.epochs=2"]
+    with pytest.raises(ValueError, match=r"train\.epochs: 1 -> 2.*--allow-config-change"):
+        ablation(longer)
+    capsys.readouterr()
+    ablation([*longer, "--allow-config-change"])
+    assert "changed config: train.epochs: 1 -> 2" in capsys.readouterr().out
+    assert len((tmp_path / "S_seed1" / "epochs.csv").read_text().splitlines()) == 3, "header + epochs 0 and 1"
+
 
 def test_parallel_ablation_trains_students_after_their_teacher(mini_dataset, tmp_path):
     argv = ["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "0", "--methods", "teacher", "S",

@@ -11,6 +11,7 @@ Finished runs are skipped and interrupted ones resumed, so the command can simpl
 ``--set`` overrides apply to every run (e.g. ``train.epochs=4`` for a quick pass); those of sections
 only the student has (``distill``, ``student``, ``teacher``) skip the teacher. ``--teacher-set`` and
 ``--student-set`` apply to one side only (e.g. different epoch budgets); they win over ``--set``.
+``--allow-config-change`` lets an interrupted run resume with a changed budget (``train.epochs``).
 ``--jobs N`` runs N trainings at a time, each in its own process. ``--teachers DIR`` reuses the
 teachers of an earlier run, to compare student variants against the same teachers.
 """
@@ -63,13 +64,14 @@ def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> d
     if result_path.exists():
         return json.loads(result_path.read_text())
     common = [f"data.root={args.data_root}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
+    resume = ["--resume", "auto", *(["--allow-config-change"] if args.allow_config_change else [])]
     if method == "teacher":
         teacher_overrides = [item for item in args.set if item.partition(".")[0] in TEACHER_DEFAULTS]
-        train_teacher(["--config", str(args.teacher_config), "--resume", "auto", "--set", *common, *teacher_overrides,
+        train_teacher(["--config", str(args.teacher_config), *resume, "--set", *common, *teacher_overrides,
                        *args.teacher_set])
     else:
         teacher = (args.teachers or out) / f"teacher_seed{seed}" / "best.pt"
-        train_student(["--config", str(args.student_config), "--resume", "auto", "--set", *common, *args.set,
+        train_student(["--config", str(args.student_config), *resume, "--set", *common, *args.set,
                        *args.student_set, f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
     return evaluate(["--checkpoint", str(run_dir / "best.pt"), "--data-root", str(args.data_root), "--split", "test",
                      "--robustness", "--seed", str(seed), "--json", str(result_path),
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--student-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="student-only overrides")
     parser.add_argument("--teachers", type=Path, default=None,
                         help="folder with teacher_seed<N>/best.pt of an earlier run (default: --out)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="let interrupted runs resume with the keys that may change (e.g. a longer train.epochs)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each its own process (students wait for their teacher)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
