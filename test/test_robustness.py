@@ -57,6 +57,9 @@ def test_protocols_are_repeatable_and_complete(mini_dataset):
     reused = evaluate_robustness(model, loader, torch.device("cpu"), rmm_ratios=(0.5,), nm_levels=("high",), seed=3,
                                  zero_fill=zero_fill)
     assert reused == first
+    swapped = {**zero_fill, "R": zero_fill["RDEL"]}  # proof that the handed-over pass is the one used
+    assert evaluate_robustness(model, loader, torch.device("cpu"), rmm_ratios=(0.5,), nm_levels=("high",), seed=3,
+                               zero_fill=swapped)["EMM"]["combinations"]["R"] == first["EMM"]["combinations"]["RDEL"]
     assert set(first["EMM"]["combinations"]) == set(COMBINATIONS) and set(first["RMM"]) == {"r=0.5"}
     assert {"mean", "E(0.2)", "E(0.1)", "E(0.05)"} <= set(first["EMM"]) and set(first["NM"]) == {"high"}
     assert "| EMM |" in robustness_markdown(first)

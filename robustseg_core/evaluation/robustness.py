@@ -93,7 +93,7 @@ def evaluate_robustness(
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     if zero_fill is not None and set(zero_fill) >= set(COMBINATIONS):
-        emm = zero_fill
+        emm = {name: zero_fill[name] for name in COMBINATIONS}
     else:
         emm = evaluate_combinations(model, loader, device, COMBINATIONS, ["zero"], num_classes)["zero"]
     rmm = {r: {name: ConfusionMatrix(num_classes, device) for name in COMBINATIONS} for r in rmm_ratios}

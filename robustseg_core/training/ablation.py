@@ -11,7 +11,9 @@ Finished runs are skipped and interrupted ones resumed, so the command can simpl
 ``--set`` overrides apply to every run (e.g. ``train.epochs=4`` for a quick pass); those of sections
 only the student has (``distill``, ``student``, ``teacher``) skip the teacher. ``--teacher-set`` and
 ``--student-set`` apply to one side only (e.g. different epoch budgets); they win over ``--set``.
-``--allow-config-change`` lets an interrupted run resume with a changed budget (``train.epochs``).
+``--allow-config-change`` lets an interrupted run resume with a changed budget (``train.epochs``);
+finished runs are still skipped, so change a budget only for runs that are all unfinished (or use
+a new ``--out``), or the table mixes budgets.
 ``--jobs N`` runs N trainings at a time, each in its own process. ``--teachers DIR`` reuses the
 teachers of an earlier run, to compare student variants against the same teachers.
 """
