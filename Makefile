@@ -120,6 +120,16 @@ ablation-budget: $(BENCH_DATA)/meta.json
 		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 \
 		--student-set train.epochs=$(BUDGET_STUDENT_EPOCHS)
 
+# How far the faithful seed-0 teacher gets with 8 more epochs (a warm restart of its poly schedule),
+# trained in a copy so the ablation's students keep their teacher (docs/results.md, "Student budget").
+teacher-continued: $(BENCH_DATA)/meta.json
+	mkdir -p runs/teacher_continued
+	for f in best.pt last.pt config.yaml; do cp -n runs/ablation_faithful/teacher_seed0/$$f runs/teacher_continued/; done
+	$(PY) -m robustseg_core.training.train_teacher --config runs/teacher_continued/config.yaml --resume auto \
+		--allow-config-change --set train.output_dir=runs/teacher_continued train.epochs=16
+	$(PY) -m robustseg_core.evaluation.evaluate --checkpoint runs/teacher_continued/best.pt --data-root $(BENCH_DATA) \
+		--split test --conventions drop --json runs/teacher_continued/eval_test.json
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -140,4 +150,4 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget ablation-from-teacher distill-variants
+.PHONY: ablation ablation-budget teacher-continued ablation-from-teacher distill-variants
