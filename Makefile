@@ -124,7 +124,8 @@ ablation-budget: $(BENCH_DATA)/meta.json
 # trained in a copy so the ablation's students keep their teacher (docs/results.md, "Student budget").
 teacher-continued: $(BENCH_DATA)/meta.json
 	mkdir -p runs/teacher_continued
-	for f in best.pt last.pt config.yaml; do cp -n runs/ablation_faithful/teacher_seed0/$$f runs/teacher_continued/; done
+	for f in best.pt last.pt config.yaml; do test -e runs/teacher_continued/$$f || \
+		cp runs/ablation_faithful/teacher_seed0/$$f runs/teacher_continued/; done
 	$(PY) -m robustseg_core.training.train_teacher --config runs/teacher_continued/config.yaml --resume auto \
 		--allow-config-change --set train.output_dir=runs/teacher_continued train.epochs=16
 	$(PY) -m robustseg_core.evaluation.evaluate --checkpoint runs/teacher_continued/best.pt --data-root $(BENCH_DATA) \
