@@ -131,6 +131,18 @@ teacher-continued: $(BENCH_DATA)/meta.json
 	$(PY) -m robustseg_core.evaluation.evaluate --checkpoint runs/teacher_continued/best.pt --data-root $(BENCH_DATA) \
 		--split test --conventions drop --json runs/teacher_continued/eval_test.json
 
+# The same 12-epoch S and SPCR, distilled from that continued teacher (16 epochs): does a stronger
+# teacher carry over to the faithful students? (docs/results.md, "Student budget").
+students-continued: $(BENCH_DATA)/meta.json runs/teacher_continued/best.pt
+	mkdir -p runs/teachers_continued
+	ln -sfn ../teacher_continued runs/teachers_continued/teacher_seed0
+	$(PY) -m robustseg_core.training.ablation --teachers runs/teachers_continued --out runs/budget_continued \
+		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 \
+		--student-set train.epochs=$(BUDGET_STUDENT_EPOCHS)
+
+runs/teacher_continued/best.pt:
+	$(MAKE) teacher-continued
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -151,4 +163,4 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued ablation-from-teacher distill-variants
+.PHONY: ablation ablation-budget teacher-continued students-continued ablation-from-teacher distill-variants
