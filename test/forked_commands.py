@@ -11,6 +11,9 @@ has imported but never run anything (no threads), which keeps ``fork`` safe.
         result.status, result.stdout, result.stderr
         pid = runner.start(...)   # signal it: os.kill(pid, signal.SIGINT)
         result = runner.result()
+
+``stop_after_train_step=N`` makes a training run stop itself (SIGSTOP) right after it logged train step N,
+so a test can signal it at a known point of its run instead of racing it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ class CommandResult:
     stderr: str
 
 
+def _stop_after_train_step(stop_step: int) -> None:
+    """In the child: stop the process (SIGSTOP) once the training logger has written train step ``stop_step``."""
+    from robustseg_core.training.logger import ScalarLogger
+
+    log = ScalarLogger.log
+
+    def log_then_stop(self, stream: str, step: int, values) -> None:
+        log(self, stream, step, values)
+        if stream == "train" and step == stop_step:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    ScalarLogger.log = log_then_stop
+
+
 def _child(request: dict, out_path: str, err_path: str) -> None:
     """In the forked child: set up the run as requested and exit with the command's status."""
     status = 1
@@ -58,6 +75,8 @@ def _child(request: dict, out_path: str, err_path: str) -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
             limit = request["file_size_limit"]
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        if request.get("stop_after_train_step") is not None:
+            _stop_after_train_step(request["stop_after_train_step"])
         sys.argv = [request["module"].rsplit(".", 1)[-1], *request["argv"]]
         try:
             status = importlib.import_module(request["module"]).cli(request["argv"])
@@ -122,10 +141,10 @@ class CommandRunner:
             self.process.wait()
 
     def start(self, module: str, argv: list[str], *, env: dict | None = None, cwd: str | None = None,
-              file_size_limit: int | None = None) -> int:
+              file_size_limit: int | None = None, stop_after_train_step: int | None = None) -> int:
         """Start a run; returns its process id (to signal it). Collect it with ``result()``."""
         request = {"module": module, "argv": [str(item) for item in argv], "env": env, "cwd": cwd,
-                   "file_size_limit": file_size_limit}
+                   "file_size_limit": file_size_limit, "stop_after_train_step": stop_after_train_step}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())["pid"]

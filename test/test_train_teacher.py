@@ -52,6 +52,11 @@ def wait_until(condition, timeout_s: float = 300.0) -> None:
         time.sleep(0.02)
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc/<pid>/stat)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+
+
 def temporaries(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.name.endswith(".tmp"))
 
@@ -84,14 +89,15 @@ def test_kills_at_any_instant_and_resumes_end_with_the_uninterrupted_weights(min
     assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["epoch"] == 1
 
     # 4. Ctrl-C during epoch 2's steps: exit 130, one line with the resume command; a second run is refused
-    pid = commands.start(TEACHER, resume)  # it drops the rows 6..8 run 3 logged, then logs step 6 again
-    wait_until(lambda: logged_steps(run / "train.csv") in (list(range(7)), list(range(8))))
-    os.kill(pid, signal.SIGSTOP)  # held still, and holding the folder's lock, while a second run tries
+    # (it drops the rows 6..8 run 3 logged, logs step 6 again and stops itself there, holding the folder's lock)
+    pid = commands.start(TEACHER, resume, stop_after_train_step=6)
+    wait_until(lambda: stopped(pid))
+    assert logged_steps(run / "train.csv") == list(range(7))
     capsys.readouterr()
     assert train_teacher_cli(resume) == 1
     assert f"train_teacher: error: {run} is in use by pid {pid}" in capsys.readouterr().err
+    os.kill(pid, signal.SIGINT)  # pending while stopped: it arrives before step 7, whatever the load
     os.kill(pid, signal.SIGCONT)
-    os.kill(pid, signal.SIGINT)
     interrupted = commands.result()
     assert interrupted.status == 130 and "Traceback" not in interrupted.stderr
     assert interrupted.stderr.splitlines()[-1] == (
