@@ -68,6 +68,9 @@ def _child(request: dict, out_path: str, err_path: str) -> None:
             handle = os.open(path, os.O_WRONLY | os.O_TRUNC)
             os.dup2(handle, stream)
             os.close(handle)
+        # Ctrl-C raises KeyboardInterrupt as in a console script started from a shell, even when this test run
+        # inherited SIGINT ignored (started as a background job, where Python leaves it ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.update(request.get("env") or {})
         if request.get("cwd"):
             os.chdir(request["cwd"])
