@@ -132,7 +132,7 @@ teacher-continued: $(BENCH_DATA)/meta.json
 		--split test --conventions drop --json runs/teacher_continued/eval_test.json
 
 # The same 12-epoch S and SPCR, distilled from that continued teacher (16 epochs): does a stronger
-# teacher carry over to the faithful students? (docs/results.md, "Student budget").
+# teacher carry over to the faithful students? (docs/results.md, "A stronger teacher for the same students").
 students-continued: $(BENCH_DATA)/meta.json runs/teacher_continued/best.pt
 	mkdir -p runs/teachers_continued
 	ln -sfn ../teacher_continued runs/teachers_continued/teacher_seed0
