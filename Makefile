@@ -143,6 +143,22 @@ students-continued: $(BENCH_DATA)/meta.json runs/teacher_continued/best.pt
 runs/teacher_continued/best.pt:
 	$(MAKE) teacher-continued
 
+# Those two students continued to $(EXTENDED_STUDENT_EPOCHS) epochs (a warm restart of their poly schedule, as for
+# the continued teacher), in copies so the 12-epoch runs keep their results: are they still budget-bound?
+# (docs/results.md, "Longer students").
+EXTENDED_STUDENT_EPOCHS ?= 24
+students-extended: $(BENCH_DATA)/meta.json runs/budget_continued/ablation.json
+	for m in S SPCR; do mkdir -p runs/budget_extended/$${m}_seed0; for f in best.pt last.pt config.yaml; do \
+		test -e runs/budget_extended/$${m}_seed0/$$f || { cp runs/budget_continued/$${m}_seed0/$$f runs/budget_extended/$${m}_seed0/$$f.part \
+		&& mv runs/budget_extended/$${m}_seed0/$$f.part runs/budget_extended/$${m}_seed0/$$f; }; \
+	done; done
+	$(PY) -m robustseg_core.training.ablation --teachers runs/teachers_continued --out runs/budget_extended \
+		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 --allow-config-change \
+		--student-set train.epochs=$(EXTENDED_STUDENT_EPOCHS)
+
+runs/budget_continued/ablation.json:
+	$(MAKE) students-continued
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -163,4 +179,4 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued ablation-from-teacher distill-variants
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended ablation-from-teacher distill-variants

@@ -169,6 +169,24 @@ def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def test_a_column_first_seen_after_a_resume_widens_the_log(tmp_path):
+    """A run continued in a fresh folder (or resumed with a new ``grad_norm_every``) first logs a step without the
+    per-term gradient norms; the next step that has them widens the header instead of stopping the run."""
+    first = ScalarLogger(tmp_path, tensorboard=False, first_steps={"train": 960})
+    first.log("train", 960, {"loss": 2.0, "grad_norm_total": 4.0})
+    first.log("train", 1000, {"loss": 1.5, "grad_norm_total": 3.0, "grad_norm_kl": 0.5})
+    first.close()
+    resumed = ScalarLogger(tmp_path, tensorboard=False, first_steps={"train": 1020})
+    resumed.log("train", 1020, {"loss": 1.0, "grad_norm_total": 2.0, "grad_norm_ce": 0.25})
+    resumed.close()
+    with open(tmp_path / "train.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["step", "loss", "grad_norm_total", "grad_norm_kl", "grad_norm_ce"]
+    assert [(r["step"], r["grad_norm_kl"], r["grad_norm_ce"]) for r in rows] == [
+        ("960", "", ""), ("1000", "0.5", ""), ("1020", "", "0.25")]
+
+
 def test_logs_hold_each_step_once_after_a_resume(tmp_path):
     """A resumed run drops the rows (and TensorBoard events) the interrupted run logged past its last checkpoint,
     and a row cut off by a kill."""

@@ -89,16 +89,21 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def run(self, images: Tensor, present: Tensor) -> Tensor:
-        return self.run_with_agreement(images, present)[0]
+        return self._timed_call(self.model, images, present)
 
     @torch.inference_mode()
     def run_with_agreement(self, images: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         """Logits [B, K, H, W] and each modality's feature agreement with the fusion [B, M]
         (``MultimodalSegmentor.forward_with_agreement``)."""
-        logits, agreement = self.model.forward_with_agreement(images.half() if self.fp16 else images, present)
+        return self._timed_call(self.model.forward_with_agreement, images, present)
+
+    def _timed_call(self, forward, images: Tensor, present: Tensor):
+        """``forward`` on the backend's precision, finished when it returns (CUDA runs asynchronously, and
+        callers time this call)."""
+        outputs = forward(images.half() if self.fp16 else images, present)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return logits, agreement
+        return outputs
 
 
 class OnnxRuntimeBackend(Backend):

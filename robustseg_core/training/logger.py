@@ -15,8 +15,11 @@ class ScalarLogger:
     """Appends rows of scalars to ``<dir>/<stream>.csv``; mirrors them to TensorBoard if available
     (one run per stream, ``<dir>/tensorboard/<stream>``, tags ``<stream>/<key>``).
 
-    The columns of a stream are fixed by its first row (or by the existing file's header when a
-    resumed run appends); a later row with an unknown column is an error, a missing one is blank.
+    The columns of a stream start as its first row's (or the existing file's header when a resumed run
+    appends); a later row with a new column widens the header (the file is rewritten atomically, earlier
+    rows blank in that column), a missing one is blank. Columns come and go legitimately: per-term
+    gradient norms appear only every ``grad_norm_every`` steps, which a resumed run may change, and a
+    run continued in a fresh folder may first log a step without them.
 
     ``first_steps`` (stream -> step) is where this run starts each stream: rows of an existing file at
     or after that step, which an interrupted run wrote before its last checkpoint was made, are dropped
@@ -40,21 +43,30 @@ class ScalarLogger:
             else:
                 self.summary_writer = SummaryWriter
 
+    @staticmethod
+    def _complete_rows(path: Path) -> tuple[str, list[str], list[dict]]:
+        """``(text, header, rows)`` of a CSV file without a partial last line (a process killed mid-row)."""
+        text = path.read_text(encoding="utf-8")
+        reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
+        return text, list(reader.fieldnames or ()), list(reader)
+
+    @staticmethod
+    def _rewrite(path: Path, columns: list[str], rows: list[dict]) -> None:
+        rewritten = io.StringIO()
+        writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, rewritten.getvalue())
+
     def _open_stream(self, stream: str, path: Path, row: Mapping) -> None:
         """Set the stream's columns, dropping rows at or after its first step from an existing file."""
         first = self.first_steps.get(stream)
         if path.exists() and path.stat().st_size > 0:
-            text = path.read_text(encoding="utf-8")
-            complete = text[: text.rfind("\n") + 1]  # a process killed mid-row leaves a partial last line
-            reader = csv.DictReader(io.StringIO(complete, newline=""))
-            columns = list(reader.fieldnames or row)
-            kept = [r for r in reader if first is None or int(r["step"]) < first]
-            if complete != text or first is not None:
-                rewritten = io.StringIO()
-                writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\r\n")
-                writer.writeheader()
-                writer.writerows(kept)
-                write_text_atomic(path, rewritten.getvalue())
+            text, columns, rows = self._complete_rows(path)
+            columns = columns or list(row)
+            kept = [r for r in rows if first is None or int(r["step"]) < first]
+            if not text.endswith("\n") or first is not None:
+                self._rewrite(path, columns, kept)
             self.columns[stream] = columns
         else:
             self.columns[stream] = list(row)
@@ -69,9 +81,10 @@ class ScalarLogger:
         path = self.directory / f"{stream}.csv"
         if stream not in self.columns:
             self._open_stream(stream, path, row)
-        unknown = set(row) - set(self.columns[stream])
-        if unknown:
-            raise ValueError(f"{path}: unknown columns {sorted(unknown)}; the file has {self.columns[stream]}")
+        new_columns = [key for key in row if key not in self.columns[stream]]
+        if new_columns:
+            self.columns[stream] += new_columns
+            self._rewrite(path, self.columns[stream], self._complete_rows(path)[2])
         with open(path, "a", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, fieldnames=self.columns[stream]).writerow(row)
         writer = self.writers.get(stream)
