@@ -120,12 +120,15 @@ ablation-budget: $(BENCH_DATA)/meta.json
 		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 \
 		--student-set train.epochs=$(BUDGET_STUDENT_EPOCHS)
 
+# $(call copy_run,FROM,TO): the checkpoints and config of run folder FROM that TO lacks, each copied through a
+# .part file, so a killed copy never leaves a truncated checkpoint to resume from.
+copy_run = mkdir -p $(2) && for f in best.pt last.pt config.yaml; do test -e $(2)/$$f || \
+	{ cp $(1)/$$f $(2)/$$f.part && mv $(2)/$$f.part $(2)/$$f; }; done
+
 # How far the faithful seed-0 teacher gets with 8 more epochs (a warm restart of its poly schedule),
 # trained in a copy so the ablation's students keep their teacher (docs/results.md, "Student budget").
 teacher-continued: $(BENCH_DATA)/meta.json
-	mkdir -p runs/teacher_continued
-	for f in best.pt last.pt config.yaml; do test -e runs/teacher_continued/$$f || \
-		cp runs/ablation_faithful/teacher_seed0/$$f runs/teacher_continued/; done
+	$(call copy_run,runs/ablation_faithful/teacher_seed0,runs/teacher_continued)
 	$(PY) -m robustseg_core.training.train_teacher --config runs/teacher_continued/config.yaml --resume auto \
 		--allow-config-change --set train.output_dir=runs/teacher_continued train.epochs=16
 	$(PY) -m robustseg_core.evaluation.evaluate --checkpoint runs/teacher_continued/best.pt --data-root $(BENCH_DATA) \
@@ -148,10 +151,8 @@ runs/teacher_continued/best.pt:
 # (docs/results.md, "Longer students").
 EXTENDED_STUDENT_EPOCHS ?= 24
 students-extended: $(BENCH_DATA)/meta.json runs/budget_continued/ablation.json
-	for m in S SPCR; do mkdir -p runs/budget_extended/$${m}_seed0; for f in best.pt last.pt config.yaml; do \
-		test -e runs/budget_extended/$${m}_seed0/$$f || { cp runs/budget_continued/$${m}_seed0/$$f runs/budget_extended/$${m}_seed0/$$f.part \
-		&& mv runs/budget_extended/$${m}_seed0/$$f.part runs/budget_extended/$${m}_seed0/$$f; }; \
-	done; done
+	$(call copy_run,runs/budget_continued/S_seed0,runs/budget_extended/S_seed0)
+	$(call copy_run,runs/budget_continued/SPCR_seed0,runs/budget_extended/SPCR_seed0)
 	$(PY) -m robustseg_core.training.ablation --teachers runs/teachers_continued --out runs/budget_extended \
 		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 --allow-config-change \
 		--student-set train.epochs=$(EXTENDED_STUDENT_EPOCHS)

@@ -57,6 +57,13 @@ def test_parallel_ablation_names_the_failed_run_and_its_log(mini_dataset, tmp_pa
         ablation(argv)
     assert "teacher_seed3" in (tmp_path / "S_seed3.log").read_text()
 
+    # a run that finished before another failed leaves its result, but no summary of an unfinished ablation
+    with pytest.raises(RuntimeError, match=r"ablation run S seed 3 failed"):
+        ablation(["--out", str(tmp_path), "--data-root", str(mini_dataset), "--seeds", "3", "--methods", "teacher", "S",
+                  "--jobs", "2", "--set", *TINY, "--student-set", "distill.no_such_key=1"])
+    assert (tmp_path / "teacher_seed3" / "eval_test.json").exists()
+    assert not (tmp_path / "ablation.json").exists() and not (tmp_path / "ablation.md").exists()
+
 
 def test_paired_differences_are_per_seed_against_s():
     from robustseg_core.training.ablation import paired_differences

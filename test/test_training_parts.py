@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +16,11 @@ from robustseg_core.models.checkpoint import (
     CheckpointError, build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint,
 )
 from robustseg_core.training.config import ConfigError, load_config
+from robustseg_core.training.distributed import DistributedContext
+from robustseg_core.training.engine import TRAINING_DEFAULTS, build_loaders, seed_everything, set_epoch
 from robustseg_core.training.logger import ScalarLogger
 from robustseg_core.training.optim import WarmupPolyLR, build_optimizer
+from robustseg_core.training.run_folder import check_resumed_schedule, ensure_best_checkpoint
 from robustseg_core.training.train_teacher import DEFAULTS
 
 
@@ -169,6 +173,49 @@ def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def test_a_resume_that_would_not_continue_the_schedule_is_refused():
+    saved = {"epoch": 11, "steps_per_epoch": 80}
+    check_resumed_schedule(saved, Path("last.pt"), steps_per_epoch=80, epochs=12)  # a finished run: nothing to do
+    check_resumed_schedule({"epoch": 11}, Path("last.pt"), steps_per_epoch=40, epochs=24)  # an older checkpoint
+    with pytest.raises(ConfigError, match=r"last\.pt: the run made 80 steps per epoch and would now make 40"):
+        check_resumed_schedule(saved, Path("last.pt"), steps_per_epoch=40, epochs=24)
+    with pytest.raises(ConfigError, match=r"trained 12 epochs, more than train\.epochs=10"):
+        check_resumed_schedule(saved, Path("last.pt"), steps_per_epoch=80, epochs=10)
+
+
+def test_a_run_continued_in_a_new_folder_brings_its_best_checkpoint(tmp_path, capsys):
+    """``--resume old/last.pt`` into a new output folder: best.pt comes from beside the resumed checkpoint
+    (or from it, when its own epoch is the best), so the new folder always has one to evaluate."""
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    save_checkpoint(old / "best.pt", {**_checkpoint(model), "epoch": 9})
+    last = {**_checkpoint(model), "epoch": 11, "best": {"score": 18.5, "epoch": 9}}
+    ensure_best_checkpoint(new / "best.pt", last, old / "last.pt")
+    assert load_checkpoint(new / "best.pt")["epoch"] == 9
+    assert "copied" in capsys.readouterr().out
+    ensure_best_checkpoint(new / "own.pt", {**last, "best": {"score": 19.0, "epoch": 11}}, old / "last.pt")
+    assert load_checkpoint(new / "own.pt")["epoch"] == 11
+    (old / "best.pt").unlink()
+    ensure_best_checkpoint(new / "lost.pt", last, old / "last.pt")
+    assert not (new / "lost.pt").exists() and "weights are not kept anywhere else" in capsys.readouterr().err
+
+
+def test_tensorboard_events_are_on_disk_before_a_checkpoint(tmp_path):
+    """A kill after ``last.pt`` must not lose the events of the steps before it (a resume never logs them again)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = ScalarLogger(tmp_path, tensorboard=True)
+    for step in range(3):
+        logger.log("train", step, {"loss": float(step)})
+    logger.flush()  # the training loop's order: log rows, flush, then last.pt; no close (a kill)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "train"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2]
+    logger.close()
+
+
 def test_a_column_first_seen_after_a_resume_widens_the_log(tmp_path):
     """A run continued in a fresh folder (or resumed with a new ``grad_norm_every``) first logs a step without the
     per-term gradient norms; the next step that has them widens the header instead of stopping the run."""
@@ -211,3 +258,22 @@ def test_logs_hold_each_step_once_after_a_resume(tmp_path):
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(s, float(s) if s < 4 else 10.0 + s)
                                                                         for s in range(8)]
+
+
+def test_cached_frames_in_worker_processes_augment_a_resumed_epoch_as_an_uninterrupted_one(mini_dataset):
+    """``data.cache`` with ``data.workers > 0``: epoch 1's augmented batch does not depend on whether epoch 0 ran
+    in the same process (workers kept across epochs would continue their random streams)."""
+    data = {**TRAINING_DEFAULTS["data"], "root": mini_dataset, "crop_size": 64, "eval_size": 64, "batch_size": 2,
+            "workers": 1, "cache": True}
+    ctx = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+    def first_batch(loader, epoch: int) -> torch.Tensor:
+        set_epoch(loader, epoch, seed=0)
+        seed_everything(1000 * epoch)  # as the training loop does
+        return next(iter(loader))["images"]
+
+    uninterrupted, _ = build_loaders(data, ctx, seed=0)
+    assert len(uninterrupted.dataset._cache) == len(uninterrupted.dataset), "decoded once, before the workers start"
+    first_batch(uninterrupted, 0)
+    resumed, _ = build_loaders(data, ctx, seed=0)
+    assert torch.equal(first_batch(resumed, 1), first_batch(uninterrupted, 1))

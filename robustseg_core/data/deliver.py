@@ -201,6 +201,14 @@ class DeliverDataset(Dataset):
             self._cache[index] = item
         return dict(item)
 
+    def preload(self) -> None:
+        """Decode every frame into the cache now (a data set made with ``cache=True``), in this process: data
+        loader workers forked from it share the decoded frames, so they need not outlive an epoch."""
+        if self._cache is None:
+            raise ValueError(f"{self.root} ({self.split}): preload needs a data set made with cache=True")
+        for index in range(len(self)):
+            self.load(index)
+
     def _decode(self, index: int) -> dict:
         sample = self.samples[index]
         label = read_label(sample.label)

@@ -112,7 +112,8 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
             method, seed = job = ready.pop(0)
             pending.remove(job)
             log = args.out / f"{method}_seed{seed}.log"
-            command = [sys.executable, "-m", __spec__.name, *argv, "--seeds", str(seed), "--methods", method, "--jobs", "1"]
+            command = [sys.executable, "-m", __spec__.name, *argv, "--seeds", str(seed), "--methods", method, "--jobs", "1",
+                       "--one-run"]
             with open(log, "a") as stream:
                 running[job] = (subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env), log)
             print(f"started {method} seed {seed} (log {log})", flush=True)
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--allow-config-change", action="store_true",
                         help="let interrupted runs resume with the keys that may change (e.g. a longer train.epochs)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each its own process (students wait for their teacher)")
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)  # a --jobs child: no summary files
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.jobs > 1:
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         for method in args.methods:
             results[method].append(run_method(method, seed, args.out, args))
+    if args.one_run:  # the parent writes ablation.md and ablation.json once every run has finished
+        return results
     table = ablation_table(results)
     differences = paired_differences(results, args.seeds)
     write_text_atomic(args.out / "ablation.md", f"Test split of {args.data_root}, seeds {args.seeds}; mIoU %, mean ± std.\n\n"

@@ -35,7 +35,8 @@ from .config import ConfigError
 from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer
-from .run_folder import BEST_KEYS, TrainingInterrupted, ensure_best_checkpoint, finite_checkpoint, resume_checkpoint
+from .run_folder import (BEST_KEYS, TrainingInterrupted, check_resumed_schedule, ensure_best_checkpoint, finite_checkpoint,
+                         resume_checkpoint)
 from .step_timer import StepTimer, no_timer
 
 #: step(model, batch) -> {"loss": total to minimise, <term>: weighted term, ...}; ``model`` may be
@@ -140,15 +141,18 @@ def build_loaders(data: Mapping, ctx: DistributedContext, seed: int) -> tuple[Da
     else:
         train_sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
     workers = data["workers"]
-    # A cache lives in the process that decodes: workers must then outlive the epoch.
-    keep_workers = bool(data["cache"]) and workers > 0
+    if data["cache"] and workers > 0:
+        # A cache lives in the process that decodes. Filled here, the workers forked each epoch share it; workers
+        # kept across epochs would instead continue their augmentation streams, and a resumed run would not.
+        train_set.preload()
+        val_set.preload()
     train_loader = DataLoader(
         train_set, batch_size=data["batch_size"], sampler=train_sampler, num_workers=workers,
-        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda", persistent_workers=keep_workers,
+        collate_fn=collate, drop_last=True, pin_memory=ctx.device.type == "cuda",
     )
     val_loader = DataLoader(
         val_set, batch_size=data["eval_batch_size"], sampler=ShardSampler(val_set, ctx.rank, ctx.world_size),
-        num_workers=workers, collate_fn=collate, pin_memory=ctx.device.type == "cuda", persistent_workers=keep_workers,
+        num_workers=workers, collate_fn=collate, pin_memory=ctx.device.type == "cuda",
     )
     return train_loader, val_loader
 
@@ -382,16 +386,17 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
 
     start_epoch, best, train_seconds, saved_epoch = 0, {"score": -1.0}, 0.0, None
     if checkpoint is not None:
+        check_resumed_schedule(checkpoint, resume_path, steps_per_epoch, train_cfg["epochs"])
         load_model_state(segmentor, checkpoint, resume_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"]:  # empty when saved without the float16 grad scaler (on CPU): a fresh one then
+            scaler.load_state_dict(checkpoint["scaler"])
         saved_epoch, best = checkpoint["epoch"], checkpoint["best"]
         start_epoch = saved_epoch + 1
         train_seconds = float(checkpoint.get("train_seconds", 0.0))
         if ctx.is_main:
-            if resume_path == last_path:
-                ensure_best_checkpoint(best_path, checkpoint, last_path)
+            ensure_best_checkpoint(best_path, checkpoint, resume_path)
             print(f"resumed from {resume_path} at epoch {start_epoch}"
                   + (f" with a changed config: {'; '.join(changes)}" if changes else ""))
     del checkpoint
@@ -426,6 +431,7 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                     "meta": checkpoint_meta(config, metrics, segmentor.modalities),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
+                    "steps_per_epoch": steps_per_epoch,
                 }, stats, metrics if validated else None, logger, last_path)
                 saved_epoch = epoch
                 if best.get("epoch") == epoch:  # after last.pt: a resume rewrites it from there if cut short
@@ -461,5 +467,6 @@ def save_epoch(segmentor: torch.nn.Module, epoch: int, training_state: dict, sta
     logger.log("epochs", epoch, stats)
     if scores is not None:
         logger.log("val", epoch, {k: v for k, v in scores.items() if k != "epoch"})
+    logger.flush()
     save_checkpoint(last_path, state)
     return state

@@ -92,6 +92,12 @@ class ScalarLogger:
             for key, value in values.items():
                 writer.add_scalar(f"{stream}/{key}", float(value), step)
 
+    def flush(self) -> None:
+        """Write TensorBoard's buffered events to disk (it buffers up to two minutes); the CSV rows are written
+        at once. Called before each ``last.pt``, since a resume never logs the steps before it again."""
+        for writer in self.writers.values():
+            writer.flush()
+
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()

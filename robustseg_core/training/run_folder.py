@@ -117,21 +117,42 @@ def _checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def ensure_best_checkpoint(best_path: Path, last: Mapping, last_path: Path) -> None:
-    """Make ``best.pt`` hold the best epoch that ``last`` (the resumed ``last.pt``) records.
+def check_resumed_schedule(checkpoint: Mapping, path: Path, steps_per_epoch: int, epochs: int) -> None:
+    """``ConfigError`` when a run resumed from ``checkpoint`` (at ``path``) would not continue its schedule:
+    another number of steps per epoch (the data set's size or the number of processes changed; the learning
+    rate schedule counts steps), or a ``train.epochs`` below the epochs it has already trained."""
+    saved = checkpoint.get("steps_per_epoch")  # absent in checkpoints of older versions
+    if saved is not None and saved != steps_per_epoch:
+        raise ConfigError(f"{path}: the run made {saved} steps per epoch and would now make {steps_per_epoch} (another "
+                          "data set size or number of processes); its learning-rate schedule counts steps: resume "
+                          "with the run's data and processes, or start a new output folder")
+    trained = checkpoint["epoch"] + 1
+    if epochs < trained:
+        raise ConfigError(f"{path}: the run has trained {trained} epochs, more than train.epochs={epochs}; resume "
+                          f"with train.epochs >= {trained}, or use its best.pt as it is")
 
-    When it does not and that epoch is ``last``'s own (a kill between the two writes, or mid-write of
-    ``best.pt``), ``best.pt`` is rewritten from ``last``; when the best epoch is an older one that ``best.pt``
-    lacks (the file was deleted or damaged), its weights are gone: a note says so.
+
+def ensure_best_checkpoint(best_path: Path, resumed: Mapping, resumed_path: Path) -> None:
+    """Make ``best.pt`` hold the best epoch that ``resumed`` (the checkpoint at ``resumed_path``) records.
+
+    When it does not: if that epoch is ``resumed``'s own (a kill between the two writes, a kill mid-write of
+    ``best.pt``, or a run continued in a new folder), ``best.pt`` is written from ``resumed``; else from the
+    ``best.pt`` beside ``resumed_path`` when that holds it (a run continued in a new folder); else its weights
+    are gone (the file was deleted or damaged): a note says so.
     """
-    best_epoch = last["best"].get("epoch")
+    best_epoch = resumed["best"].get("epoch")
     if best_epoch is None or (best_path.exists() and _checkpoint_epoch(best_path) == best_epoch):
         return
-    if best_epoch == last["epoch"]:
-        save_checkpoint(best_path, {key: last[key] for key in BEST_KEYS})
-        print(f"restored {best_path} (epoch {best_epoch}, the best so far) from {last_path}", flush=True)
+    if best_epoch == resumed["epoch"]:
+        save_checkpoint(best_path, {key: resumed[key] for key in BEST_KEYS})
+        print(f"restored {best_path} (epoch {best_epoch}, the best so far) from {resumed_path}", flush=True)
         return
-    print(f"note: {best_path} does not hold epoch {best_epoch}, the best epoch {last_path} records, and its "
+    beside = resumed_path.parent / "best.pt"
+    if beside.resolve() != best_path.resolve() and beside.exists() and _checkpoint_epoch(beside) == best_epoch:
+        save_checkpoint(best_path, load_checkpoint(beside))
+        print(f"copied {beside} (epoch {best_epoch}, the best so far) to {best_path}", flush=True)
+        return
+    print(f"note: {best_path} does not hold epoch {best_epoch}, the best epoch {resumed_path} records, and its "
           "weights are not kept anywhere else; best.pt is written again when the score improves",
           file=sys.stderr, flush=True)
 
