@@ -157,6 +157,29 @@ def test_fault_timeline_round_trips(bags, tmp_path):
     assert record_synthetic.cli([str(tmp_path / "custom"), "--duration", "0.2"]) == 1  # never overwrites
 
 
+def test_a_malformed_fault_timeline_or_seed_is_named(tmp_path, capsys):
+    """A hand-written fault_timeline.json (docs/bags.md gives its fields) that does not parse: one line naming it."""
+    from std_msgs.msg import String
+
+    from robustseg_ros.bagtools.faults import read_fault_record
+
+    path = tmp_path / "bag"
+    with BagWriter(path) as writer:
+        writer.add_topic("/note", String)
+        writer.write("/note", 1, String(data="x"))
+    for text, problem in (("{not json", "Expecting property name"), ("[]", "expected a JSON object, got list"),
+                          ('{"faults": [{"kind": "drop", "sensor": "lidar"}]}', "a fault lacks 'start_s'"),
+                          ('{"faults": [{"kind": "drop", "sensor": "radar", "start_s": 1, "end_s": 2}]}',
+                           "fault sensor 'radar'")):
+        (path / TIMELINE_FILE).write_text(text)
+        with BagReader(path) as bag, pytest.raises(BagError, match=f"fault timeline .*{TIMELINE_FILE}.*{problem}"):
+            read_fault_record(bag, "/robustseg/fault_timeline")
+    with pytest.raises(SystemExit) as exit_info:  # argparse's exit, status 2
+        record_synthetic.cli([str(tmp_path / "negative"), "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: expected an integer >= 0, got -1" in capsys.readouterr().err
+
+
 def test_missing_path_and_corrupt_or_truncated_bags_are_named(bags, checkpoint, tmp_path, capsys):
     missing = tmp_path / "nowhere"
     assert evaluate(missing, tmp_path / "out", checkpoint) == 1
@@ -186,6 +209,23 @@ def test_missing_topics_and_unknown_types_are_named(bags, checkpoint, tmp_path, 
 
     assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "--labels-topic", "/my/labels") == 1
     assert "ground-truth topic(s) /my/labels not found" in capsys.readouterr().err
+
+    # a topic of another message type than the parameters configure: named with the parameter, before any frame
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "-p", "events.input_type:=image",
+                    "-p", "lidar.topic:=/camera/image", "--labels-topic", "/camera/camera_info") == 1
+    error = capsys.readouterr().err
+    assert "/events/packets holds sensor_msgs/msg/PointCloud2, not sensor_msgs/msg/Image (set by events.input_type)" in error
+    assert "/camera/image holds sensor_msgs/msg/Image, not sensor_msgs/msg/PointCloud2" in error
+    assert "/camera/camera_info holds sensor_msgs/msg/CameraInfo, not sensor_msgs/msg/Image (--labels-topic" in error
+    assert "Traceback" not in error
+
+    # CameraInfo is needed only by depth and LiDAR: a camera-and-events bag without it is evaluated
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "-p", "camera.info_topic:=/no/info") == 1
+    assert "/no/info not found" in capsys.readouterr().err
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "-p", "camera.info_topic:=/no/info",
+                    "-p", "depth.enabled:=false", "-p", "lidar.enabled:=false", "--no-plots") == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["frames"]["total"] > 0 and metrics["accuracy"] is not None
 
     unknown_bag = tmp_path / "unknown"
     with BagWriter(unknown_bag) as writer:  # tf2_msgs is not among the rclpy wheels installed here

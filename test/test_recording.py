@@ -71,6 +71,10 @@ def _items(tree):
 
 def test_offline_evaluation_records_inputs_and_every_output_for_foxglove(bag, checkpoint, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "outputs"
+    # a failed evaluation leaves no bag at OUT (only its part in OUT.partial), so the rerun is not refused
+    assert evaluate(bag, tmp_path / "eval", checkpoint, "--record-outputs", str(out), "-p", "lidar.topic:=/nowhere") == 1
+    assert not out.exists() and (tmp_path / "outputs.partial").is_dir()
+    assert "recording is incomplete" in capsys.readouterr().err
     assert evaluate(bag, tmp_path / "eval", checkpoint, "--no-plots", "--record-outputs", str(out)) == 0
     assert "evaluate_bag: recorded" in capsys.readouterr().out
     types, counts = recorded(out)
@@ -85,6 +89,7 @@ def test_offline_evaluation_records_inputs_and_every_output_for_foxglove(bag, ch
     assert counts["/perception_node/class_names"] == 1 and counts["/diagnostics"] >= 3
     assert metrics["recording"]["messages"] == counts
     assert layout_topics() <= set(types), f"the layout shows topics the bag lacks: {layout_topics() - set(types)}"
+    assert not (tmp_path / "outputs.partial").exists(), "replaced, then renamed to OUT"
     assert evaluate(bag, tmp_path / "eval2", checkpoint, "--no-plots", "--record-outputs", str(out)) == 1
     assert "already exists" in capsys.readouterr().err
 

@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=non_negative_int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the RMM and NM noise")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the RMM and NM noise")
     parser.add_argument("--json", type=Path, help="write all metrics here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown tables here")
     return parser

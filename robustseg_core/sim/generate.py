@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=positive_int, help="image width (overrides --size)")
     parser.add_argument("--height", type=positive_int, help="image height (overrides --size)")
     parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view in degrees")
-    parser.add_argument("--seed", type=int, default=0, help="data set seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="data set seed")
     parser.add_argument("--train-scenes", type=non_negative_int, default=40, help="scenes in the train split")
     parser.add_argument("--val-scenes", type=non_negative_int, default=10, help="scenes in the val split")
     parser.add_argument("--test-scenes", type=non_negative_int, default=10, help="scenes in the test split")

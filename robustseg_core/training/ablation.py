@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..cli import console_script
+from ..cli import console_script, non_negative_int
 from ..errors import UserError
 from ..evaluation.evaluate import main as evaluate
 from .train_student import RECIPES
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Teacher / S / SR / SPC / SPCR ablation over seeds.")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--data-root", type=Path, default=Path("data/sim128"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--teacher-config", type=Path, default=Path("config/teacher_cpu.yaml"))
     parser.add_argument("--student-config", type=Path, default=Path("config/student_cpu.yaml"))

@@ -32,11 +32,14 @@ import sys
 from pathlib import Path
 
 import torch
+from sensor_msgs.msg import Image
 
 from robustseg_core.atomic import write_text_atomic
 from robustseg_core.cli import console_script
 from robustseg_core.output_folder import check_writable
-from robustseg_ros.bagtools.bag_io import FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader
+from robustseg_ros.bagtools.bag_io import (
+    FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader, message_type_name,
+)
 from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
 from robustseg_ros.bagtools.offline import OfflineEvaluation
@@ -52,6 +55,7 @@ from robustseg_ros.params import (
     parse_override,
     read_params_file,
 )
+from robustseg_ros.pipeline import input_message_types
 
 
 def resolve_parameters(args, record: dict) -> PerceptionParams:
@@ -73,17 +77,33 @@ def resolve_parameters(args, record: dict) -> PerceptionParams:
     return PerceptionParams(values)
 
 
-def check_sensor_topics(bag: BagReader, topics: dict[str, str], sensors: list[str]) -> None:
-    """``BagError`` naming the sensor topics (and CameraInfo) absent from the bag, with the parameters to fix it."""
-    sensors = [*sensors, "camera_info"]
+#: The parameter that sets each input's message type (``pipeline.input_message_types``).
+TYPE_PARAMETERS = {"camera": "camera.transport", "depth": "depth.transport", "events": "events.input_type"}
+
+
+def check_input_topics(bag: BagReader, params: PerceptionParams, topics: dict[str, str], sensors: list[str],
+                       labels_topic: str = "") -> None:
+    """``BagError`` naming the inputs the bag lacks, or holds with another message type than the parameters
+    configure, with the parameters that fix it. CameraInfo is an input only with depth or LiDAR (their
+    encodings need the camera's intrinsics); ``labels_topic`` (when given) must hold ``sensor_msgs/Image``."""
+    inputs = [*sensors, *(["camera_info"] if {"depth", "lidar"} & set(sensors) else [])]
     try:
-        bag.require([topics[sensor] for sensor in sensors], what="sensor")
+        bag.require([topics[name] for name in inputs], what="sensor")
     except BagError as error:
-        absent = [sensor for sensor in sensors if topics[sensor] not in bag.topics]
-        hints = [f"-p {sensor}.topic:=/name or -p {sensor}.enabled:=false" if sensor != "camera_info"
-                 else "-p camera.info_topic:=/name" for sensor in absent]
+        absent = [name for name in inputs if topics[name] not in bag.topics]
+        hints = [f"-p {name}.topic:=/name or -p {name}.enabled:=false" if name != "camera_info"
+                 else "-p camera.info_topic:=/name" for name in absent]
         raise BagError(f"{error}. Point the node at the bag's topics or disable the sensor: "
                        f"{'; '.join(hints)}") from error
+    types = input_message_types(params)
+    expected = {topics[name]: (types[name], f" (set by {TYPE_PARAMETERS[name]})" if name in TYPE_PARAMETERS else "")
+                for name in inputs}
+    if labels_topic:
+        expected[labels_topic] = (Image, " (--labels-topic: a mono8 label image)")
+    wrong = [f"{topic} holds {bag.topics[topic]}, not {message_type_name(cls)}{hint}"
+             for topic, (cls, hint) in expected.items() if bag.topics[topic] != message_type_name(cls)]
+    if wrong:
+        raise BagError(f"bag {bag.path}: {'; '.join(wrong)}")
 
 
 def evaluate(args) -> dict:
@@ -96,10 +116,12 @@ def evaluate(args) -> dict:
     recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
     try:
         result, files = _evaluate(args, bag_path, output, recorder)
-    finally:
+    except BaseException:
         if recorder is not None:
-            recorder.close()
+            recorder.close(complete=False)
+        raise
     if recorder is not None:
+        recorder.close()
         result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
         print(f"evaluate_bag: recorded {recorder.summary()}")
     result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
@@ -128,12 +150,13 @@ def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) 
             torch.manual_seed(0)
             checkpoint, segmenter = load_segmenter(params)
             evaluation = OfflineEvaluation(bag_path, params, segmenter, recorder=recorder, **options)
-            check_sensor_topics(bag, evaluation.topics, list(evaluation.pipeline.active_sensors))
+            check_input_topics(bag, params, evaluation.topics, list(evaluation.pipeline.active_sensors),
+                               options["labels_topic"])
             evaluation.run(bag)
             extra = {"checkpoint": str(checkpoint), "device": str(segmenter.device)}
         else:
-            check_sensor_topics(bag, params.topics(absolute_topic),
-                                [sensor for sensor in SENSORS if params[f"{sensor}.enabled"]])
+            check_input_topics(bag, params, params.topics(absolute_topic),
+                               [sensor for sensor in SENSORS if params[f"{sensor}.enabled"]], options["labels_topic"])
     if args.mode == "live":
         evaluation, extra = run_live(bag_path, params, ros_args=args.ros_args, spawn_node=args.spawn_node,
                                      node_name=args.node_name, rate=args.rate, wait_for_node_s=args.wait_for_node,

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustseg_ros.bagtools.bag_io import BagReader
+from robustseg_ros.bagtools.bag_io import BagError, BagReader
 
 TIMELINE_FORMAT = "robustseg_fault_timeline/1"
 TIMELINE_FILE = "fault_timeline.json"
@@ -142,14 +142,27 @@ def faults_from_record(record: dict) -> list[Fault]:
 
 
 def read_fault_record(bag: BagReader, timeline_topic: str) -> dict:
-    """The timeline record from ``timeline_topic`` or the bag folder's ``TIMELINE_FILE``; {} if neither."""
+    """The timeline record from ``timeline_topic`` or the bag folder's ``TIMELINE_FILE``; {} if neither.
+    ``BagError`` naming the source when it is not a JSON object whose faults parse (a hand-written file)."""
+    source, text = None, ""
     if timeline_topic and timeline_topic in bag.topics:
         for _, _, message in bag.messages([timeline_topic]):
-            return json.loads(message.data)
+            source, text = f"topic {timeline_topic}", message.data
+            break
     sidecar = bag.path / TIMELINE_FILE if bag.path.is_dir() else bag.path.with_name(TIMELINE_FILE)
-    if sidecar.is_file():
-        return json.loads(sidecar.read_text())
-    return {}
+    if source is None and sidecar.is_file():
+        source, text = str(sidecar), sidecar.read_text()
+    if source is None:
+        return {}
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        faults_from_record(record)
+    except (ValueError, TypeError, KeyError) as error:
+        problem = f"a fault lacks {error}" if isinstance(error, KeyError) else str(error)
+        raise BagError(f"bag {bag.path}: fault timeline ({source}): {problem}") from None
+    return record
 
 
 # --------------------------------------------------------------------------------------------

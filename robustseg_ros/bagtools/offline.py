@@ -52,7 +52,8 @@ class OfflineEvaluation(Evaluation):
             ("camera", pipeline.on_camera), ("depth", pipeline.on_depth), ("lidar", pipeline.on_lidar),
             ("events", pipeline.on_events)) if sensor in pipeline.active_sensors}
         modalities = {self.topics[sensor]: MODALITY_OF_SENSOR[sensor] for sensor in pipeline.active_sensors}
-        wanted = [*handlers, self.topics["camera_info"]] + ([self.labels_topic] if self.labels_topic else [])
+        camera_info = [self.topics["camera_info"]] if self.topics["camera_info"] in bag.topics else []
+        wanted = [*handlers, *camera_info] + ([self.labels_topic] if self.labels_topic else [])
         period_ns = seconds_to_nanoseconds(self.params["health.check_period_s"])
         self._record(f"{DEFAULT_NODE}/class_names", bag.start_ns, String(data="\n".join(self.class_names)))
         next_timer_ns = None

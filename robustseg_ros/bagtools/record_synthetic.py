@@ -38,7 +38,7 @@ from std_msgs.msg import Header, String
 
 from robustseg_core.atomic import write_text_atomic
 from robustseg_core.classes import CLASS_NAMES, CONDITIONS
-from robustseg_core.cli import console_script
+from robustseg_core.cli import console_script, non_negative_int
 from robustseg_core.errors import UsageError
 from robustseg_core.output_folder import LOCK_NAME, FolderLock
 from robustseg_core.sensors import rotation_to_quaternion
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="record_synthetic", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("output", help="bag folder to create (must not exist)")
-    parser.add_argument("--seed", type=int, default=0, help="drive seed (scene, weather, noise, faults)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="drive seed (scene, weather, noise, faults)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of drive")
     parser.add_argument("--width", type=int, default=128, help="camera width (px)")
     parser.add_argument("--height", type=int, default=128, help="camera height (px)")

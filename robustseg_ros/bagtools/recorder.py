@@ -12,6 +12,8 @@ node's clock (sim time during a replay). The offline evaluation writes the same 
 
 from __future__ import annotations
 
+import shutil
+import sys
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -22,7 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import String
 
-from robustseg_ros.bagtools.bag_io import BagWriter
+from robustseg_ros.bagtools.bag_io import BagError, BagWriter
 from robustseg_ros.outputs import OUTPUT_TOPICS
 from robustseg_ros.params import NODE_NAME, absolute_topic
 
@@ -43,11 +45,22 @@ def output_topics(node_name: str = DEFAULT_NODE) -> dict[str, type]:
 
 
 class BagRecorder:
-    """A new MCAP bag at ``path`` (refused when it exists) taking rclpy messages from any thread."""
+    """A new MCAP bag at ``path`` (refused when it exists) taking rclpy messages from any thread.
+
+    It is written as ``<path>.partial`` and renamed to ``path`` by ``close()``, so a bag at ``path`` is
+    always a finished recording. ``close(complete=False)`` (the run that fed it failed) finishes the bag but
+    leaves it at ``<path>.partial`` to look at; the next recorder for ``path`` replaces such a leftover.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._writer = BagWriter(self.path, "mcap")
+        if self.path.exists():
+            raise BagError(f"bag {self.path}: already exists; choose another output path or remove it")
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        if self.partial_path.exists():
+            shutil.rmtree(self.partial_path)
+            print(f"removed {self.partial_path}, the unfinished recording of an earlier run", file=sys.stderr)
+        self._writer = BagWriter(self.partial_path, "mcap")
         self._writer.__enter__()
         self._lock = threading.Lock()
         self._declared: set[str] = set()
@@ -65,12 +78,18 @@ class BagRecorder:
             self._writer.write(topic, timestamp_ns, message)
             self.counts[topic] += 1
 
-    def close(self) -> None:
-        """Finish the bag (its index and metadata.yaml); later writes are ignored."""
+    def close(self, complete: bool = True) -> None:
+        """Finish the bag (its index and metadata.yaml) and, when ``complete``, move it to ``path``; later
+        writes are ignored."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._writer.__exit__(None, None, None)
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.__exit__(None, None, None)
+            if complete:
+                self.partial_path.rename(self.path)
+            else:
+                print(f"the recording is incomplete; kept as {self.partial_path}", file=sys.stderr)
 
     def summary(self) -> str:
         return f"{sum(self.counts.values())} messages on {len(self.counts)} topics in {self.path}"
