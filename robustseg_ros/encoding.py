@@ -39,8 +39,7 @@ def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params
     if modality == "event":
         if params["events.input_type"] == "image":
             return resize_nearest(payload.data, width, height)
-        sensor_width = params["events.sensor_width"] or width
-        sensor_height = params["events.sensor_height"] or height
+        sensor_width, sensor_height = job.event_sensor_size or (width, height)
         if len(job.events) == 0:
             raise ValueError(f"no event in the window {job.event_window[0]:.3f}-{job.event_window[1]:.3f} s")
         frame = events_to_frame(job.events, sensor_width, sensor_height, *job.event_window)

@@ -39,7 +39,9 @@ class FrameJob:
     ``header``: the outputs' header (the camera image's, or the frame stamp + camera frame_id);
     ``size``: output (height, width) px; ``intrinsics``: camera intrinsics at that size, None when they
     are unknown, ``geometry_problem`` saying why; ``events``/``event_window``: the events of the window (s)
-    ending at the frame stamp (packets input); ``statuses``: sensor health when the frame was built.
+    ending at the frame stamp (packets input); ``statuses``: sensor health when the frame was built;
+    ``event_sensor_size``: (width, height) px of the event sensor the events were checked against (None:
+    unknown, the output size).
     """
 
     frame: SyncedFrame
@@ -50,6 +52,7 @@ class FrameJob:
     event_window: tuple[float, float]
     statuses: dict[str, HealthStatus]
     geometry_problem: str = ""
+    event_sensor_size: tuple[int, int] | None = None
 
     @property
     def newest_input_stamp(self) -> float:

@@ -17,7 +17,9 @@ States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 * STALE (level 3, STALE): the newest usable header stamp is older than ``max_age_s`` (the sensor
   stopped; or its messages still arrive, already that old, through a clock offset or a long delay,
   which the message then says), frozen for many messages, or nothing received yet (within
-  ``dead_after_s`` of the start). A late message (stamped before the newest one) is a WARN anomaly
+  ``dead_after_s`` of the start), or messages arrive but none could be used for longer than
+  ``max_age_s`` (every one malformed, or without a transform: "unusable: ..."; a sensor that
+  publishes is not reported dead). A late message (stamped before the newest one) is a WARN anomaly
   and never makes the sensor STALE: staleness follows the newest stamp.
 * DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
   at all within ``dead_after_s`` of the start ("dead: never received ...").
@@ -227,6 +229,8 @@ class _History:
     identical_run: int = 0
     messages: int = 0
     arrivals: deque = field(default_factory=deque)
+    last_unusable_at: float | None = None  # a message arrived but could not be used (malformed, no transform)
+    unusable_run: int = 0  # such messages since the last usable one
 
 
 class SensorHealth:
@@ -311,6 +315,7 @@ class SensorHealth:
         if history.last_nonzero_stamp == stamp:
             history.last_latency_s = received_at - stamp
         history.messages += 1
+        history.unusable_run = 0
         history.arrivals.append(received_at)
         while history.arrivals and history.arrivals[0] <= received_at - config.rate_window_s:
             history.arrivals.popleft()
@@ -320,6 +325,12 @@ class SensorHealth:
         """Count ``count`` malformed messages (or events) of ``kind`` (e.g. "encoding"); True the first time:
         log it then."""
         return self._count(self._errors, kind, text, now, count)
+
+    def record_unusable(self, now: float) -> None:
+        """A message arrived at ``now`` (s) but could not be used at all (its error is counted with
+        ``record_error``): the sensor is alive but feeds nothing, which ``status`` tells apart from silence."""
+        self._history.last_unusable_at = float(now)
+        self._history.unusable_run += 1
 
     def record_limit(self, kind: str, text: str, now: float, count: int = 1) -> bool:
         """Count ``count`` hits of an input limit ``kind`` (e.g. "point budget"); True the first time: log it."""
@@ -362,6 +373,14 @@ class SensorHealth:
 
     def _age_conditions(self, now: float) -> list[_Condition]:
         config, history = self.config, self._history
+        usable_since = history.last_received_at if history.last_received_at is not None else self.started_at
+        if (history.unusable_run and now - usable_since > config.max_age_s
+                and now - history.last_unusable_at <= config.warn_after_periods * config.period_s):
+            since = ("since start" if history.last_received_at is None
+                     else f"for {now - history.last_received_at:.2f} s")
+            return [_Condition(SensorState.STALE, "unusable",
+                               f"unusable: messages arrive, but none usable {since} ({history.unusable_run} in a "
+                               "row malformed)")]
         if history.last_received_at is None:
             waited = now - self.started_at
             if waited > config.dead_after_s:

@@ -163,7 +163,12 @@ class PerceptionNode(LifecycleNode):
         finally:
             self._starting = False
         if configured != TransitionCallbackReturn.SUCCESS:
-            raise self._configure_error or RuntimeError(f"configure failed in state {self.lifecycle_state}")
+            error = self._configure_error
+            if error is None:
+                raise RuntimeError(f"configure failed in state {self.lifecycle_state}")
+            if isinstance(error, (UserError, OSError)):
+                raise error
+            raise UserError(f"configure failed: {error}") from error  # a one-line error, not a traceback
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f"activate failed; state {self.lifecycle_state}")
 
@@ -197,6 +202,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
+        self.pipeline.restart(self._now())  # what it saw before a deactivation is not this activation's health
         self._publish_class_names()
         self._worker = InferenceWorker(self._process, self.pipeline.statistics.count_dropped)
         self._publishing = True
@@ -247,6 +253,9 @@ class PerceptionNode(LifecycleNode):
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
+        if getattr(self, "_tf_listener", None) is not None:  # the next configure makes its own
+            self._tf_listener.unregister()
+            self._tf_listener = self._tf_buffer = None
         self.segmenter = self.pipeline = None
         gc.collect()
 
@@ -304,6 +313,8 @@ class PerceptionNode(LifecycleNode):
         def lookup(lidar_frame: str, camera_frame: str, stamp_s: float):
             """T_cam_lidar from tf2 at the cloud's stamp (a static mount's transform holds at any stamp; a
             moving one's must be in the buffer, else the cloud counts as a "no transform" error)."""
+            if stamp_s < 0:  # rclpy Time refuses it (ValueError); a garbage header is a failed lookup
+                raise LookupError(f"no tf2 transform {camera_frame} <- {lidar_frame}: negative stamp {stamp_s} s")
             try:
                 stamped = self._tf_buffer.lookup_transform(camera_frame, lidar_frame,
                                                            Time(nanoseconds=seconds_to_nanoseconds(stamp_s)))

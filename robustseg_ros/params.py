@@ -247,8 +247,8 @@ class PerceptionParams:
                                                  clear_s=self["health.degraded_clear_s"],
                                                  history_s=self["health.quality_history_s"])
         except ValueError as error:
-            raise ValueError(f"parameters health.degraded_after_messages, health.degraded_clear_s, "
-                             f"health.quality_history_s: {error}") from error
+            raise ParameterError(f"parameters health.degraded_after_messages, health.degraded_clear_s, "
+                                 f"health.quality_history_s: {error}") from error
         self.T_cam_lidar = transform_from_parameter(self.values["lidar.transform"])
         self.R_world_cam = (rotation_rpy(math.radians(self["camera.roll_deg"]), math.radians(self["camera.pitch_deg"]),
                                          0.0) @ R_BODY_OPTICAL)
@@ -304,7 +304,7 @@ class PerceptionParams:
         at_least_one = ("events.max_buffered_events", "lidar.max_points")
         for name in at_least_one:
             if self.values[name] < 1:
-                raise ValueError(f"parameter {name}: must be >= 1, got {self.values[name]}")
+                raise ParameterError(f"parameter {name}: must be >= 1, got {self.values[name]}")
         for name in non_negative:
             if self.values[name] < 0:
                 raise ParameterError(f"parameter {name}: must be >= 0, got {self.values[name]}")
@@ -476,8 +476,8 @@ def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
     its own metadata; with one, the two must agree."""
     onnx_file = Path(params["onnx_file"]).expanduser() if params["onnx_file"] else None
     if params["backend"] == "torch" and onnx_file is not None:
-        raise ValueError("parameter onnx_file is set but backend is torch; set backend to onnxruntime, openvino or "
-                         "tensorrt to run it")
+        raise ParameterError("parameter onnx_file is set but backend is torch; set backend to onnxruntime, openvino "
+                             "or tensorrt to run it")
     checkpoint = None if onnx_file is not None and not params["checkpoint"] else resolve_checkpoint(params["checkpoint"])
     segmenter = Segmenter(checkpoint, device=params["device"], fp16=None if params["fp16"] else False,
                           short_side=params["short_side"] or None, convention=params["missing_convention"],

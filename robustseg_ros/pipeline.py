@@ -262,6 +262,7 @@ class PerceptionPipeline:
             data = convert()
         except MessageError as error:
             self._record_error(modality, error_kind(error), str(error), now)
+            self.health[modality].record_unusable(now)
             return None
         T_cam_lidar = None
         if extrinsic:
@@ -269,6 +270,7 @@ class PerceptionPipeline:
                 T_cam_lidar = self._lidar_extrinsic(msg)
             except LookupError as error:
                 self._record_error(modality, "no transform", str(error), now)
+                self.health[modality].record_unusable(now)
                 return None
         convert_ms = (time.perf_counter() - start) * 1e3
         stamp = stamp_to_seconds(msg.header.stamp)
@@ -357,12 +359,15 @@ class PerceptionPipeline:
         return checked.events
 
     def _event_sensor_size(self) -> tuple[int, int] | None:
-        """(width, height) px of the event sensor: the parameters, else the camera's; None while unknown."""
+        """(width, height) px of the event sensor: the parameters, else the camera image's, else the CameraInfo's;
+        None while unknown. Events are checked against it when buffered and accumulated in it when encoded."""
         if self.params["events.sensor_width"]:
             return self.params["events.sensor_width"], self.params["events.sensor_height"]
+        if self._camera_size is not None:
+            return self._camera_size[1], self._camera_size[0]
         if self.camera_intrinsics is not None:
             return self.camera_intrinsics.width, self.camera_intrinsics.height
-        return None if self._camera_size is None else (self._camera_size[1], self._camera_size[0])
+        return None
 
     def _record_error(self, modality: str, kind: str, text: str, now: float, count: int = 1) -> None:
         if self.health.record_error(modality, kind, text, now, count):
@@ -382,6 +387,18 @@ class PerceptionPipeline:
             self.sync.set_unhealthy(modality, excluded.get(modality))
         return statuses
 
+    def restart(self, now: float) -> None:
+        """Forget every input seen so far (synchronisation caches, health histories, buffered events, a waiting
+        camera frame): health starts over at ``now`` (node clock, s; at the first message or tick when 0, as
+        with use_sim_time before /clock). For a node activated again, and a clock that jumped back."""
+        self.sync.reset()
+        self.event_buffer.clear()
+        self._pending_camera = None
+        self._started = now > 0
+        self._last_now = now if self._started else None
+        if self._started:
+            self.health.reset(now)
+
     def _clock_running(self, now: float) -> bool:
         """False while ROS time is 0 (use_sim_time before /clock); restarts state when the clock jumps back."""
         if now <= 0:
@@ -392,10 +409,7 @@ class PerceptionPipeline:
         elif self._last_now is not None and now < self._last_now - CLOCK_JUMP_BACK_S:
             self.logger.warning(f"node clock jumped back from {self._last_now:.3f} s to {now:.3f} s "
                                 "(replay restarted?): synchronisation and health restart")
-            self.sync.reset()
-            self.health.reset(now)
-            self.event_buffer.clear()
-            self._pending_camera = None
+            self.restart(now)
         self._last_now = now
         return True
 
@@ -430,7 +444,7 @@ class PerceptionPipeline:
         if frame.entries["event"] is not None and self.params["events.input_type"] == "packets":
             events = self.event_buffer.window(*window)
         return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses,
-                        geometry_problem)
+                        geometry_problem, self._event_sensor_size())
 
     def _frame_geometry(self, size: tuple[int, int], now: float) -> tuple[CameraIntrinsics | None, str]:
         """The camera intrinsics for an output of ``size`` (height, width) px, or None and why. A CameraInfo of

@@ -177,6 +177,28 @@ def test_malformed_messages_counted_per_kind_and_logged_once():
     assert health.status(last + 0.01).state is SensorState.OK
 
 
+def test_a_sensor_that_publishes_only_unusable_messages_is_stale_not_dead():
+    """A covered depth camera (every image without valid depth) keeps publishing: STALE "unusable", never DEAD,
+    and one usable message clears it; when the messages stop too, the sensor is dead as usual."""
+    health = SensorHealth(CONFIG, started_at=0.0)
+    for i in range(30):  # 3 s at 10 Hz, longer than dead_after_s
+        now = 0.1 * i
+        health.record_error("no valid depth", "every pixel is 0", now)
+        health.record_unusable(now)
+    status = health.status(2.95)
+    assert status.state is SensorState.STALE and not status.usable and status.conditions[0] == "unusable"
+    assert status.message.startswith("unusable: messages arrive, but none usable since start (30 in a row malformed)")
+    assert "malformed no valid depth (30 so far)" in status.message
+
+    last = feed(health, 3.0, 3.5, 10.0)
+    assert health.status(last + 0.01).state is SensorState.WARN, "usable again; the malformed ones still held"
+    for i in range(10):
+        health.record_error("no valid depth", "every pixel is 0", last + 0.1 * (i + 1))
+        health.record_unusable(last + 0.1 * (i + 1))
+    assert health.status(last + 1.05).message.startswith("unusable: messages arrive, but none usable for 1.05 s")
+    assert health.status(last + 1.0 + CONFIG.dead_after_s + 0.1).state is SensorState.DEAD, "then silent"
+
+
 def test_monitor_and_exclusions():
     monitor = HealthMonitor({"rgb": CONFIG, "depth": CONFIG, "lidar": HealthConfig(expected_rate_hz=10.0)},
                             started_at=0.0)

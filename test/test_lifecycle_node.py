@@ -95,6 +95,10 @@ def test_lifecycle_transitions_load_subscribe_publish_and_free(managed):
     time.sleep(0.5)
     assert managed.count("segmentation") == frames
 
+    assert transition(managed, "activate"), "activated again: sensors start afresh and frames resume"
+    wait_for(lambda: managed.count("segmentation") >= frames + 2, 10.0, "frames once active again")
+    assert transition(managed, "deactivate")
+
     assert transition(managed, "cleanup")
     assert node.lifecycle_state == "unconfigured" and node.segmenter is None and node.pipeline is None
     assert transition(managed, "shutdown")

@@ -31,6 +31,7 @@ from robustseg_ros.conversions import (  # noqa: E402
 from robustseg_ros.params import (  # noqa: E402
     CO_LOCATED_LIDAR_TRANSFORM,
     PARAMETERS,
+    ParameterError,
     PerceptionParams,
     resolve_checkpoint,
     transform_from_parameter,
@@ -381,6 +382,16 @@ def test_zero_future_and_backwards_stamps(segmenter, drive, frame):
     assert any("backwards stamp" in text for text in logger.warnings)
 
 
+def test_a_restarted_pipeline_forgets_what_it_saw_before(segmenter, drive, frame):
+    """A node deactivated for longer than dead_after_s and activated again: its sensors start afresh (not DEAD)."""
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    assert feed(pipeline, drive_messages(frame, 50.0), 50.01) is not None
+    pipeline.restart(80.0)
+    statuses = pipeline.health.statuses(80.05)
+    assert all(status.conditions == ("never_received",) for status in statuses.values()), statuses
+    assert feed(pipeline, drive_messages(frame, 80.1), 80.11) is not None
+
+
 def test_clock_not_started_and_clock_jump_back(segmenter, drive, frame):
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
     assert feed(pipeline, drive_messages(frame, 5.0), 0.0) is None, "ROS time 0: sim time without /clock"
@@ -428,7 +439,9 @@ def test_missing_checkpoint_says_how_to_pass_one(tmp_path):
     ("warmup_width", 0, "warmup_width: must be > 0"),
     ("output.confidence_threshold", 1.5, r"output.confidence_threshold: must be in \[0, 1\]"),
     ("camera.qos", "fast", "camera.qos: 'fast' is not one of"),
+    ("lidar.max_points", 0, "lidar.max_points: must be >= 1"),
+    ("health.degraded_after_messages", 0, "health.degraded_after_messages"),
 ])
 def test_bad_parameters_are_named(name, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ParameterError, match=message):  # a one-line error of the console script, not a traceback
         PerceptionParams({name: value})
