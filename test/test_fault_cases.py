@@ -210,6 +210,9 @@ CASES = [
     Case("evaluate_bag: damaged chunk skipped", EVALUATE_BAG,
          ["{bag_chunk}", "--checkpoint", "{checkpoint}", "--skip-damaged-chunks", "--no-plots", "-o", "{tmp}/eb1"], 0,
          "skipping 1 damaged chunk(s) of 2"),
+    Case("evaluate_bag: every chunk damaged", EVALUATE_BAG,
+         ["{bag_all_chunks}", "--checkpoint", "{checkpoint}", "--skip-damaged-chunks", "--no-plots", "-o", "{tmp}/eb3"],
+         1, "bag {bag_all_chunks}: every one of its 2 chunk(s) is damaged; no message can be read"),
     Case("evaluate_bag: bag without CRCs", EVALUATE_BAG,
          ["{bag_nocrc}", "--checkpoint", "{checkpoint}", "--no-plots", "-o", "{tmp}/eb2"], 0,
          "2 chunk(s) carry no CRC (written without checksums); their integrity cannot be checked"),
@@ -329,6 +332,12 @@ def world(mini_dataset, tmp_path_factory, commands, ros_domain_module):
                                      storage], env=env).status == 0
     paths["bag_chunk"], storage = copy_bag(paths["bag"], "bag_chunk")
     flip_bytes(storage, 43 + 200)  # inside the first chunk's records
+    paths["bag_all_chunks"], storage = copy_bag(paths["bag"], "bag_all_chunks")
+    with open(storage, "rb") as handle:
+        size = storage.stat().st_size
+        chunk_offsets = [offset for offset, _, _, _ in _chunk_locations(handle, size, _footer(handle, size)[0])]
+    for offset in chunk_offsets:
+        flip_bytes(storage, offset + 200)  # inside each chunk's records
     paths["bag_summary"], storage = copy_bag(paths["bag"], "bag_summary")
     with open(storage, "rb") as handle:
         summary_start, _ = _footer(handle, storage.stat().st_size)

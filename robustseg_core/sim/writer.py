@@ -222,7 +222,10 @@ def _written_scenes(root: str, jobs: list[SceneJob], config: DriveConfig, worker
     if workers == 1:
         yield from map(_write_scene_task, tasks)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+    try:
         for future in as_completed([pool.submit(_write_scene_task, task) for task in tasks]):
             yield future.result()
+    finally:  # a failed scene (or Ctrl-C) stops the run now: the scenes not started are not rendered for nothing
+        pool.shutdown(wait=True, cancel_futures=True)

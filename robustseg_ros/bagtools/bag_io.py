@@ -124,7 +124,12 @@ class BagReader:
 
     def _leave_out_chunks(self, report: IntegrityReport) -> None:
         """Drop the damaged chunks from the chunk lists rosbags reads messages from (rosbags has no public
-        way to skip chunks: its MCAP readers keep the summary's chunk index in ``chunks``)."""
+        way to skip chunks: its MCAP readers keep the summary's chunk index in ``chunks``). A file left with
+        no chunk yields no message (with an empty index rosbags would scan the whole file, damage included);
+        a bag left with none is a ``BagError``."""
+        if not report.checked_chunks and not report.unchecked_chunks:
+            raise BagError(f"bag {self.path}: every one of its {len(report.damaged)} chunk(s) is damaged; "
+                           "no message can be read")
         storage = self.reader.storage
         for mcap in getattr(storage, "storages", [storage]):
             damaged = {chunk.offset for chunk in report.damaged if chunk.file.name == Path(mcap.path).name}
@@ -132,6 +137,8 @@ class BagReader:
                 raise BagError(f"bag {self.path}: this rosbags version cannot skip damaged chunks")
             if damaged:
                 mcap.chunks = [chunk for chunk in mcap.chunks if chunk.chunk_start_offset not in damaged]
+                if not mcap.chunks:
+                    mcap.messages = _no_messages
 
     def close(self) -> None:
         if self._reader is not None:
@@ -220,6 +227,11 @@ class BagReader:
                 raise BagError(f"bag {self.path}: message on {connection.topic} at {timestamp_ns} ns cannot be "
                                f"deserialized as {connection.msgtype} ({cause(error)})") from error
             yield connection.topic, timestamp_ns, message
+
+
+def _no_messages(*_args, **_kwargs):
+    """The messages of a storage file whose every chunk is damaged: none."""
+    return iter(())
 
 
 class BagWriter:
