@@ -260,18 +260,11 @@ class PerceptionPipeline:
         start = time.perf_counter()
         try:
             data = convert()
-        except MessageError as error:
+            T_cam_lidar = self._lidar_extrinsic(msg) if extrinsic else None
+        except MessageError as error:  # the message arrived but cannot be used
             self._record_error(modality, error_kind(error), str(error), now)
             self.health[modality].record_unusable(now)
             return None
-        T_cam_lidar = None
-        if extrinsic:
-            try:
-                T_cam_lidar = self._lidar_extrinsic(msg)
-            except LookupError as error:
-                self._record_error(modality, "no transform", str(error), now)
-                self.health[modality].record_unusable(now)
-                return None
         convert_ms = (time.perf_counter() - start) * 1e3
         stamp = stamp_to_seconds(msg.header.stamp)
         digest = payload_digest(msg.data) if frozen_check else None
@@ -329,13 +322,17 @@ class PerceptionPipeline:
                      for modality in self.sync.awaited(stamp, now, self._expected_periods_s))
 
     def _lidar_extrinsic(self, msg: PointCloud2) -> np.ndarray:
+        """T_cam_lidar: the parameter, or the tf2 lookup at the cloud's stamp (``UnusableMessage`` "no transform")."""
         if self.lidar_extrinsic_lookup is None:
             return self.params.T_cam_lidar
         camera_frame = self.params["lidar.camera_frame"] or self.camera_frame_id
-        if not camera_frame:
-            raise LookupError("no camera frame for the tf2 lookup yet (no CameraInfo and lidar.camera_frame empty)")
-        return check_transform(self.lidar_extrinsic_lookup(msg.header.frame_id, camera_frame,
-                                                           stamp_to_seconds(msg.header.stamp)))
+        try:
+            if not camera_frame:
+                raise LookupError("no camera frame for the tf2 lookup yet (no CameraInfo and lidar.camera_frame empty)")
+            transform = self.lidar_extrinsic_lookup(msg.header.frame_id, camera_frame, stamp_to_seconds(msg.header.stamp))
+        except LookupError as error:
+            raise UnusableMessage("no transform", str(error), topic=self.topic_names["lidar"]) from error
+        return check_transform(transform)
 
     def _buffer_events(self, events: np.ndarray, stamp: float, now: float) -> np.ndarray:
         """A packet's events that can feed frames, into the buffer; those outside its time window or the sensor,
@@ -388,9 +385,7 @@ class PerceptionPipeline:
         return statuses
 
     def restart(self, now: float) -> None:
-        """Forget every input seen so far (synchronisation caches, health histories, buffered events, a waiting
-        camera frame): health starts over at ``now`` (node clock, s; at the first message or tick when 0, as
-        with use_sim_time before /clock). For a node activated again, and a clock that jumped back."""
+        """Forget all inputs (sync, health, events, waiting frame); health restarts at ``now`` (s), or later if 0."""
         self.sync.reset()
         self.event_buffer.clear()
         self._pending_camera = None

@@ -366,6 +366,16 @@ def test_malformed_messages_are_counted_logged_once_and_survived(segmenter, driv
     assert pipeline.process(job).fed == ("rgb", "depth", "event", "lidar"), "good messages still work"
 
 
+def test_a_failed_tf_lookup_counts_the_cloud_as_no_transform(segmenter, drive, frame):
+    def lookup(lidar_frame, camera_frame, stamp_s):
+        raise LookupError(f"no tf2 transform {camera_frame} <- {lidar_frame}")
+
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, lidar_extrinsic_lookup=lookup)
+    job = feed(pipeline, drive_messages(frame, 60.0), 60.01)
+    assert pipeline.health["lidar"].error_counts == {"no transform": 1}
+    assert "lidar" not in pipeline.process(job).fed
+
+
 def test_zero_future_and_backwards_stamps(segmenter, drive, frame):
     logger = RecordingLogger()
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)
