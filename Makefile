@@ -147,15 +147,21 @@ runs/teacher_continued/best.pt:
 	$(MAKE) teacher-continued
 
 # Those two students continued to $(EXTENDED_STUDENT_EPOCHS) epochs (a warm restart of their poly schedule, as for
-# the continued teacher), in copies so the 12-epoch runs keep their results: are they still budget-bound?
-# (docs/results.md, "Longer students").
+# the continued teacher), in copies so the shorter runs keep their results: are they still budget-bound?
+# (docs/results.md, "Longer students"). Continue again from the 24-epoch copies with
+# `make students-extended EXTEND_FROM=runs/budget_extended EXTEND_TO=runs/budget_extended36 EXTENDED_STUDENT_EPOCHS=36`.
 EXTENDED_STUDENT_EPOCHS ?= 24
-students-extended: $(BENCH_DATA)/meta.json runs/budget_continued/ablation.json
-	$(call copy_run,runs/budget_continued/S_seed0,runs/budget_extended/S_seed0)
-	$(call copy_run,runs/budget_continued/SPCR_seed0,runs/budget_extended/SPCR_seed0)
-	$(PY) -m robustseg_core.training.ablation --teachers runs/teachers_continued --out runs/budget_extended \
+EXTEND_FROM ?= runs/budget_continued
+EXTEND_TO ?= runs/budget_extended
+students-extended: $(BENCH_DATA)/meta.json $(EXTEND_FROM)/ablation.json
+	$(call copy_run,$(EXTEND_FROM)/S_seed0,$(EXTEND_TO)/S_seed0)
+	$(call copy_run,$(EXTEND_FROM)/SPCR_seed0,$(EXTEND_TO)/SPCR_seed0)
+	$(PY) -m robustseg_core.training.ablation --teachers runs/teachers_continued --out $(EXTEND_TO) \
 		--data-root $(BENCH_DATA) --seeds 0 --methods S SPCR --jobs 2 --allow-config-change \
 		--student-set train.epochs=$(EXTENDED_STUDENT_EPOCHS)
+
+runs/budget_extended/ablation.json:
+	$(MAKE) students-extended EXTEND_FROM=runs/budget_continued EXTEND_TO=runs/budget_extended EXTENDED_STUDENT_EPOCHS=24
 
 runs/budget_continued/ablation.json:
 	$(MAKE) students-continued

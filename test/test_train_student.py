@@ -64,6 +64,24 @@ def test_resume_with_more_epochs_keeps_learning(mini_dataset, tmp_path, teacher)
                        "--resume", str(tmp_path / "best.pt")])
 
 
+def test_a_run_moved_with_its_teacher_resumes_but_not_with_another_teacher(mini_dataset, tmp_path, teacher):
+    moved, other = tmp_path / "moved" / "teacher.pt", tmp_path / "other" / "teacher.pt"
+    moved.parent.mkdir(), other.parent.mkdir()
+    moved.write_bytes(teacher.read_bytes())
+    torch.manual_seed(1)
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    save_checkpoint(other, {"model": model.state_dict(), "architecture": model.architecture,
+                            "meta": checkpoint_meta({"data": {"eval_size": 64}})})
+    run = tmp_path / "run"
+    train_student(["--set", *student_overrides(mini_dataset, run, teacher, "SPC", epochs=1)])
+    with pytest.raises(ConfigError, match="cannot resume with teacher.checkpoint changed"):
+        train_student(["--set", *student_overrides(mini_dataset, run, other, "SPC", epochs=2), "--resume", "auto",
+                       "--allow-config-change"])
+    train_student(["--set", *student_overrides(mini_dataset, run, moved, "SPC", epochs=2), "--resume", "auto",
+                   "--allow-config-change"])
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
 @pytest.mark.parametrize("override, message", [
     ("distill.hpdm_weight=-1", "distill.hpdm_weight must be a finite number >= 0"),
     ("distill.kl_weight=.nan", "distill.kl_weight must be a finite number >= 0"),

@@ -20,7 +20,6 @@ are stored in the file (``robustseg_core.deploy.metadata``)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import os
 import sys
@@ -38,7 +37,7 @@ from ..classes import combination_name
 from ..cli import console_script
 from ..errors import UserError
 from ..models import MultimodalSegmentor
-from ..models.checkpoint import build_model_from_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint, file_sha256
 from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata, ModelMetadataError
 
 #: Tolerance of the post-export check, on every logit: |onnx - torch| <= ATOL + RTOL * |torch|.
@@ -132,14 +131,6 @@ def check_onnx_against_torch(onnx_model: bytes | str | os.PathLike, model: Multi
         raise ExportCheckError(f"the ONNX model disagrees with the checkpoint beyond {ATOL:g} + {RTOL:g} x |logit| "
                                f"for {len(failed)} of {len(masks)} modality combinations: {', '.join(failed)}")
     return ExportCheck(errors, agreement, size)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_bytes(model: MultimodalSegmentor, metadata: ModelMetadata, opset: int = OPSET) -> bytes:

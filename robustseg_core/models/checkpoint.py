@@ -10,6 +10,7 @@ Nothing here imports ``robustseg_core.training``: serving depends on the model, 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -64,6 +65,15 @@ def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None
         "command": " ".join(sys.argv),
         "torch_version": str(torch.__version__),
     }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path`` (hex): a checkpoint's identity wherever it is moved."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:

@@ -36,7 +36,7 @@ from .distributed import DistributedContext, ShardSampler, reduce_mean
 from .logger import ScalarLogger
 from .optim import WarmupPolyLR, build_optimizer
 from .run_folder import (BEST_KEYS, TrainingInterrupted, check_resumed_schedule, ensure_best_checkpoint, finite_checkpoint,
-                         resume_checkpoint)
+                         input_file_digests, resume_checkpoint)
 from .step_timer import StepTimer, no_timer
 
 #: step(model, batch) -> {"loss": total to minimise, <term>: weighted term, ...}; ``model`` may be
@@ -401,8 +401,9 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                   + (f" with a changed config: {'; '.join(changes)}" if changes else ""))
     del checkpoint
 
-    logger = None
+    logger, input_digests = None, {}
     if ctx.is_main:
+        input_digests = input_file_digests(config)
         parameter_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
         check_free_space(output_dir, CHECKPOINT_SPACE_IN_PARAMETERS * parameter_bytes, "best.pt and last.pt")
         logger = ScalarLogger(output_dir, tensorboard=train_cfg["tensorboard"],
@@ -431,7 +432,7 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                     "meta": checkpoint_meta(config, metrics, segmentor.modalities),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
-                    "steps_per_epoch": steps_per_epoch,
+                    "steps_per_epoch": steps_per_epoch, "input_sha256": input_digests,
                 }, stats, metrics if validated else None, logger, last_path)
                 saved_epoch = epoch
                 if best.get("epoch") == epoch:  # after last.pt: a resume rewrites it from there if cut short

@@ -10,7 +10,8 @@ checks around that:
 
 * :func:`resume_checkpoint`: the checkpoint to resume from, refusing a fresh start over an existing run
   and a resume whose config differs in a key that changes what is trained (:data:`SAFE_ON_RESUME` may
-  change with ``--allow-config-change``);
+  change with ``--allow-config-change``; an input file named in :data:`INPUT_FILES` is compared by the
+  digest ``last.pt`` records, so a run whose teacher was moved with it resumes);
 * :func:`ensure_best_checkpoint`: ``best.pt`` rewritten from ``last.pt`` when it lacks the best epoch;
 * :func:`finite_checkpoint`: the newest checkpoint whose weights are all finite, for a divergence message.
 """
@@ -25,7 +26,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import Interrupted, UsageError
-from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..models.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .config import ConfigError
 
 #: Config keys a resumed run may change (with ``--allow-config-change``): the epoch budget (the schedule
@@ -34,6 +35,9 @@ SAFE_ON_RESUME = frozenset({"train.epochs", "train.eval_every", "train.log_every
                             "train.tensorboard"})
 #: Keys never compared: where the run and its exported encoder live (a moved folder resumes from its new place).
 NOT_COMPARED = frozenset({"train.output_dir", "pretrain.encoder_out"})
+#: Keys naming an input file: compared by content (the SHA-256 in ``last.pt``), not by path, so a run whose
+#: teacher moved with it (an ablation folder moved or copied to another machine) resumes.
+INPUT_FILES = ("teacher.checkpoint",)
 RESUMABLE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best")
 #: The part of a resumable checkpoint that ``best.pt`` holds.
 BEST_KEYS = ("model", "architecture", "meta", "epoch")
@@ -56,23 +60,45 @@ def resume_command(prog: str, argv: Sequence[str]) -> str:
     return shlex.join([prog, *kept, "--resume", "auto"])
 
 
-def config_differences(stored: Mapping, current: Mapping) -> dict[str, tuple]:
+def input_file_digests(config: Mapping) -> dict[str, str]:
+    """``section.key`` -> SHA-256 of the file, for each of :data:`INPUT_FILES` that names an existing file."""
+    digests = {}
+    for name in INPUT_FILES:
+        section, key = name.split(".")
+        value = config.get(section, {}).get(key)
+        if value is not None and Path(value).is_file():
+            digests[name] = file_sha256(value)
+    return digests
+
+
+def _same_input_file(name: str, path: object, stored_digests: Mapping[str, str]) -> bool:
+    """Whether ``path`` holds the file whose digest the checkpoint recorded for input ``name``."""
+    return (name in stored_digests and path is not None and Path(path).is_file()
+            and file_sha256(path) == stored_digests[name])
+
+
+def config_differences(stored: Mapping, current: Mapping, stored_digests: Mapping[str, str] | None = None
+                       ) -> dict[str, tuple]:
     """``section.key`` -> (stored value, current value) for every compared key whose value differs; a key
-    the stored config lacks (written by an older version) counts only when the current value is not None."""
+    the stored config lacks (written by an older version) counts only when the current value is not None.
+    An input file (:data:`INPUT_FILES`) at another path does not differ when its content has the digest in
+    ``stored_digests``."""
     differences = {}
     for section, values in current.items():
         for key, value in values.items():
             name = f"{section}.{key}"
             old = stored.get(section, {}).get(key) if isinstance(stored.get(section), Mapping) else None
-            if name not in NOT_COMPARED and old != value:
+            if name not in NOT_COMPARED and old != value and not _same_input_file(name, value, stored_digests or {}):
                 differences[name] = (old, value)
     return differences
 
 
-def check_resume_config(stored: Mapping, current: Mapping, path: Path, allow_change: bool) -> list[str]:
+def check_resume_config(stored: Mapping, current: Mapping, path: Path, allow_change: bool,
+                        stored_digests: Mapping[str, str] | None = None) -> list[str]:
     """``ConfigError`` naming the keys in which ``current`` differs from the config stored in the checkpoint
-    at ``path``, unless every one is in ``SAFE_ON_RESUME`` and ``allow_change``; returns the changes."""
-    differences = config_differences(stored, current)
+    at ``path`` (input files compared by ``stored_digests``), unless every one is in ``SAFE_ON_RESUME`` and
+    ``allow_change``; returns the changes."""
+    differences = config_differences(stored, current, stored_digests)
     changes = [f"{name}: {old!r} -> {new!r}" for name, (old, new) in sorted(differences.items())]
     unsafe = sorted(set(differences) - SAFE_ON_RESUME)
     if unsafe:
@@ -106,7 +132,8 @@ def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, all
     missing = [key for key in RESUMABLE_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not resumable (no {', '.join(missing)}); resume from last.pt")
-    changes = check_resume_config(checkpoint.get("meta", {}).get("config", {}), config, path, allow_change)
+    changes = check_resume_config(checkpoint.get("meta", {}).get("config", {}), config, path, allow_change,
+                                  checkpoint.get("input_sha256", {}))
     return checkpoint, path, changes
 
 
