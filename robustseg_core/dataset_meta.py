@@ -49,6 +49,8 @@ def read_meta(root: str | os.PathLike) -> dict:
                            "present): run the same generate_dataset command again to finish it")
     path = root / META_NAME
     if not path.is_file():
+        if root.exists() and not root.is_dir():
+            raise DatasetError(f"{root}: a file, not a data set folder")
         if not root.is_dir():
             raise DatasetError(f"{root}: no such data set folder")
         raise DatasetError(f"{root}: no {META_NAME}, so what the folder should hold is unknown: an interrupted "

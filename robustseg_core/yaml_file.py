@@ -16,5 +16,7 @@ def read_yaml(path: str | os.PathLike, error: Callable[[str], Exception], what: 
             return yaml.safe_load(handle)
     except OSError as cause:
         raise error(f"{what} {path}: cannot be read ({cause.strerror or cause})") from cause
+    except UnicodeDecodeError as cause:
+        raise error(f"{what} {path}: not a text file (byte {cause.start} is not UTF-8)") from cause
     except yaml.YAMLError as cause:
         raise error(f"{what} {path}: not valid YAML ({' '.join(str(cause).split())})") from cause

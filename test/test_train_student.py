@@ -64,7 +64,7 @@ def test_resume_with_more_epochs_keeps_learning(mini_dataset, tmp_path, teacher)
                        "--resume", str(tmp_path / "best.pt")])
 
 
-def test_a_run_moved_with_its_teacher_resumes_but_not_with_another_teacher(mini_dataset, tmp_path, teacher):
+def test_a_run_moved_with_its_teacher_resumes_but_not_with_another_or_changed_teacher(mini_dataset, tmp_path, teacher):
     moved, other = tmp_path / "moved" / "teacher.pt", tmp_path / "other" / "teacher.pt"
     moved.parent.mkdir(), other.parent.mkdir()
     moved.write_bytes(teacher.read_bytes())
@@ -80,6 +80,11 @@ def test_a_run_moved_with_its_teacher_resumes_but_not_with_another_teacher(mini_
     train_student(["--set", *student_overrides(mini_dataset, run, moved, "SPC", epochs=2), "--resume", "auto",
                    "--allow-config-change"])
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    moved.write_bytes(other.read_bytes())  # the teacher replaced in place (say, trained further)
+    with pytest.raises(ConfigError, match=r"cannot resume with teacher.checkpoint changed \(teacher.checkpoint: "
+                                          r"'.*moved/teacher.pt \(sha256 [0-9a-f]{12}\)' -> '.*moved/teacher.pt \(sha256"):
+        train_student(["--set", *student_overrides(mini_dataset, run, moved, "SPC", epochs=3), "--resume", "auto",
+                       "--allow-config-change"])
 
 
 @pytest.mark.parametrize("override, message", [

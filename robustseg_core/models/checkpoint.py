@@ -87,6 +87,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with ``weights_only=True``; missing or corrupted files raise CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (a run folder holds best.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:

@@ -50,6 +50,9 @@ def resolve_pretrained(source: str | os.PathLike) -> Path:
             raise FileNotFoundError(f"shipped encoder {text!r} is missing from the package ({path})")
         return path
     path = Path(text)
+    if path.is_dir():
+        raise EncoderFileError(f"pretrained encoder {text}: a folder, not an encoder file (pretrain_encoder writes "
+                               "<output_dir>/encoder.pth)")
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained encoder not found: {text} (a path, or one of the shipped encoders: "

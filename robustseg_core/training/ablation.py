@@ -15,12 +15,16 @@ only the student has (``distill``, ``student``, ``teacher``) skip the teacher. `
 finished runs are still skipped, so change a budget only for runs that are all unfinished (or use
 a new ``--out``), or the table mixes budgets.
 ``--jobs N`` runs N trainings at a time, each in its own process. ``--teachers DIR`` reuses the
-teachers of an earlier run, to compare student variants against the same teachers.
+teachers of an earlier run, to compare student variants against the same teachers: the teacher rows
+are then those teachers evaluated, none is trained. A student starts only from a finished teacher.
+Overrides are checked before any run; ``data.root``, ``train.seed`` and ``train.output_dir`` come from
+``--data-root``, ``--seeds`` and ``--out`` and cannot be overridden.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -31,8 +35,11 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..cli import console_script, non_negative_int
-from ..errors import UserError
+from ..errors import UsageError, UserError
 from ..evaluation.evaluate import main as evaluate
+from ..models.checkpoint import load_checkpoint
+from .config import merge, parse_overrides
+from .train_student import DEFAULTS as STUDENT_DEFAULTS
 from .train_student import RECIPES
 from .train_student import main as train_student
 from .train_teacher import DEFAULTS as TEACHER_DEFAULTS
@@ -55,8 +62,43 @@ COLUMNS = {
 }
 
 
+#: Keys the ablation sets for each run itself, and the option that sets them.
+ABLATION_KEYS = {"data.root": "--data-root", "train.seed": "--seeds", "train.output_dir": "--out"}
+
+
 class AblationRunFailed(UserError, RuntimeError):
     """One (method, seed) run of a parallel ablation failed; the message names it and its log."""
+
+
+class AblationUsageError(UsageError):
+    """An override the ablation cannot apply, or a teacher that is not finished."""
+
+
+def check_overrides(args: argparse.Namespace) -> None:
+    """``AblationUsageError`` (or ``ConfigError``) for an override of a key the ablation sets itself, or one that
+    neither side's config knows or whose value has the wrong type: before any run, not when the run starts."""
+    for option, items, defaults in (("--set", args.set, STUDENT_DEFAULTS), ("--student-set", args.student_set,
+                                    STUDENT_DEFAULTS), ("--teacher-set", args.teacher_set, TEACHER_DEFAULTS)):
+        parsed = parse_overrides(items)
+        for section, values in parsed.items():
+            for key in values:
+                if f"{section}.{key}" in ABLATION_KEYS:
+                    raise AblationUsageError(f"{option} {section}.{key}: the ablation sets it for each run; use "
+                                             f"{ABLATION_KEYS[f'{section}.{key}']}")
+        merge(copy.deepcopy(defaults), parsed, defaults, option)
+
+
+def check_teacher_finished(teacher: Path) -> None:
+    """``AblationUsageError`` when the ``last.pt`` beside ``teacher`` (a best.pt) has not trained its epochs:
+    its students would learn from a half-trained teacher, then refuse to resume once it has changed."""
+    last = teacher.parent / "last.pt"
+    if not last.exists():
+        return
+    checkpoint = load_checkpoint(last)
+    epochs = checkpoint.get("meta", {}).get("config", {}).get("train", {}).get("epochs")
+    if epochs is not None and checkpoint["epoch"] + 1 < epochs:
+        raise AblationUsageError(f"teacher {teacher} is not finished ({checkpoint['epoch'] + 1} of {epochs} epochs in "
+                                 f"{last}): finish it first (--methods teacher)")
 
 
 def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
@@ -67,15 +109,21 @@ def run_method(method: str, seed: int, out: Path, args: argparse.Namespace) -> d
         return json.loads(result_path.read_text())
     common = [f"data.root={args.data_root}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
     resume = ["--resume", "auto", *(["--allow-config-change"] if args.allow_config_change else [])]
-    if method == "teacher":
+    teacher = (args.teachers or out) / f"teacher_seed{seed}" / "best.pt"
+    checkpoint = run_dir / "best.pt"
+    if method == "teacher" and args.teachers:  # the given teacher, evaluated
+        check_teacher_finished(teacher)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = teacher
+    elif method == "teacher":
         teacher_overrides = [item for item in args.set if item.partition(".")[0] in TEACHER_DEFAULTS]
         train_teacher(["--config", str(args.teacher_config), *resume, "--set", *common, *teacher_overrides,
                        *args.teacher_set])
     else:
-        teacher = (args.teachers or out) / f"teacher_seed{seed}" / "best.pt"
+        check_teacher_finished(teacher)
         train_student(["--config", str(args.student_config), *resume, "--set", *common, *args.set,
                        *args.student_set, f"student.recipe={method}", f"teacher.checkpoint={teacher}"])
-    return evaluate(["--checkpoint", str(run_dir / "best.pt"), "--data-root", str(args.data_root), "--split", "test",
+    return evaluate(["--checkpoint", str(checkpoint), "--data-root", str(args.data_root), "--split", "test",
                      "--robustness", "--seed", str(seed), "--json", str(result_path),
                      "--markdown", str(run_dir / "eval_test.md")])
 
@@ -90,7 +138,7 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
     jobs = [(method, seed) for method in args.methods for seed in args.seeds if method == "teacher"]
     jobs += [(method, seed) for seed in args.seeds for method in args.methods if method != "teacher"]
     pending = [(method, seed) for method, seed in jobs if not (args.out / f"{method}_seed{seed}" / RESULT).exists()]
-    teacher_pending = {seed for method, seed in pending if method == "teacher"}
+    teacher_pending = {seed for method, seed in pending if method == "teacher" and not args.teachers}
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     running: dict[tuple[str, int], tuple[subprocess.Popen, Path]] = {}
@@ -103,6 +151,8 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
             if process.returncode != 0:
                 for other, _ in running.values():
                     other.terminate()
+                for other, _ in running.values():  # gone, with their folder locks, before the error returns
+                    other.wait()
                 raise AblationRunFailed(f"ablation run {job[0]} seed {job[1]} failed (exit {process.returncode}); "
                                         f"see {log}")
             if job[0] == "teacher":
@@ -175,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)  # a --jobs child: no summary files
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    check_overrides(args)
     if args.jobs > 1:
         run_parallel(args, argv)
     results: dict[str, list[dict]] = {method: [] for method in args.methods}

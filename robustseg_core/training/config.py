@@ -21,9 +21,22 @@ class ConfigError(UsageError, ValueError):
     """A configuration file or override is invalid; the message names the key and the source."""
 
 
+#: The type a value must have for each key whose default is None (unset): a path or a list.
+UNSET_DEFAULT_TYPES: dict[str, type] = {
+    "data.conditions": list, "data.cases": list, "model.pretrained": str, "teacher.checkpoint": str,
+    "student.k_probabilities": list, "pretrain.encoder_out": str, "train.val_combinations": list,
+}
+_TYPE_NAMES = {list: "a list", str: "a string (a path)"}
+
+
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
-    if default is None or value is None:
+    if default is None:
+        expected = UNSET_DEFAULT_TYPES.get(key)
+        if value is not None and expected is not None and not isinstance(value, expected):
+            raise ConfigError(f"{source}: {key} must be {_TYPE_NAMES[expected]} or null, got {value!r}")
         return value
+    if value is None:
+        raise ConfigError(f"{source}: {key} is empty (null); give it a value (default {default!r})")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")

@@ -89,6 +89,14 @@ class TrainingDiverged(UserError, RuntimeError):
     checkpoint whose weights are all finite."""
 
 
+def in_interval(value: float, interval: str) -> bool:
+    """Whether ``value`` is a finite number in ``interval``, written "[low, high)" (brackets: bound included)."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    return math.isfinite(value) and above and below
+
+
 def check_training_config(config: Mapping) -> None:
     """``ConfigError`` naming the first training setting that cannot work (a count below its minimum, an
     unknown preset, AMP type or modality combination), before anything is built."""
@@ -99,8 +107,12 @@ def check_training_config(config: Mapping) -> None:
         section, key = name.split(".")
         if config[section][key] < lowest:
             raise ConfigError(f"{name} must be >= {lowest}, got {config[section][key]}")
-    if not config["optim"]["lr"] > 0:
-        raise ConfigError(f"optim.lr must be > 0, got {config['optim']['lr']}")
+    intervals = {"optim.lr": "(0, inf)", "optim.weight_decay": "[0, inf)", "optim.warmup_ratio": "[0, 1]",
+                 "optim.poly_power": "[0, inf)", "model.drop_path_rate": "[0, 1)", "loss.ohem_thresh": "(0, 1)"}
+    for name, interval in intervals.items():
+        section, key = name.split(".")
+        if not in_interval(config[section][key], interval):
+            raise ConfigError(f"{name} must be in {interval}, got {config[section][key]!r}")
     choices = {"model.preset": (config["model"]["preset"], MODEL_PRESETS),
                "train.amp_dtype": (config["train"]["amp_dtype"], ("bfloat16", "float16"))}
     for name, (value, allowed) in choices.items():

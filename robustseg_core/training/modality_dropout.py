@@ -42,7 +42,7 @@ def sample_modality_dropout(
     if num_modalities < 1:
         raise ValueError(f"num_modalities must be >= 1, got {num_modalities}")
     draw_device = generator.device if generator is not None else torch.device("cpu")
-    probabilities = _validated_k_probabilities(k_probabilities, num_modalities).to(draw_device)
+    probabilities = validated_k_probabilities(k_probabilities, num_modalities).to(draw_device)
     kept_counts = torch.multinomial(probabilities, batch_size, replacement=True, generator=generator) + 1
     scores = torch.rand(batch_size, num_modalities, generator=generator, device=draw_device)
     ranks = scores.argsort(dim=1).argsort(dim=1)
@@ -73,7 +73,7 @@ def apply_modality_dropout(
     return student_images, student_present, keep
 
 
-def _validated_k_probabilities(k_probabilities: Sequence[float] | Tensor | None, num_modalities: int) -> Tensor:
+def validated_k_probabilities(k_probabilities: Sequence[float] | Tensor | None, num_modalities: int) -> Tensor:
     """Probabilities [M] of keeping k = 1..M modalities, float64 on the CPU, summing to 1."""
     if k_probabilities is None:
         return torch.full((num_modalities,), 1.0 / num_modalities, dtype=torch.float64)

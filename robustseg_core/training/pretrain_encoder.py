@@ -81,10 +81,11 @@ def data_description(root: str) -> dict:
     return {
         "root": str(root),
         "seed": meta.get("seed"),
-        "randomization": meta.get("drive_config", {}).get("randomization", "benchmark"),
+        "randomization": (meta.get("drive_config") or {}).get("randomization", "benchmark"),
         "size": [meta.get("width"), meta.get("height")],
         "scenes": {split: len(scenes) for split, scenes in meta.get("splits", {}).items()},
-        "scene_seeds": {split: [scene["seed"] for scene in scenes] for split, scenes in meta.get("splits", {}).items()},
+        "scene_seeds": {split: [scene.get("seed") for scene in scenes]  # None for an indexed data set (DELIVER)
+                        for split, scenes in meta.get("splits", {}).items()},
     }
 
 

@@ -36,7 +36,8 @@ SAFE_ON_RESUME = frozenset({"train.epochs", "train.eval_every", "train.log_every
 #: Keys never compared: where the run and its exported encoder live (a moved folder resumes from its new place).
 NOT_COMPARED = frozenset({"train.output_dir", "pretrain.encoder_out"})
 #: Keys naming an input file: compared by content (the SHA-256 in ``last.pt``), not by path, so a run whose
-#: teacher moved with it (an ablation folder moved or copied to another machine) resumes.
+#: teacher moved with it (an ablation folder moved or copied to another machine) resumes, and a teacher
+#: trained further or replaced at the same path is refused.
 INPUT_FILES = ("teacher.checkpoint",)
 RESUMABLE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best")
 #: The part of a resumable checkpoint that ``best.pt`` holds.
@@ -71,24 +72,32 @@ def input_file_digests(config: Mapping) -> dict[str, str]:
     return digests
 
 
-def _same_input_file(name: str, path: object, stored_digests: Mapping[str, str]) -> bool:
-    """Whether ``path`` holds the file whose digest the checkpoint recorded for input ``name``."""
-    return (name in stored_digests and path is not None and Path(path).is_file()
-            and file_sha256(path) == stored_digests[name])
+def _input_file_difference(name: str, old: object, new: object, stored_digests: Mapping[str, str]) -> tuple | None:
+    """(old, new) when input file ``name`` differs: by content when the checkpoint recorded its digest (a
+    file moved is the same, a file replaced in place is not), else by path."""
+    if name not in stored_digests:
+        return (old, new) if old != new else None
+    digest = file_sha256(new) if new is not None and Path(new).is_file() else None
+    if digest == stored_digests[name]:
+        return None
+    return (f"{old} (sha256 {stored_digests[name][:12]})", f"{new} ({f'sha256 {digest[:12]}' if digest else 'no file'})")
 
 
 def config_differences(stored: Mapping, current: Mapping, stored_digests: Mapping[str, str] | None = None
                        ) -> dict[str, tuple]:
     """``section.key`` -> (stored value, current value) for every compared key whose value differs; a key
     the stored config lacks (written by an older version) counts only when the current value is not None.
-    An input file (:data:`INPUT_FILES`) at another path does not differ when its content has the digest in
-    ``stored_digests``."""
+    An input file (:data:`INPUT_FILES`) is compared by content when ``stored_digests`` has its digest."""
     differences = {}
     for section, values in current.items():
         for key, value in values.items():
             name = f"{section}.{key}"
             old = stored.get(section, {}).get(key) if isinstance(stored.get(section), Mapping) else None
-            if name not in NOT_COMPARED and old != value and not _same_input_file(name, value, stored_digests or {}):
+            if name in INPUT_FILES:
+                difference = _input_file_difference(name, old, value, stored_digests or {})
+                if difference is not None:
+                    differences[name] = difference
+            elif name not in NOT_COMPARED and old != value:
                 differences[name] = (old, value)
     return differences
 
@@ -132,6 +141,9 @@ def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, all
     missing = [key for key in RESUMABLE_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not resumable (no {', '.join(missing)}); resume from last.pt")
+    if last_path.exists() and path.resolve() != last_path.resolve():
+        raise UsageError(f"{output_dir} already holds a run ({last_path}): resuming {path} there would overwrite it; "
+                         "choose another train.output_dir, or continue that run with --resume auto")
     changes = check_resume_config(checkpoint.get("meta", {}).get("config", {}), config, path, allow_change,
                                   checkpoint.get("input_sha256", {}))
     return checkpoint, path, changes

@@ -28,16 +28,17 @@ import sys
 
 import torch
 
-from ..classes import CLASS_NAMES, list_difference
+from ..classes import CLASS_NAMES, MODALITIES, list_difference
 from ..cli import console_script
 from ..evaluation import COMBINATIONS
 from ..losses import OhemCrossEntropy, hpdm_loss, logit_kl, rrm_loss
+from ..losses.rrm import RRM_NORMALIZATIONS
 from ..models import MISSING_CONVENTIONS
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, load_model_state
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
-from .engine import TRAINING_DEFAULTS, check_training_config, fit, seed_everything
-from .modality_dropout import apply_modality_dropout
+from .engine import TRAINING_DEFAULTS, check_training_config, fit, in_interval, seed_everything
+from .modality_dropout import apply_modality_dropout, validated_k_probabilities
 from .train_teacher import build_model, fit_options, get_args_parser
 
 #: Which distillation terms each recipe of the ablation uses (CE is always on).
@@ -83,10 +84,24 @@ def check_student_config(config: dict) -> None:
         raise ConfigError(f"student.convention {student['convention']!r}: expected one of {MISSING_CONVENTIONS}")
     if distill["hpdm_pairing"] not in ("random", "identity"):
         raise ConfigError(f"distill.hpdm_pairing {distill['hpdm_pairing']!r}: expected 'random' or 'identity'")
-    for key in ("kl_weight", "hpdm_weight", "rrm_weight", "rrm_lambda", "kl_temperature", "hpdm_temperature"):
+    for key in ("kl_weight", "hpdm_weight", "rrm_weight", "rrm_lambda"):
         value = distill[key]
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"distill.{key} must be a finite number >= 0, got {value!r}")
+    for key in ("kl_temperature", "hpdm_temperature"):
+        if not in_interval(distill[key], "(0, inf)"):
+            raise ConfigError(f"distill.{key} must be a finite number > 0, got {distill[key]!r}")
+    if distill["rrm_normalize"] not in RRM_NORMALIZATIONS:
+        raise ConfigError(f"distill.rrm_normalize {distill['rrm_normalize']!r}: expected one of {RRM_NORMALIZATIONS}")
+    if distill["rrm_samples"] < 1:
+        raise ConfigError(f"distill.rrm_samples must be >= 1, got {distill['rrm_samples']}")
+    weights = student["k_probabilities"]
+    if weights is not None and not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+        raise ConfigError(f"student.k_probabilities must be a list of numbers, got {weights!r}")
+    try:
+        validated_k_probabilities(weights, len(MODALITIES))
+    except ValueError as error:
+        raise ConfigError(f"student.{error}") from None
     if config["teacher"]["checkpoint"] is None:
         raise ConfigError("teacher.checkpoint is not set: the student needs a trained teacher (train_teacher)")
 
