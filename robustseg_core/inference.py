@@ -93,7 +93,8 @@ class Segmenter:
         device: "auto", "cpu", "cuda" or "cuda:N".
         fp16: reduced precision (fp16 on CUDA, bf16 for OpenVINO on CPUs that have it); None: where supported.
         short_side: network input short side (px); default: the model's ``eval_size``.
-        convention: how missing modalities reach the model, "drop" or "zero".
+        convention: how missing modalities reach the model, "drop" or "zero"; None or "auto": the one the
+            model was trained with (its metadata).
         backend: "torch", "onnxruntime", "openvino" or "tensorrt".
         onnx_file: an ``export_onnx`` model for the non-torch backends.
     """
@@ -104,13 +105,11 @@ class Segmenter:
         device: str = "auto",
         fp16: bool | None = None,
         short_side: int | None = None,
-        convention: str = "drop",
+        convention: str | None = None,
         *,
         backend: str = "torch",
         onnx_file: str | Path | None = None,
     ) -> None:
-        if convention not in MISSING_CONVENTIONS:
-            raise ValueError(f"convention {convention!r}: expected one of {MISSING_CONVENTIONS}")
         self.backend = load_backend(backend, device, fp16, checkpoint=checkpoint, onnx_file=onnx_file)
         self.device: torch.device = self.backend.device
         self.fp16: bool = self.backend.fp16
@@ -120,8 +119,14 @@ class Segmenter:
         self.short_side = short_side or self.metadata.eval_size
         if not self.short_side:
             raise ValueError(f"{checkpoint or onnx_file}: no data.eval_size in its metadata; pass short_side")
-        self.convention = convention
+        self.use_convention(convention)
         self._input_buffer: torch.Tensor | None = None
+
+    def use_convention(self, convention: str | None) -> None:
+        """Feed missing modalities by ``convention`` ("drop" or "zero"); None or "auto": the model's own."""
+        if convention not in (None, "auto", *MISSING_CONVENTIONS):
+            raise ValueError(f"convention {convention!r}: expected auto or one of {MISSING_CONVENTIONS}")
+        self.convention: str = self.metadata.missing_convention if convention in (None, "auto") else convention
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (height, width) for a camera frame of (height, width)."""
@@ -158,13 +163,16 @@ class Segmenter:
     @torch.inference_mode()
     def predict(self, images: Mapping[str, np.ndarray | None], output_size: tuple[int, int] | None = None, *,
                 with_confidence: bool = True) -> SegmentationResult:
-        """Segment one frame; ``output_size`` (height, width) defaults to the RGB image's, else the
-        first present image's size; the confidence map only ``with_confidence``."""
+        """Segment one frame; ``output_size`` (height, width) defaults to the RGB image's, else the largest
+        present image's size (not a low-resolution event image's); the confidence map only ``with_confidence``."""
         start = time.perf_counter()
         if output_size is None:
             reference = images.get("rgb")
             if reference is None:
-                reference = next(im for im in images.values() if im is not None)
+                present_images = [image for image in images.values() if image is not None]
+                if not present_images:
+                    raise ValueError(f"no modality present; expected at least one of {self.modalities}")
+                reference = max(present_images, key=lambda image: image.shape[0] * image.shape[1])
             output_size = reference.shape[:2]
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()

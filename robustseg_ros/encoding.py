@@ -24,7 +24,7 @@ def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` at ``width`` x ``height`` px by nearest neighbour (itself when it already has that size)."""
     if image.shape[:2] == (height, width):
         return image
-    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params: PerceptionParams) -> np.ndarray:
@@ -54,7 +54,7 @@ def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params
     if modality == "depth":
         depth = payload.data
         if depth.shape != (height, width):  # counted when the frame was built
-            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
         return depth_to_hha(depth, job.intrinsics, params.R_world_cam, params["camera.height_m"])
     image = lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, params["lidar.max_range_m"])
     if len(payload.data) and not image.any():

@@ -110,9 +110,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                 "bf16 with openvino on CPUs that have it; ignored otherwise."),
     ParameterSpec("short_side", 0, "Network input short side (px; both sides rounded up to multiples of 32); "
                                    "0: the checkpoint's data.eval_size."),
-    ParameterSpec("missing_convention", "drop", "How absent modalities reach the model: drop (left out of the "
-                                                "fusion) or zero (zero images, encoded and averaged in) (live).",
-                  live=True),
+    ParameterSpec("missing_convention", "auto", "How absent modalities reach the model: auto (as the model was "
+                                                "trained, from its metadata), drop (left out of the fusion) or zero "
+                                                "(zero images, encoded and averaged in) (live).", live=True),
     ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
     ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),
     ParameterSpec("warmup_height", 480, "Image height (px) of the warm-up frames (use the camera's)."),
@@ -288,7 +288,7 @@ class PerceptionParams:
     def _validate(self) -> None:
         choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
         choices["events.input_type"] = EVENT_INPUT_TYPES
-        choices["missing_convention"] = MISSING_CONVENTIONS
+        choices["missing_convention"] = ("auto", *MISSING_CONVENTIONS)
         choices["backend"] = BACKENDS
         choices.update({f"{sensor}.transport": tuple(suffixes) for sensor, suffixes in TRANSPORT_SUFFIXES.items()})
         for name, allowed in choices.items():

@@ -559,7 +559,7 @@ class PerceptionPipeline:
             raise ValueError(f"no enabled input would feed the model (its modalities: "
                              f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
         self.params = params
-        self.segmenter.convention = params["missing_convention"]
+        self.segmenter.use_convention(params["missing_convention"])
         monitored = {}
         for sensor in SENSORS:
             modality = MODALITY_OF_SENSOR[sensor]

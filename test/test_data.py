@@ -173,3 +173,22 @@ def test_eval_transform_rounds_to_multiples_of_32(mini_dataset):
     out = EvalTransform(80)(item)
     assert out["images"].shape[-2:] == (96, 96) and out["label"].shape == (96, 96)
     assert out["images"][0].mean() < 1.5 and out["images"][1].min() >= 0  # RGB standardised, others in [0, 1]
+
+
+@pytest.mark.parametrize("height, width, short_side, expected", [
+    (600, 800, 672, (672, 896)),  # 600 * (672 / 600) is 672.0000000000001 in floats: rounded up to 704 before
+    (375, 1242, 448, (448, 1504)),
+    (25, 50, 448, (448, 896)),
+    (128, 128, 256, (256, 256)),
+    (1080, 1920, 512, (512, 928)),
+])
+def test_eval_size_scales_the_short_side_exactly_and_rounds_up_to_32(height, width, short_side, expected):
+    from robustseg_core.data.transforms import eval_size
+    assert eval_size(height, width, short_side) == expected
+
+
+def test_labels_are_resized_pixel_centre_aligned_like_the_images():
+    from robustseg_core.data.transforms import resize_label
+    label = np.arange(9, dtype=np.uint8).reshape(3, 3)
+    assert resize_label(label, 1, 1).item() == 4, "the centre pixel, not the top-left one"
+    assert (resize_label(label, 6, 6)[::2, ::2] == label).all()

@@ -195,6 +195,8 @@ CASES = [
          "names 24 classes but the network predicts 25"),
     Case("evaluate: unfinished data set", EVALUATE, ["--checkpoint", "{checkpoint}", "--data-root", "{data_partial}"],
          1, "an unfinished generate_dataset run"),
+    Case("evaluate: no combination", EVALUATE, ["--checkpoint", "{checkpoint}", "--data-root", "{data}", "--combinations"],
+         2, "argument --combinations: expected at least one argument"),
     Case("evaluate: unknown condition", EVALUATE,
          ["--checkpoint", "{checkpoint}", "--data-root", "{data}", "--conditions", "snow"], 2, "unknown condition"),
     Case("evaluate: zero batch size", EVALUATE,

@@ -51,6 +51,22 @@ def test_missing_modalities_are_dropped_and_reported(checkpoint):
     assert np.array_equal(with_event.labels, changed_absent.labels)
     with pytest.raises(ValueError, match="no modality present"):
         segmenter.predict({"rgb": None}, output_size=(48, 80))
+    with pytest.raises(ValueError, match="no modality present"):
+        segmenter.predict({"rgb": None, "event": None})
+    half_size_events = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    assert segmenter.predict({"event": half_size_events, "lidar": lidar}).labels.shape == (48, 80), \
+        "without RGB, the output has the largest input's size"
+
+
+def test_the_convention_defaults_to_the_one_the_model_was_trained_with(checkpoint, tmp_path):
+    assert Segmenter(checkpoint, device="cpu").convention == "drop"
+    state = torch.load(checkpoint, weights_only=True)
+    state["meta"]["config"]["student"] = {"convention": "zero"}
+    zero_trained = tmp_path / "zero.pt"
+    save_checkpoint(zero_trained, state)
+    assert Segmenter(zero_trained, device="cpu").convention == "zero"
+    assert Segmenter(zero_trained, device="cpu", convention="auto").convention == "zero"
+    assert Segmenter(zero_trained, device="cpu", convention="drop").convention == "drop"
 
 
 def test_zero_fill_convention_and_bad_arguments(checkpoint):

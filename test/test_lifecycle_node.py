@@ -131,13 +131,14 @@ def test_live_parameters_apply_at_once_and_invalid_values_are_refused_with_the_r
         refused = set_parameter(harness, "health.frozen_warn_repeats", 20)
         assert not refused.successful and "frozen_warn_repeats <= frozen_stale_repeats" in refused.reason
         refused = set_parameter(harness, "missing_convention", "average")
-        assert not refused.successful and "'average' is not one of drop, zero" in refused.reason
+        assert not refused.successful and "'average' is not one of auto, drop, zero" in refused.reason
         refused = set_parameter(harness, "device", "cuda")
         assert not refused.successful and "read-only" in refused.reason
         refused = set_parameter(harness, "output.overlay_alpha", 1)
         assert not refused.successful, "an integer where a double is declared"
         assert harness.node.params["output.overlay_alpha"] == 0.5
 
+        assert harness.node.segmenter.convention == "drop", "auto: the convention the model was trained with"
         assert set_parameter(harness, "missing_convention", "zero").successful
         assert harness.node.segmenter.convention == "zero"
         assert set_parameter(harness, "lidar.enabled", False).successful

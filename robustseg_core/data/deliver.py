@@ -223,7 +223,7 @@ class DeliverDataset(Dataset):
                         f"{path}: size {image.shape[1]}x{image.shape[0]} does not match the label "
                         f"{sample.label} ({width}x{height})"
                     )
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
             images.append(image)
         return {"images": images, "label": label, "name": sample.name}
 

@@ -8,12 +8,12 @@ Train (docs/method.md, "Data"): RGB-only colour jitter (p 0.2), horizontal flip 
 Gaussian blur (p 0.2), then a random resized crop whose rescale base is the crop size (ratio in
 [0.5, 2]), padding images with 0 and the label with 255. Eval: short side to ``size``, both sides
 rounded up to a multiple of 32. Dense modalities are resized bilinearly; sparse ones (event, LiDAR)
-by nearest neighbour so that their empty pixels stay empty; labels by nearest neighbour.
+by nearest neighbour so that their empty pixels stay empty; labels by nearest neighbour. Nearest
+neighbour is pixel-centre aligned (``INTER_NEAREST_EXACT``), as the bilinear resize of the dense images is.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Sequence
 
@@ -31,7 +31,7 @@ def resize_modality(image: np.ndarray, modality: str, width: int, height: int) -
     """Resize a uint8 modality image [H, W, 3] to (height, width) with that modality's interpolation."""
     if image.shape[1] == width and image.shape[0] == height:
         return image
-    interpolation = cv2.INTER_NEAREST if modality in SPARSE_MODALITIES else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_NEAREST_EXACT if modality in SPARSE_MODALITIES else cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
@@ -39,16 +39,13 @@ def resize_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a class-id map [H, W] by nearest neighbour."""
     if label.shape[1] == width and label.shape[0] == height:
         return label
-    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def eval_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(height, width) with the short side scaled to ``short_side``, both rounded up to x32."""
-    scale = short_side / min(height, width)
-    return (
-        int(math.ceil(height * scale / 32) * 32),
-        int(math.ceil(width * scale / 32) * 32),
-    )
+    unit = min(height, width) * 32  # in integers: ceil(side * short_side / min / 32) * 32 with no rounding error
+    return -(-height * short_side // unit) * 32, -(-width * short_side // unit) * 32
 
 
 def _jitter_colour(rgb: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
-from ..classes import CLASS_NAMES, list_difference
+from ..classes import CLASS_NAMES, MODALITIES, list_difference
 from ..cli import console_script, non_negative_int, positive_int
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
@@ -33,10 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="robustseg checkpoint (.pt)")
     parser.add_argument("--data-root", required=True, help="DELIVER-layout data set root")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
-    parser.add_argument("--conditions", nargs="*", help="weather folders to keep (default: all)")
-    parser.add_argument("--cases", nargs="*", help="failure cases to keep, 'none' for clean frames (default: all)")
-    parser.add_argument("--combinations", nargs="*", default=list(COMBINATIONS), help="e.g. R RD RDEL (default: all 15)")
-    parser.add_argument("--conventions", nargs="*", default=["drop", "zero"], choices=MISSING_CONVENTIONS)
+    parser.add_argument("--conditions", nargs="+", help="weather folders to keep (default: all)")
+    parser.add_argument("--cases", nargs="+", help="failure cases to keep, 'none' for clean frames (default: all)")
+    parser.add_argument("--combinations", nargs="+", default=list(COMBINATIONS), choices=COMBINATIONS,
+                        metavar="COMBINATION", help="e.g. R RD RDEL (default: all 15)")
+    parser.add_argument("--conventions", nargs="+", default=["drop", "zero"], choices=MISSING_CONVENTIONS)
     parser.add_argument("--eval-size", type=positive_int,
                         help="short side at evaluation (default: the checkpoint's data.eval_size)")
     parser.add_argument("--batch-size", type=positive_int, default=4)
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
     model.to(device).eval()
+    if tuple(model.modalities) != MODALITIES:
+        raise CheckpointError(f"{args.checkpoint}: evaluate measures the combinations of {', '.join(MODALITIES)} in "
+                              f"that order; this model takes {', '.join(model.modalities)}")
     eval_size = args.eval_size or checkpoint.get("meta", {}).get("config", {}).get("data", {}).get("eval_size")
     if not eval_size:
         raise UsageError(f"{args.checkpoint}: no data.eval_size in its config; pass --eval-size")

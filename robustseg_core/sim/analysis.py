@@ -46,7 +46,7 @@ def render_samples(seeds, config: DriveConfig, frames: tuple[int, ...] = (2, 6))
             height, width = frame.labels.shape
             event = encoded["event"]
             if event.shape[:2] != (height, width):
-                event = cv2.resize(event, (width, height), interpolation=cv2.INTER_NEAREST)
+                event = cv2.resize(event, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
             images = {"rgb": encoded["rgb"], "depth": encoded["hha"], "event": event, "lidar": encoded["lidar"]}
             samples.append(Sample(int(seed), frame, images, flags))
     return samples
@@ -112,7 +112,7 @@ def event_rates(samples: list[Sample]) -> tuple[float, float]:
         counts = np.bincount(frame.events["y"].astype(np.int64) * width + frame.events["x"],
                              minlength=width * height).reshape(height, width).astype(np.float32)
         if (width, height) != frame.labels.shape[::-1]:
-            counts = cv2.resize(counts, frame.labels.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            counts = cv2.resize(counts, frame.labels.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
         static = ~frame.moving & (frame.depth > 0)
         moving_events += counts[frame.moving].sum()
         moving_pixels += frame.moving.sum()

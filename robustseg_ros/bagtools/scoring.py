@@ -256,7 +256,7 @@ class Evaluation:
         index, prediction, policy_labels = self._pending_outputs.pop(key)
         label = self._labels.pop(key)
         if label.shape != prediction.shape:
-            label = cv2.resize(label, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            label = cv2.resize(label, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
         unknown = prediction == IGNORE_INDEX
         self.unknown_pixel_fraction.append(float(unknown.mean()))
         out_of_range = (label >= len(self.class_names)) & (label != IGNORE_INDEX)
