@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -64,27 +65,37 @@ def test_resume_with_more_epochs_keeps_learning(mini_dataset, tmp_path, teacher)
                        "--resume", str(tmp_path / "best.pt")])
 
 
-def test_a_run_moved_with_its_teacher_resumes_but_not_with_another_or_changed_teacher(mini_dataset, tmp_path, teacher):
+def test_a_run_moved_with_its_teacher_and_data_resumes_but_not_with_other_inputs(mini_dataset, tmp_path, teacher):
     moved, other = tmp_path / "moved" / "teacher.pt", tmp_path / "other" / "teacher.pt"
     moved.parent.mkdir(), other.parent.mkdir()
     moved.write_bytes(teacher.read_bytes())
+    moved_data = tmp_path / "data"
+    shutil.copytree(mini_dataset, moved_data)
     torch.manual_seed(1)
     model = build_segmentor("mit_cpu", embed_dim=32)
     save_checkpoint(other, {"model": model.state_dict(), "architecture": model.architecture,
                             "meta": checkpoint_meta({"data": {"eval_size": 64}})})
     run = tmp_path / "run"
+
+    def resume(data, teacher_path, epochs):
+        train_student(["--set", *student_overrides(data, run, teacher_path, "SPC", epochs=epochs), "--resume", "auto",
+                       "--allow-config-change"])
+
     train_student(["--set", *student_overrides(mini_dataset, run, teacher, "SPC", epochs=1)])
     with pytest.raises(ConfigError, match="cannot resume with teacher.checkpoint changed"):
-        train_student(["--set", *student_overrides(mini_dataset, run, other, "SPC", epochs=2), "--resume", "auto",
-                       "--allow-config-change"])
-    train_student(["--set", *student_overrides(mini_dataset, run, moved, "SPC", epochs=2), "--resume", "auto",
-                   "--allow-config-change"])
+        resume(mini_dataset, other, 2)
+    resume(moved_data, moved, 2)
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+    meta = (moved_data / "meta.json").read_text()
+    (moved_data / "meta.json").write_text(meta + "\n")  # a data set made again, differently, at the same path
+    with pytest.raises(ConfigError, match=r"cannot resume with data.root changed \(data.root: '.*data \(sha256"):
+        resume(moved_data, moved, 3)
+    (moved_data / "meta.json").write_text(meta)
     moved.write_bytes(other.read_bytes())  # the teacher replaced in place (say, trained further)
     with pytest.raises(ConfigError, match=r"cannot resume with teacher.checkpoint changed \(teacher.checkpoint: "
                                           r"'.*moved/teacher.pt \(sha256 [0-9a-f]{12}\)' -> '.*moved/teacher.pt \(sha256"):
-        train_student(["--set", *student_overrides(mini_dataset, run, moved, "SPC", epochs=3), "--resume", "auto",
-                       "--allow-config-change"])
+        resume(moved_data, moved, 3)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -10,8 +10,8 @@ checks around that:
 
 * :func:`resume_checkpoint`: the checkpoint to resume from, refusing a fresh start over an existing run
   and a resume whose config differs in a key that changes what is trained (:data:`SAFE_ON_RESUME` may
-  change with ``--allow-config-change``; an input file named in :data:`INPUT_FILES` is compared by the
-  digest ``last.pt`` records, so a run whose teacher was moved with it resumes);
+  change with ``--allow-config-change``; the teacher and the data set, :data:`INPUT_FILES`, are compared
+  by the digests ``last.pt`` records, so a run moved with them resumes and one whose inputs changed does not);
 * :func:`ensure_best_checkpoint`: ``best.pt`` rewritten from ``last.pt`` when it lacks the best epoch;
 * :func:`finite_checkpoint`: the newest checkpoint whose weights are all finite, for a divergence message.
 """
@@ -35,10 +35,11 @@ SAFE_ON_RESUME = frozenset({"train.epochs", "train.eval_every", "train.log_every
                             "train.tensorboard"})
 #: Keys never compared: where the run and its exported encoder live (a moved folder resumes from its new place).
 NOT_COMPARED = frozenset({"train.output_dir", "pretrain.encoder_out"})
-#: Keys naming an input file: compared by content (the SHA-256 in ``last.pt``), not by path, so a run whose
-#: teacher moved with it (an ablation folder moved or copied to another machine) resumes, and a teacher
-#: trained further or replaced at the same path is refused.
-INPUT_FILES = ("teacher.checkpoint",)
+#: Keys naming an input, compared by content (the SHA-256 that ``last.pt`` records), not by path -> the file
+#: hashed, relative to the value (empty: the value itself). A run moved with its teacher or data set (an
+#: ablation folder copied to another machine) resumes; a teacher trained further or a data set regenerated
+#: differently at the same path is refused.
+INPUT_FILES = {"teacher.checkpoint": "", "data.root": "meta.json"}
 RESUMABLE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best")
 #: The part of a resumable checkpoint that ``best.pt`` holds.
 BEST_KEYS = ("model", "architecture", "meta", "epoch")
@@ -61,23 +62,31 @@ def resume_command(prog: str, argv: Sequence[str]) -> str:
     return shlex.join([prog, *kept, "--resume", "auto"])
 
 
+def _input_digest(name: str, value: object) -> str | None:
+    """SHA-256 of the file that input ``name`` with value ``value`` stands for; None when there is none."""
+    if not isinstance(value, (str, Path)):
+        return None
+    path = Path(value) / INPUT_FILES[name]
+    return file_sha256(path) if path.is_file() else None
+
+
 def input_file_digests(config: Mapping) -> dict[str, str]:
-    """``section.key`` -> SHA-256 of the file, for each of :data:`INPUT_FILES` that names an existing file."""
+    """``section.key`` -> SHA-256, for each of :data:`INPUT_FILES` whose file exists."""
     digests = {}
     for name in INPUT_FILES:
         section, key = name.split(".")
-        value = config.get(section, {}).get(key)
-        if value is not None and Path(value).is_file():
-            digests[name] = file_sha256(value)
+        digest = _input_digest(name, config.get(section, {}).get(key))
+        if digest is not None:
+            digests[name] = digest
     return digests
 
 
 def _input_file_difference(name: str, old: object, new: object, stored_digests: Mapping[str, str]) -> tuple | None:
-    """(old, new) when input file ``name`` differs: by content when the checkpoint recorded its digest (a
-    file moved is the same, a file replaced in place is not), else by path."""
+    """(old, new) when input ``name`` differs: by content when the checkpoint recorded its digest (a file
+    moved is the same, a file replaced in place is not), else by path."""
     if name not in stored_digests:
         return (old, new) if old != new else None
-    digest = file_sha256(new) if new is not None and Path(new).is_file() else None
+    digest = _input_digest(name, new)
     if digest == stored_digests[name]:
         return None
     return (f"{old} (sha256 {stored_digests[name][:12]})", f"{new} ({f'sha256 {digest[:12]}' if digest else 'no file'})")
