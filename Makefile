@@ -97,7 +97,7 @@ student-results: $(BENCH_DATA)/meta.json
 
 shipped-student: student-results
 	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
-		--out $(SHIPPED_STUDENT) --note "make shipped-student on the generated benchmark (data/sim128)"
+		--out $(SHIPPED_STUDENT) --only-if-better --note "make shipped-student on the generated benchmark (data/sim128)"
 
 .PHONY: benchmark-data pretrain-data encoder-choice pretrained-encoder teacher-results student-results shipped-student
 

@@ -123,7 +123,7 @@ class FrameStatistics:
             for stage in stages[0]:
                 values[f"{stage}_ms_mean"] = f"{np.mean([timing[stage] for timing in stages]):.2f}"
         values.update(gpu_memory_values(segmenter.device))
-        if now - failure_time <= failure_hold_s:
+        if 0 <= now - failure_time <= failure_hold_s:  # a failure after ``now``: the clock jumped back (a bag loop)
             level, message = DIAGNOSTIC_ERROR, f"processing failed: {failure}"
         elif not latencies.size:
             level, message = DIAGNOSTIC_WARN, "no frame processed yet"

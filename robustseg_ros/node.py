@@ -22,10 +22,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -101,9 +103,9 @@ def parameter_type(default) -> int:
 
 
 def declare_parameter_spec(node: Node, spec: ParameterSpec):
-    """Declare one typed, described parameter, read-only unless the spec is live; returns its value."""
-    descriptor = ParameterDescriptor(name=spec.name, type=parameter_type(spec.default), description=spec.description,
-                                     read_only=not spec.live)
+    """Declare one typed, described parameter; returns its value. None is declared read-only (rclpy would then
+    refuse it in every state): the node refuses a parameter that is not live unless it is unconfigured."""
+    descriptor = ParameterDescriptor(name=spec.name, type=parameter_type(spec.default), description=spec.description)
     default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
     return node.declare_parameter(spec.name, default, descriptor).value
 
@@ -139,11 +141,14 @@ class PerceptionNode(LifecycleNode):
         self._health_timer = None
         self._worker: InferenceWorker | None = None
         self._publishing = False
+        self._publish_lock = threading.Lock()  # held while a frame is published: a deactivation waits for it
         # declared after the attributes above: a refused value raises here, and the context's clean-up then
         # destroys a node whose destroy_node finds everything it stops
         self.params = PerceptionParams(declare_perception_parameters(self))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics)
+        # on the steady clock: the lifecycle status goes out even while ROS time stands (use_sim_time, no /clock)
+        self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._explain_refused_transitions()
         self._check_unknown_parameters()
@@ -185,6 +190,7 @@ class PerceptionNode(LifecycleNode):
                 lidar_extrinsic_lookup=self._tf_lookup() if self.params["lidar.use_tf"] else None,
                 topic_names=self.params.topics(self.resolve_topic_name))
         except CONFIGURE_ERRORS as error:
+            self._release_tf_listener()
             self._configure_error = error
             if not self._starting:
                 self.get_logger().error(f"configure failed, still unconfigured: {error}")
@@ -236,7 +242,8 @@ class PerceptionNode(LifecycleNode):
     def _stop_activity(self) -> None:
         """Stop publishing frames, unsubscribe, stop the health timer and the worker (a frame in progress is
         finished but not published)."""
-        self._publishing = False
+        with self._publish_lock:  # a frame being published is finished first; none is published afterwards
+            self._publishing = False
         for subscription in self._sensor_subscriptions:
             self.destroy_subscription(subscription)
         self._sensor_subscriptions = []
@@ -244,8 +251,10 @@ class PerceptionNode(LifecycleNode):
             self.destroy_timer(self._health_timer)
             self._health_timer = None
         if self._worker is not None:
-            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):
-                self.get_logger().warning(f"the inference worker did not stop within {WORKER_STOP_TIMEOUT_S} s")
+            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):  # never two workers, nor a model freed under one
+                self.get_logger().warning(f"the inference worker is still in a frame after {WORKER_STOP_TIMEOUT_S} s: "
+                                          "waiting for it")
+                self._worker.stop(None)
             self._worker = None
 
     def _release_model(self) -> None:
@@ -253,11 +262,15 @@ class PerceptionNode(LifecycleNode):
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
-        if getattr(self, "_tf_listener", None) is not None:  # the next configure makes its own
-            self._tf_listener.unregister()
-            self._tf_listener = self._tf_buffer = None
+        self._release_tf_listener()
         self.segmenter = self.pipeline = None
         gc.collect()
+
+    def _release_tf_listener(self) -> None:
+        """Unsubscribe the tf listener (of a cleanup or a failed configure): the next configure makes its own."""
+        if getattr(self, "_tf_listener", None) is not None:
+            self._tf_listener.unregister()
+            self._tf_listener = self._tf_buffer = None
 
     def _explain_refused_transitions(self) -> None:
         """Wrap the change_state service: a transition not available in the current state is refused with the
@@ -361,12 +374,13 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ parameters
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        """Validate and apply live parameter changes (read-only ones never get here: rclpy refuses them)."""
+        """Validate and apply parameter changes: live ones in any state, the others only while unconfigured (the
+        next configure reads them)."""
         changes = {parameter.name: parameter.value for parameter in parameters if parameter.name in PARAMETER_DEFAULTS}
         if not changes:
             return SetParametersResult(successful=True)
         try:
-            params = self.params.with_changes(changes)
+            params = self.params.with_changes(changes, configured=self.lifecycle_state != "unconfigured")
             if self.pipeline is not None:
                 self.pipeline.apply_live_params(params, self._now())
         except ValueError as error:
@@ -374,6 +388,8 @@ class PerceptionNode(LifecycleNode):
         self.params = params
         if self.lifecycle_state == "active" and any(name.endswith(".enabled") for name in changes):
             self._subscribe()
+        if self.lifecycle_state == "active" and "output.confidence_threshold" in changes:
+            self._publish_class_names()  # the latched label_info carries the threshold
         self.get_logger().info("parameters changed: " + ", ".join(f"{name}={value!r}" for name, value in changes.items()))
         return SetParametersResult(successful=True)
 
@@ -416,14 +432,17 @@ class PerceptionNode(LifecycleNode):
             output = pipeline.process(job, with_color=outputs["segmentation_color"].get_subscription_count() > 0,
                                       with_overlay=outputs["overlay"].get_subscription_count() > 0,
                                       with_confidence=outputs["confidence"].get_subscription_count() > 0)
-            if output is None or not self._publishing:
+            if output is None:
                 return
-            start = time.perf_counter()
-            for name, message in image_messages(output).items():
-                outputs[name].publish(message)
-            latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
-            outputs["latency_ms"].publish(Float32(data=float(latency_ms)))
-            outputs["sensor_status"].publish(pipeline.sensor_status(output))
+            with self._publish_lock:
+                if not self._publishing:
+                    return
+                start = time.perf_counter()
+                for name, message in image_messages(output).items():
+                    outputs[name].publish(message)
+                latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
+                outputs["latency_ms"].publish(Float32(data=float(latency_ms)))
+                outputs["sensor_status"].publish(pipeline.sensor_status(output))
             pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3)
         except Exception as error:  # the worker must survive any single frame
             pipeline.statistics.count_failure(error, self._now())

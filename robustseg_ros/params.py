@@ -256,13 +256,15 @@ class PerceptionParams:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
-    def with_changes(self, changes: Mapping[str, Any]) -> PerceptionParams:
+    def with_changes(self, changes: Mapping[str, Any], configured: bool = True) -> PerceptionParams:
         """These values with ``changes`` applied, validated as a whole; ``ValueError`` naming a parameter that is
-        not live (read-only while running) or the problem with the new values."""
-        read_only = sorted(set(changes) - LIVE_PARAMETERS)
+        not live while the node is ``configured`` (it may change only while unconfigured), or the problem with
+        the new values."""
+        read_only = sorted(set(changes) - LIVE_PARAMETERS) if configured else []
         if read_only:
-            raise ValueError(f"parameter(s) {', '.join(read_only)} are read-only while the node runs: set them in the "
-                             "parameter file or with -p name:=value and restart")
+            raise ValueError(f"parameter(s) {', '.join(read_only)} are read-only while the node is configured: set "
+                             "them in the parameter file or with -p name:=value and restart, or (managed node) "
+                             "cleanup, set them, then configure")
         return PerceptionParams({**self.values, **changes})
 
     def quality_judge(self, sensor: str, current: DegradationJudge | None = None) -> DegradationJudge | None:

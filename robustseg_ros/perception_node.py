@@ -16,6 +16,7 @@ is the ROS context shut down. The node's own lifecycle *shutdown* transition end
 from __future__ import annotations
 
 import sys
+import time
 
 import rclpy
 from rclpy.exceptions import ParameterException
@@ -31,6 +32,9 @@ try:  # rclpy raises this for a parameter file rcl cannot parse; its home is an 
     from rclpy._rclpy_pybind11 import RCLError
 except ImportError:  # pragma: no cover - other rclpy builds
     RCLError = RuntimeError
+
+#: How long (s) the node keeps spinning after its lifecycle shutdown, for the transition's response to arrive.
+SHUTDOWN_GRACE_S = 0.2
 
 
 def params_files(argv: list[str]) -> list[str]:
@@ -58,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             executor.add_node(node)
             try:
                 spin_until(executor, lambda: stop.is_set() or node.finished or not rclpy.ok())
+                if node.finished:  # the shutdown transition's response is on its way: let DDS deliver it
+                    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                    spin_until(executor, lambda: stop.is_set() or time.monotonic() > deadline or not rclpy.ok())
             finally:
                 executor.remove_node(node)
                 node.destroy_node()

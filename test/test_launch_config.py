@@ -37,6 +37,35 @@ def yaml_parameters(path: Path = CONFIG) -> dict:
     return read_params_file(path)
 
 
+def yaml_comments(path: Path = CONFIG) -> dict[str, str]:
+    """Dotted parameter name -> the comment lines just above it in the file, joined."""
+    comments, sections, found = [], [], {}
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            comments.append(text[1:].strip())
+            continue
+        key, colon, value = text.partition(":")
+        if not colon:
+            comments = []
+            continue
+        indent = len(line) - len(line.lstrip())
+        sections = [(depth, name) for depth, name in sections if depth < indent]
+        if value.strip():
+            names = [name for _, name in sections if name not in (YAML_NODE_KEY, "ros__parameters")]
+            found[".".join([*names, key])] = " ".join(comments)
+        else:
+            sections.append((indent, key))
+        comments = []
+    return found
+
+
+def test_yaml_comments_are_the_parameter_descriptions():
+    comments = yaml_comments()
+    for spec in PARAMETERS:
+        assert " ".join(comments.get(spec.name, "").split()) == " ".join(spec.description.split()), spec.name
+
+
 def declared_with_params_file(path: Path, ros_domain: int, namespace: str = "") -> tuple[dict, Node, rclpy.Context]:
     context = rclpy.Context()
     context.init(args=["--ros-args", "--params-file", str(path)], domain_id=ros_domain)
@@ -54,7 +83,8 @@ def test_yaml_keys_are_the_declared_parameters_with_their_types(ros_domain):
             assert (tuple(declared[name]) if isinstance(value, tuple) else declared[name]) == value, name
         for spec in PARAMETERS:
             descriptor = node.describe_parameter(spec.name)
-            assert descriptor.description == spec.description and descriptor.read_only == (not spec.live)
+            assert descriptor.description == spec.description
+            assert not descriptor.read_only, "the node refuses a parameter that is not live unless unconfigured"
             assert descriptor.type != ParameterType.PARAMETER_NOT_SET
     finally:
         node.destroy_node()

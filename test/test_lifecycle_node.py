@@ -101,6 +101,12 @@ def test_lifecycle_transitions_load_subscribe_publish_and_free(managed):
 
     assert transition(managed, "cleanup")
     assert node.lifecycle_state == "unconfigured" and node.segmenter is None and node.pipeline is None
+
+    assert set_parameter(managed, "short_side", 96).successful, "not live, but the node is unconfigured"
+    assert transition(managed, "configure")
+    assert node.segmenter.short_side == 96, "the next configure reads it"
+    refused = set_parameter(managed, "short_side", 64)
+    assert not refused.successful and "short_side are read-only while the node is configured" in refused.reason
     assert transition(managed, "shutdown")
     assert node.lifecycle_state == "finalized" and node.finished
 
@@ -133,7 +139,7 @@ def test_live_parameters_apply_at_once_and_invalid_values_are_refused_with_the_r
         refused = set_parameter(harness, "missing_convention", "average")
         assert not refused.successful and "'average' is not one of auto, drop, zero" in refused.reason
         refused = set_parameter(harness, "device", "cuda")
-        assert not refused.successful and "read-only" in refused.reason
+        assert not refused.successful and "read-only while the node is configured" in refused.reason
         refused = set_parameter(harness, "output.overlay_alpha", 1)
         assert not refused.successful, "an integer where a double is declared"
         assert harness.node.params["output.overlay_alpha"] == 0.5

@@ -411,6 +411,15 @@ def test_clock_not_started_and_clock_jump_back(segmenter, drive, frame):
     assert pipeline.health["rgb"].messages_received == 1
 
 
+def test_a_failure_before_the_clock_jumped_back_does_not_hold_the_model_in_error(segmenter, drive, frame):
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    pipeline.statistics.count_failure(RuntimeError("boom"), 40.0)
+    model = [status for status in pipeline.diagnostics(40.5).status if status.name == "robustseg: model"][0]
+    assert "processing failed: RuntimeError: boom" in model.message
+    model = [status for status in pipeline.diagnostics(10.0).status if status.name == "robustseg: model"][0]
+    assert "processing failed" not in model.message, "the bag looped: that failure is in this clock's future"
+
+
 # ------------------------------------------------------------------ parameters
 
 

@@ -173,6 +173,36 @@ def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figures_improve(tmp_path, capsys):
+    import json
+
+    from robustseg_core.training.export import main as export
+
+    model = build_segmentor("mit_cpu", embed_dim=32).eval()
+    save_checkpoint(tmp_path / "best.pt", {**_checkpoint(model), "epoch": 4})
+
+    def scores(rdel, mean, split="test"):
+        path = tmp_path / f"eval_{rdel}_{mean}_{split}.json"
+        path.write_text(json.dumps({"split": split, "data_root": "d", "frames": 3, "eval_size": 64, "results": {
+            "drop": {"mean_miou": mean, "combinations": {"RDEL": {"miou": rdel}}}}}))
+        return ["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "shipped.pt"), "--only-if-better",
+                "--scores", str(path)]
+
+    def shipped_figures():
+        evaluation = load_checkpoint(tmp_path / "shipped.pt")["meta"]["evaluation"]
+        return evaluation["drop_miou"]["RDEL"], evaluation["drop_mean_miou"]
+
+    export(scores(27.6, 20.5))  # nothing shipped yet: written
+    for worse in ((30.0, 20.0), (25.0, 22.0), (27.6, 20.5)):
+        export(scores(*worse))
+        assert shipped_figures() == (27.6, 20.5)
+        assert "is not better (RDEL" in capsys.readouterr().out
+    export(scores(33.0, 26.0, split="val"))
+    assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
+    export(scores(33.0, 26.0))
+    assert shipped_figures() == (33.0, 26.0)
+
+
 def test_a_resume_that_would_not_continue_the_schedule_is_refused():
     saved = {"epoch": 11, "steps_per_epoch": 80}
     check_resumed_schedule(saved, Path("last.pt"), steps_per_epoch=80, epochs=12)  # a finished run: nothing to do

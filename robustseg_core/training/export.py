@@ -7,7 +7,9 @@ from an ``evaluate --json`` file::
     export_checkpoint --checkpoint runs/student_cpu/best.pt --scores runs/student_cpu/eval_test.json \\
         --out robustseg_ros/models/robustseg_student.pt
 
-The result loads with ``torch.load(..., weights_only=True)`` like every robustseg checkpoint.
+The result loads with ``torch.load(..., weights_only=True)`` like every robustseg checkpoint. With
+``--only-if-better`` an existing ``--out`` is replaced only by a checkpoint that scores higher on the same
+test split in both headline figures (RDEL and the mean of the 15 combinations, drop convention).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from ..cli import console_script
 from ..errors import UsageError
-from ..models.checkpoint import build_model_from_checkpoint, save_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 
 
 def export_checkpoint(checkpoint: Path, out: Path, scores: dict | None = None, note: str = "") -> dict:
@@ -55,12 +57,28 @@ def headline_scores(evaluation: dict) -> dict:
     return scores
 
 
+def not_better_reason(scores: dict, current: dict) -> str:
+    """Why ``scores`` does not beat ``current`` (the evaluation embedded in the checkpoint it would replace);
+    empty when it is better on the same split and data set in RDEL and in the mean of the 15 combinations."""
+    where = ("split", "data_root", "eval_size")
+    if any(scores.get(key) != current.get(key) for key in where):
+        return (f"scored on {'/'.join(str(scores.get(k)) for k in where)}, the current one on "
+                f"{'/'.join(str(current.get(k)) for k in where)}: not comparable")
+    new = (scores["drop_miou"]["RDEL"], scores["drop_mean_miou"])
+    old = (current["drop_miou"]["RDEL"], current["drop_mean_miou"])
+    if new[0] > old[0] and new[1] > old[1]:
+        return ""
+    return f"RDEL {new[0]:.2f} / mean of 15 {new[1]:.2f} against the current {old[0]:.2f} / {old[1]:.2f}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="export_checkpoint", description="Export a deployable checkpoint (weights + metadata).")
     parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (best.pt or last.pt)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scores", type=Path, help="evaluate --json output whose headline numbers are embedded")
     parser.add_argument("--note", default="", help="free text stored in the metadata")
+    parser.add_argument("--only-if-better", action="store_true",
+                        help="keep an existing --out unless these --scores beat the ones it carries (RDEL and mean of 15)")
     args = parser.parse_args(argv)
     scores = None
     if args.scores:
@@ -68,6 +86,14 @@ def main(argv: list[str] | None = None) -> dict:
             scores = headline_scores(json.loads(args.scores.read_text()))
         except (OSError, ValueError, KeyError) as error:
             raise UsageError(f"{args.scores}: not a readable evaluate --json result ({error})") from error
+    if args.only_if_better and args.out.exists():
+        if scores is None:
+            raise UsageError("--only-if-better needs --scores (the evaluation to compare)")
+        current = load_checkpoint(args.out)["meta"].get("evaluation") or {}
+        reason = not_better_reason(scores, current) if current else ""
+        if reason:
+            print(f"kept {args.out}: {args.checkpoint} is not better ({reason})")
+            return load_checkpoint(args.out)
     exported = export_checkpoint(args.checkpoint, args.out, scores, args.note)
     size_mb = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB): {exported['architecture']}")
