@@ -1,7 +1,8 @@
 """``make demo``: the whole robot-side job on a CPU, in a few minutes.
 
-1. ``record_synthetic``: a generated 10 s drive with a scripted fault timeline (over-exposure, night,
-   a LiDAR dropped for 2 s, a frozen depth camera, a depth noise burst) as an MCAP rosbag2;
+1. ``record_synthetic``: a generated 10 s drive with the default scripted fault timeline (nine faults:
+   over- and under-exposure, night, a LiDAR unplugged for 2 s and later jittered, an event flood and an
+   event starvation, a frozen depth camera, a depth noise burst) as an MCAP rosbag2;
 2. ``evaluate_bag --mode live --spawn-node``: starts the perception node with the shipped student,
    replays the bag into it over DDS with ``/clock``, records what it publishes, scores it against the
    bag's ground truth and writes ``report.md`` with plots;
