@@ -80,6 +80,12 @@ def _cpu_labels(planes: np.ndarray, labels: np.ndarray, confidence: np.ndarray |
         np.reciprocal(confidence, out=confidence)
 
 
+def check_convention(convention: str | None) -> None:
+    """``ValueError`` unless ``convention`` is None, "auto" or one of ``MISSING_CONVENTIONS``."""
+    if convention not in (None, "auto", *MISSING_CONVENTIONS):
+        raise ValueError(f"convention {convention!r}: expected auto or one of {MISSING_CONVENTIONS}")
+
+
 class Segmenter:
     """Runs a model on one frame of (possibly incomplete) modality images, on any inference backend.
 
@@ -110,6 +116,7 @@ class Segmenter:
         backend: str = "torch",
         onnx_file: str | Path | None = None,
     ) -> None:
+        check_convention(convention)  # before a backend that may take long to load
         self.backend = load_backend(backend, device, fp16, checkpoint=checkpoint, onnx_file=onnx_file)
         self.device: torch.device = self.backend.device
         self.fp16: bool = self.backend.fp16
@@ -124,8 +131,7 @@ class Segmenter:
 
     def use_convention(self, convention: str | None) -> None:
         """Feed missing modalities by ``convention`` ("drop" or "zero"); None or "auto": the model's own."""
-        if convention not in (None, "auto", *MISSING_CONVENTIONS):
-            raise ValueError(f"convention {convention!r}: expected auto or one of {MISSING_CONVENTIONS}")
+        check_convention(convention)
         self.convention: str = self.metadata.missing_convention if convention in (None, "auto") else convention
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:

@@ -140,6 +140,7 @@ class PerceptionNode(LifecycleNode):
         self._sensor_subscriptions: list = []
         self._health_timer = None
         self._worker: InferenceWorker | None = None
+        self._finishing_worker: InferenceWorker | None = None  # one that outlived its deactivation in a slow frame
         self._publishing = False
         self._publish_lock = threading.Lock()  # held while a frame is published: a deactivation waits for it
         # declared after the attributes above: a refused value raises here, and the context's clean-up then
@@ -207,6 +208,12 @@ class PerceptionNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._finishing_worker is not None:  # never two workers on one model
+            if not self._finishing_worker.stop(WORKER_STOP_TIMEOUT_S):
+                self.get_logger().error("cannot activate: the previous activation's inference worker is still in a "
+                                        "frame; try again")
+                return TransitionCallbackReturn.FAILURE
+            self._finishing_worker = None
         result = super().on_activate(state)
         self.pipeline.restart(self._now())  # what it saw before a deactivation is not this activation's health
         self._publish_class_names()
@@ -251,10 +258,10 @@ class PerceptionNode(LifecycleNode):
             self.destroy_timer(self._health_timer)
             self._health_timer = None
         if self._worker is not None:
-            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):  # never two workers, nor a model freed under one
-                self.get_logger().warning(f"the inference worker is still in a frame after {WORKER_STOP_TIMEOUT_S} s: "
-                                          "waiting for it")
-                self._worker.stop(None)
+            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):  # it publishes nothing more; activate waits for it
+                self.get_logger().warning(f"the inference worker is still in a frame after {WORKER_STOP_TIMEOUT_S} s; "
+                                          "it will publish nothing")
+                self._finishing_worker = self._worker
             self._worker = None
 
     def _release_model(self) -> None:

@@ -205,6 +205,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 PARAMETER_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
 #: Parameters that may change while the node runs (``ros2 param set``); the others are read-only.
 LIVE_PARAMETERS: frozenset[str] = frozenset(spec.name for spec in PARAMETERS if spec.live)
+#: Read once when the node starts, never by a configure: they change only with a restart.
+STARTUP_PARAMETERS: frozenset[str] = frozenset({"autostart", "strict_parameters", "health.diagnostics_period_s"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +262,10 @@ class PerceptionParams:
         """These values with ``changes`` applied, validated as a whole; ``ValueError`` naming a parameter that is
         not live while the node is ``configured`` (it may change only while unconfigured), or the problem with
         the new values."""
+        at_startup = sorted(set(changes) & STARTUP_PARAMETERS)
+        if at_startup:
+            raise ValueError(f"parameter(s) {', '.join(at_startup)} are read when the node starts: set them in the "
+                             "parameter file or with -p name:=value and restart")
         read_only = sorted(set(changes) - LIVE_PARAMETERS) if configured else []
         if read_only:
             raise ValueError(f"parameter(s) {', '.join(read_only)} are read-only while the node is configured: set "

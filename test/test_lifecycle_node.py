@@ -107,6 +107,9 @@ def test_lifecycle_transitions_load_subscribe_publish_and_free(managed):
     assert node.segmenter.short_side == 96, "the next configure reads it"
     refused = set_parameter(managed, "short_side", 64)
     assert not refused.successful and "short_side are read-only while the node is configured" in refused.reason
+    assert transition(managed, "cleanup")
+    refused = set_parameter(managed, "health.diagnostics_period_s", 0.5)
+    assert not refused.successful and "are read when the node starts" in refused.reason
     assert transition(managed, "shutdown")
     assert node.lifecycle_state == "finalized" and node.finished
 

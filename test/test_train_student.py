@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -87,15 +88,18 @@ def test_a_run_moved_with_its_teacher_and_data_resumes_but_not_with_other_inputs
     resume(moved_data, moved, 2)
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
-    meta = (moved_data / "meta.json").read_text()
-    (moved_data / "meta.json").write_text(meta + "\n")  # a data set made again, differently, at the same path
+    meta_path = moved_data / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "seed": meta["seed"] + 1}))  # made again differently, same path
     with pytest.raises(ConfigError, match=r"cannot resume with data.root changed \(data.root: '.*data \(sha256"):
         resume(moved_data, moved, 3)
-    (moved_data / "meta.json").write_text(meta)
+    meta_path.write_text(json.dumps({**meta, "version": "9.9", "indexed": "today"}, indent=1))
+    resume(moved_data, moved, 3)  # made again alike: another version, time and layout of the same file
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
     moved.write_bytes(other.read_bytes())  # the teacher replaced in place (say, trained further)
     with pytest.raises(ConfigError, match=r"cannot resume with teacher.checkpoint changed \(teacher.checkpoint: "
                                           r"'.*moved/teacher.pt \(sha256 [0-9a-f]{12}\)' -> '.*moved/teacher.pt \(sha256"):
-        resume(moved_data, moved, 3)
+        resume(moved_data, moved, 4)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -199,6 +199,11 @@ def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figure
         assert "is not better (RDEL" in capsys.readouterr().out
     export(scores(33.0, 26.0, split="val"))
     assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
+    zero_only = tmp_path / "zero_only.json"
+    zero_only.write_text(json.dumps({"split": "test", "data_root": "d", "frames": 3, "eval_size": 64, "results": {
+        "zero": {"mean_miou": 30.0, "combinations": {"RDEL": {"miou": 40.0}}}}}))
+    export([*scores(33.0, 26.0)[:-1], str(zero_only)])
+    assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
     export(scores(33.0, 26.0))
     assert shipped_figures() == (33.0, 26.0)
 

@@ -55,7 +55,7 @@ def _subsample(image: np.ndarray, stride: int) -> np.ndarray:
     size = (-(-width // stride), -(-height // stride))
     if image.dtype == np.float64 or not image.flags.c_contiguous:
         return np.ascontiguousarray(image[::stride, ::stride])
-    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST_EXACT)
+    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
 
 
 def camera_quality(rgb: np.ndarray, *, stride: int = 2) -> dict[str, float]:

@@ -64,8 +64,11 @@ def not_better_reason(scores: dict, current: dict) -> str:
     if any(scores.get(key) != current.get(key) for key in where):
         return (f"scored on {'/'.join(str(scores.get(k)) for k in where)}, the current one on "
                 f"{'/'.join(str(current.get(k)) for k in where)}: not comparable")
-    new = (scores["drop_miou"]["RDEL"], scores["drop_mean_miou"])
-    old = (current["drop_miou"]["RDEL"], current["drop_mean_miou"])
+    try:
+        new = (scores["drop_miou"]["RDEL"], scores["drop_mean_miou"])
+        old = (current["drop_miou"]["RDEL"], current["drop_mean_miou"])
+    except KeyError:
+        return "one of the two has no drop-convention RDEL and mean of 15: not comparable"
     if new[0] > old[0] and new[1] > old[1]:
         return ""
     return f"RDEL {new[0]:.2f} / mean of 15 {new[1]:.2f} against the current {old[0]:.2f} / {old[1]:.2f}"

@@ -18,6 +18,8 @@ checks around that:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -35,11 +37,32 @@ SAFE_ON_RESUME = frozenset({"train.epochs", "train.eval_every", "train.log_every
                             "train.tensorboard"})
 #: Keys never compared: where the run and its exported encoder live (a moved folder resumes from its new place).
 NOT_COMPARED = frozenset({"train.output_dir", "pretrain.encoder_out"})
-#: Keys naming an input, compared by content (the SHA-256 that ``last.pt`` records), not by path -> the file
-#: hashed, relative to the value (empty: the value itself). A run moved with its teacher or data set (an
-#: ablation folder copied to another machine) resumes; a teacher trained further or a data set regenerated
-#: differently at the same path is refused.
-INPUT_FILES = {"teacher.checkpoint": "", "data.root": "meta.json"}
+#: ``meta.json`` fields that change when the same data set is indexed or generated again (a time, a version).
+VOLATILE_META_KEYS = ("indexed", "version")
+
+
+def _file_digest(value: str | Path) -> str | None:
+    path = Path(value)
+    return file_sha256(path) if path.is_file() else None
+
+
+def _data_set_digest(value: str | Path) -> str | None:
+    """SHA-256 of the data set's ``meta.json`` (its frames, splits, size, classes, generator settings) in a
+    canonical form without :data:`VOLATILE_META_KEYS`."""
+    try:
+        meta = json.loads((Path(value) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    canonical = {key: item for key, item in meta.items() if key not in VOLATILE_META_KEYS}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+#: Keys naming an input, compared by content (the digest that ``last.pt`` records), not by path -> how the
+#: digest is made. A run moved with its teacher or data set (an ablation folder copied to another machine)
+#: resumes; a teacher trained further or a data set made differently at the same path is refused.
+INPUT_FILES = {"teacher.checkpoint": _file_digest, "data.root": _data_set_digest}
 RESUMABLE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best")
 #: The part of a resumable checkpoint that ``best.pt`` holds.
 BEST_KEYS = ("model", "architecture", "meta", "epoch")
@@ -63,11 +86,8 @@ def resume_command(prog: str, argv: Sequence[str]) -> str:
 
 
 def _input_digest(name: str, value: object) -> str | None:
-    """SHA-256 of the file that input ``name`` with value ``value`` stands for; None when there is none."""
-    if not isinstance(value, (str, Path)):
-        return None
-    path = Path(value) / INPUT_FILES[name]
-    return file_sha256(path) if path.is_file() else None
+    """The digest of input ``name`` with value ``value``; None when there is nothing to read."""
+    return INPUT_FILES[name](value) if isinstance(value, (str, Path)) else None
 
 
 def input_file_digests(config: Mapping) -> dict[str, str]:
