@@ -80,10 +80,14 @@ def _cpu_labels(planes: np.ndarray, labels: np.ndarray, confidence: np.ndarray |
         np.reciprocal(confidence, out=confidence)
 
 
+#: What a Segmenter's ``convention`` may be: "auto" (the model's own, from its metadata) or a convention.
+CONVENTION_CHOICES: tuple[str, ...] = ("auto", *MISSING_CONVENTIONS)
+
+
 def check_convention(convention: str | None) -> None:
-    """``ValueError`` unless ``convention`` is None, "auto" or one of ``MISSING_CONVENTIONS``."""
-    if convention not in (None, "auto", *MISSING_CONVENTIONS):
-        raise ValueError(f"convention {convention!r}: expected auto or one of {MISSING_CONVENTIONS}")
+    """``ValueError`` unless ``convention`` is None or one of ``CONVENTION_CHOICES``."""
+    if convention is not None and convention not in CONVENTION_CHOICES:
+        raise ValueError(f"convention {convention!r}: expected one of {', '.join(CONVENTION_CHOICES)}")
 
 
 class Segmenter:

@@ -6,9 +6,9 @@ data set use the same): ``depth_to_hha``, ``lidar_to_image`` and ``events_to_fra
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from robustseg_core.data.transforms import resize_nearest
 from robustseg_core.sensors import depth_to_hha, events_to_frame, lidar_to_image
 from robustseg_ros.frames import FrameJob, SensorPayload
 from robustseg_ros.params import PerceptionParams
@@ -18,13 +18,6 @@ NO_CAMERA_INFO = "no CameraInfo received yet (needed for depth and LiDAR)"
 
 class MissingGeometry(RuntimeError):
     """A modality cannot be encoded because the camera geometry (CameraInfo) is unknown."""
-
-
-def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` at ``width`` x ``height`` px by nearest neighbour (itself when it already has that size)."""
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params: PerceptionParams) -> np.ndarray:
@@ -53,8 +46,7 @@ def encode_modality(modality: str, payload: SensorPayload, job: FrameJob, params
         raise MissingGeometry(job.geometry_problem or NO_CAMERA_INFO)
     if modality == "depth":
         depth = payload.data
-        if depth.shape != (height, width):  # counted when the frame was built
-            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+        depth = resize_nearest(depth, width, height)  # a size mismatch was counted when the frame was built
         return depth_to_hha(depth, job.intrinsics, params.R_world_cam, params["camera.height_m"])
     image = lidar_to_image(payload.data, job.intrinsics, payload.T_cam_lidar, params["lidar.max_range_m"])
     if len(payload.data) and not image.any():

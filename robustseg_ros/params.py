@@ -25,9 +25,8 @@ import yaml
 
 from robustseg_core.deploy.backends import BACKENDS
 from robustseg_core.errors import UsageError
-from robustseg_core.inference import Segmenter
+from robustseg_core.inference import CONVENTION_CHOICES, Segmenter
 from robustseg_core.yaml_file import read_yaml
-from robustseg_core.models import MISSING_CONVENTIONS
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
 from robustseg_core.sensors.camera import check_transform
 from robustseg_ros.degradation import QUALITY_RULES, DegradationConfig, DegradationJudge
@@ -58,12 +57,14 @@ class ParameterError(UsageError, ValueError):
 @dataclass(frozen=True)
 class ParameterSpec:
     """One ROS parameter of the node: dotted name, default (its type is the parameter's type), description, and
-    whether it may change while the node runs (``live``; the others are read-only)."""
+    when it may change: ``live`` while the node runs, ``startup`` never after the node has started (read once,
+    in its constructor); the others while it is unconfigured (each configure reads them)."""
 
     name: str
     default: bool | int | float | str | tuple
     description: str
     live: bool = False
+    startup: bool = False
 
 
 def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | None, what: str) -> list[ParameterSpec]:
@@ -93,7 +94,8 @@ def _input_specs(sensor: str, topic: str, rate_hz: float, tolerance_s: float | N
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("autostart", True, "Configure and activate at start-up; false: wait unconfigured for lifecycle "
-                                     "transitions (ros2 lifecycle set /perception_node configure, then activate)."),
+                                     "transitions (ros2 lifecycle set /perception_node configure, then activate).",
+                  startup=True),
     ParameterSpec("checkpoint", "", "RobustSeg checkpoint (.pt); empty: the student shipped in the package "
                                     "(robustseg_ros/models/robustseg_student.pt), unless onnx_file is set."),
     ParameterSpec("backend", "torch", "Inference backend: torch, onnxruntime, openvino or tensorrt (each but torch "
@@ -103,7 +105,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                    "too, both must agree on classes, modality order and normalisation."),
     ParameterSpec("strict_parameters", False,
                   "Refuse to start when a parameter file or -p override names a parameter this node does not have "
-                  "(perception.launch.py sets it true); false: log a warning naming them and start."),
+                  "(perception.launch.py sets it true); false: log a warning naming them and start.", startup=True),
     ParameterSpec("device", "auto", "Device: auto (CUDA when available, else CPU; openvino: CPU), cpu, cuda or "
                                     "cuda:N."),
     ParameterSpec("fp16", True, "Reduced precision where the backend supports it: fp16 on CUDA (torch, tensorrt), "
@@ -166,7 +168,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "order); it ends as soon as they are in. 0: segment at once."),
     ParameterSpec("health.check_period_s", 0.05, "Period (s) of the health check that also drives frames while the "
                                                  "camera is silent; a state change is on /diagnostics within it."),
-    ParameterSpec("health.diagnostics_period_s", 1.0, "Period (s) of /diagnostics when no state changes."),
+    ParameterSpec("health.diagnostics_period_s", 1.0, "Period (s) of /diagnostics when no state changes.",
+                  startup=True),
     ParameterSpec("health.warn_after_periods", 3.0, "WARN late when the last message is older than this many "
                                                     "expected periods (live).", live=True),
     ParameterSpec("health.rate_window_s", 2.0, "Window (s) over which the arrival rate is measured (live).",
@@ -206,7 +209,7 @@ PARAMETER_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAME
 #: Parameters that may change while the node runs (``ros2 param set``); the others are read-only.
 LIVE_PARAMETERS: frozenset[str] = frozenset(spec.name for spec in PARAMETERS if spec.live)
 #: Read once when the node starts, never by a configure: they change only with a restart.
-STARTUP_PARAMETERS: frozenset[str] = frozenset({"autostart", "strict_parameters", "health.diagnostics_period_s"})
+STARTUP_PARAMETERS: frozenset[str] = frozenset(spec.name for spec in PARAMETERS if spec.startup)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ class PerceptionParams:
     def _validate(self) -> None:
         choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
         choices["events.input_type"] = EVENT_INPUT_TYPES
-        choices["missing_convention"] = ("auto", *MISSING_CONVENTIONS)
+        choices["missing_convention"] = CONVENTION_CHOICES
         choices["backend"] = BACKENDS
         choices.update({f"{sensor}.transport": tuple(suffixes) for sensor, suffixes in TRANSPORT_SUFFIXES.items()})
         for name, allowed in choices.items():

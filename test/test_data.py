@@ -188,7 +188,7 @@ def test_eval_size_scales_the_short_side_exactly_and_rounds_up_to_32(height, wid
 
 
 def test_labels_are_resized_pixel_centre_aligned_like_the_images():
-    from robustseg_core.data.transforms import resize_label
+    from robustseg_core.data.transforms import resize_nearest
     label = np.arange(9, dtype=np.uint8).reshape(3, 3)
-    assert resize_label(label, 1, 1).item() == 4, "the centre pixel, not the top-left one"
-    assert (resize_label(label, 6, 6)[::2, ::2] == label).all()
+    assert resize_nearest(label, 1, 1).item() == 4, "the centre pixel, not the top-left one"
+    assert (resize_nearest(label, 6, 6)[::2, ::2] == label).all()

@@ -103,8 +103,8 @@ def test_a_run_moved_with_its_teacher_and_data_resumes_but_not_with_other_inputs
 
 
 @pytest.mark.parametrize("override, message", [
-    ("distill.hpdm_weight=-1", "distill.hpdm_weight must be a finite number >= 0"),
-    ("distill.kl_weight=.nan", "distill.kl_weight must be a finite number >= 0"),
+    ("distill.hpdm_weight=-1", "distill.hpdm_weight must be a finite number in [0, inf)"),
+    ("distill.kl_weight=.nan", "distill.kl_weight must be a finite number in [0, inf)"),
     ("student.recipe=SPX", "student.recipe 'SPX'"),
     ("teacher.checkpoint=null", "teacher.checkpoint is not set"),
 ])

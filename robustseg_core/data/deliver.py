@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from ..classes import CLASS_NAMES, CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
 from ..dataset_meta import DatasetError, check_frame_sizes, check_listed, read_meta
 from ..errors import UsageError
+from .transforms import resize_nearest
 
 
 #: Folder and file-name tag of each modality, relative to the RGB path (DELIVER's replacements).
@@ -223,7 +224,7 @@ class DeliverDataset(Dataset):
                         f"{path}: size {image.shape[1]}x{image.shape[0]} does not match the label "
                         f"{sample.label} ({width}x{height})"
                     )
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+                image = resize_nearest(image, width, height)
             images.append(image)
         return {"images": images, "label": label, "name": sample.name}
 

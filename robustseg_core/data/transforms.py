@@ -27,19 +27,23 @@ from ..sensors.normalization import preprocess_stack
 SPARSE_MODALITIES = frozenset({"event", "lidar"})
 
 
+def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` ([H, W] or [H, W, C]) at ``width`` x ``height`` px by nearest neighbour, pixel-centre aligned
+    (each output pixel takes the source pixel under its centre); itself when it already has that size. The one
+    resize of class ids, sparse modalities (empty pixels stay empty) and metric depth, for the data set, the
+    generator's analysis, the node and the bag scoring alike."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
 def resize_modality(image: np.ndarray, modality: str, width: int, height: int) -> np.ndarray:
     """Resize a uint8 modality image [H, W, 3] to (height, width) with that modality's interpolation."""
-    if image.shape[1] == width and image.shape[0] == height:
+    if modality in SPARSE_MODALITIES:
+        return resize_nearest(image, width, height)
+    if image.shape[:2] == (height, width):
         return image
-    interpolation = cv2.INTER_NEAREST_EXACT if modality in SPARSE_MODALITIES else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
-def resize_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a class-id map [H, W] by nearest neighbour."""
-    if label.shape[1] == width and label.shape[0] == height:
-        return label
-    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def eval_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -96,7 +100,7 @@ class TrainTransform:
         scale = min(4 * crop * ratio / max(height, width), crop * ratio / min(height, width))
         new_h, new_w = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
         images = [resize_modality(np.ascontiguousarray(im), m, new_w, new_h) for im, m in zip(images, self.modalities)]
-        label = resize_label(np.ascontiguousarray(label), new_w, new_h)
+        label = resize_nearest(label, new_w, new_h)
 
         pad_h, pad_w = max(crop - new_h, 0), max(crop - new_w, 0)
         if pad_h or pad_w:
@@ -123,7 +127,7 @@ class EvalTransform:
     def __call__(self, item: dict) -> dict:
         height, width = eval_size(*item["label"].shape, self.size)
         images = [resize_modality(im, m, width, height) for im, m in zip(item["images"], self.modalities)]
-        label = resize_label(item["label"], width, height)
+        label = resize_nearest(item["label"], width, height)
         return {
             "images": preprocess_stack(images, self.modalities),
             "label": torch.from_numpy(label).long(),

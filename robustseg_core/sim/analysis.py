@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from robustseg_core.classes import CLASS_ID, MODALITIES, NUM_CLASSES
+from robustseg_core.data.transforms import resize_nearest
 from robustseg_core.sim.drive import Drive, DriveConfig, Frame, encode_frame
 
 
@@ -45,8 +46,7 @@ def render_samples(seeds, config: DriveConfig, frames: tuple[int, ...] = (2, 6))
             encoded = encode_frame(frame)
             height, width = frame.labels.shape
             event = encoded["event"]
-            if event.shape[:2] != (height, width):
-                event = cv2.resize(event, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+            event = resize_nearest(event, width, height)
             images = {"rgb": encoded["rgb"], "depth": encoded["hha"], "event": event, "lidar": encoded["lidar"]}
             samples.append(Sample(int(seed), frame, images, flags))
     return samples
@@ -111,8 +111,7 @@ def event_rates(samples: list[Sample]) -> tuple[float, float]:
         width, height = frame.event_size
         counts = np.bincount(frame.events["y"].astype(np.int64) * width + frame.events["x"],
                              minlength=width * height).reshape(height, width).astype(np.float32)
-        if (width, height) != frame.labels.shape[::-1]:
-            counts = cv2.resize(counts, frame.labels.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
+        counts = resize_nearest(counts, *frame.labels.shape[::-1])
         static = ~frame.moving & (frame.depth > 0)
         moving_events += counts[frame.moving].sum()
         moving_pixels += frame.moving.sum()

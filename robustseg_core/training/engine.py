@@ -97,6 +97,14 @@ def in_interval(value: float, interval: str) -> bool:
     return math.isfinite(value) and above and below
 
 
+def check_intervals(config: Mapping, intervals: Mapping[str, str]) -> None:
+    """``ConfigError`` naming the first ``section.key`` whose value is not a finite number in its interval."""
+    for name, interval in intervals.items():
+        section, key = name.split(".")
+        if not in_interval(config[section][key], interval):
+            raise ConfigError(f"{name} must be a finite number in {interval}, got {config[section][key]!r}")
+
+
 def check_training_config(config: Mapping) -> None:
     """``ConfigError`` naming the first training setting that cannot work (a count below its minimum, an
     unknown preset, AMP type or modality combination), before anything is built."""
@@ -107,12 +115,9 @@ def check_training_config(config: Mapping) -> None:
         section, key = name.split(".")
         if config[section][key] < lowest:
             raise ConfigError(f"{name} must be >= {lowest}, got {config[section][key]}")
-    intervals = {"optim.lr": "(0, inf)", "optim.weight_decay": "[0, inf)", "optim.warmup_ratio": "[0, 1]",
-                 "optim.poly_power": "[0, inf)", "model.drop_path_rate": "[0, 1)", "loss.ohem_thresh": "(0, 1)"}
-    for name, interval in intervals.items():
-        section, key = name.split(".")
-        if not in_interval(config[section][key], interval):
-            raise ConfigError(f"{name} must be in {interval}, got {config[section][key]!r}")
+    check_intervals(config, {"optim.lr": "(0, inf)", "optim.weight_decay": "[0, inf)", "optim.warmup_ratio": "[0, 1]",
+                             "optim.poly_power": "[0, inf)", "model.drop_path_rate": "[0, 1)",
+                             "loss.ohem_thresh": "(0, 1)"})
     choices = {"model.preset": (config["model"]["preset"], MODEL_PRESETS),
                "train.amp_dtype": (config["train"]["amp_dtype"], ("bfloat16", "float16"))}
     for name, (value, allowed) in choices.items():

@@ -23,7 +23,6 @@ comes from :func:`robustseg_core.training.engine.fit`.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 
 import torch
@@ -37,7 +36,7 @@ from ..models import MISSING_CONVENTIONS
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, load_model_state
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
-from .engine import TRAINING_DEFAULTS, check_training_config, fit, in_interval, seed_everything
+from .engine import TRAINING_DEFAULTS, check_intervals, check_training_config, fit, seed_everything
 from .modality_dropout import apply_modality_dropout, validated_k_probabilities
 from .train_teacher import build_model, fit_options, get_args_parser
 
@@ -84,13 +83,9 @@ def check_student_config(config: dict) -> None:
         raise ConfigError(f"student.convention {student['convention']!r}: expected one of {MISSING_CONVENTIONS}")
     if distill["hpdm_pairing"] not in ("random", "identity"):
         raise ConfigError(f"distill.hpdm_pairing {distill['hpdm_pairing']!r}: expected 'random' or 'identity'")
-    for key in ("kl_weight", "hpdm_weight", "rrm_weight", "rrm_lambda"):
-        value = distill[key]
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"distill.{key} must be a finite number >= 0, got {value!r}")
-    for key in ("kl_temperature", "hpdm_temperature"):
-        if not in_interval(distill[key], "(0, inf)"):
-            raise ConfigError(f"distill.{key} must be a finite number > 0, got {distill[key]!r}")
+    check_intervals(config, {**{f"distill.{key}": "[0, inf)" for key in ("kl_weight", "hpdm_weight", "rrm_weight",
+                                                                        "rrm_lambda")},
+                             "distill.kl_temperature": "(0, inf)", "distill.hpdm_temperature": "(0, inf)"})
     if distill["rrm_normalize"] not in RRM_NORMALIZATIONS:
         raise ConfigError(f"distill.rrm_normalize {distill['rrm_normalize']!r}: expected one of {RRM_NORMALIZATIONS}")
     if distill["rrm_samples"] < 1:

@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from robustseg_core.classes import IGNORE_INDEX, combination_name, list_difference
+from robustseg_core.data.transforms import resize_nearest
 from robustseg_core.evaluation.metrics import ConfusionMatrix
 from robustseg_ros.bagtools.bag_io import BagError
 from robustseg_ros.bagtools.faults import QUALITY_FAULT_KINDS, Fault
@@ -255,8 +255,7 @@ class Evaluation:
             return
         index, prediction, policy_labels = self._pending_outputs.pop(key)
         label = self._labels.pop(key)
-        if label.shape != prediction.shape:
-            label = cv2.resize(label, prediction.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
+        label = resize_nearest(label, *prediction.shape[::-1])
         unknown = prediction == IGNORE_INDEX
         self.unknown_pixel_fraction.append(float(unknown.mean()))
         out_of_range = (label >= len(self.class_names)) & (label != IGNORE_INDEX)
