@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_a_run_moved_with_its_teacher_and_data_resumes_but_not_with_other_inputs
     ("teacher.checkpoint=null", "teacher.checkpoint is not set"),
 ])
 def test_bad_student_configs(mini_dataset, tmp_path, teacher, override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher), override])
 
 
