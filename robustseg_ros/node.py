@@ -65,8 +65,6 @@ DIAGNOSTICS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliabil
 RELIABLE_INPUT_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 WORKER_STOP_TIMEOUT_S = 5.0
 FAILURE_LOG_THROTTLE_S = 5.0
-#: What a failed configure raises (a missing or mismatched model, an unusable backend, a bad parameter).
-CONFIGURE_ERRORS = (UserError, OSError, ValueError, RuntimeError)
 #: glibc mallopt options (malloc.h): never give freed heap memory back, and never serve a block with its own mmap.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
@@ -190,7 +188,7 @@ class PerceptionNode(LifecycleNode):
                 self.params, segmenter, logger=self.get_logger(),
                 lidar_extrinsic_lookup=self._tf_lookup() if self.params["lidar.use_tf"] else None,
                 topic_names=self.params.topics(self.resolve_topic_name))
-        except CONFIGURE_ERRORS as error:
+        except Exception as error:  # any failure leaves the node unconfigured, with its reason (not rclpy's ERROR)
             self._release_tf_listener()
             self._configure_error = error
             if not self._starting:
@@ -441,15 +439,17 @@ class PerceptionNode(LifecycleNode):
                                       with_confidence=outputs["confidence"].get_subscription_count() > 0)
             if output is None:
                 return
+            start = time.perf_counter()
+            messages = image_messages(output)  # built outside the lock: a deactivation waits only for publish()
+            status = pipeline.sensor_status(output)
             with self._publish_lock:
                 if not self._publishing:
                     return
-                start = time.perf_counter()
-                for name, message in image_messages(output).items():
+                for name, message in messages.items():
                     outputs[name].publish(message)
                 latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
                 outputs["latency_ms"].publish(Float32(data=float(latency_ms)))
-                outputs["sensor_status"].publish(pipeline.sensor_status(output))
+                outputs["sensor_status"].publish(status)
             pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3)
         except Exception as error:  # the worker must survive any single frame
             pipeline.statistics.count_failure(error, self._now())

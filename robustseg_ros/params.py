@@ -106,8 +106,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("strict_parameters", False,
                   "Refuse to start when a parameter file or -p override names a parameter this node does not have "
                   "(perception.launch.py sets it true); false: log a warning naming them and start.", startup=True),
-    ParameterSpec("device", "auto", "Device: auto (CUDA when available, else CPU; openvino: CPU), cpu, cuda or "
-                                    "cuda:N."),
+    ParameterSpec("device", "auto", "Device: auto (CUDA when available to the backend, else CPU; openvino: "
+                                    "CPU), cpu, cuda or cuda:N."),
     ParameterSpec("fp16", True, "Reduced precision where the backend supports it: fp16 on CUDA (torch, tensorrt), "
                                 "bf16 with openvino on CPUs that have it; ignored otherwise."),
     ParameterSpec("short_side", 0, "Network input short side (px; both sides rounded up to multiples of 32); "

@@ -154,6 +154,38 @@ def test_an_onnx_file_of_another_model_is_refused_naming_the_difference(checkpoi
     assert "normalisation of depth" in message
 
 
+def test_an_onnx_file_exported_from_another_checkpoint_is_refused(checkpoint, onnx_file, tmp_path):
+    """Same classes, modalities and normalisation, other weights: the file's checkpoint hash tells them apart."""
+    state = load_checkpoint(checkpoint)
+    state["model"] = {name: tensor + 0.01 if tensor.is_floating_point() else tensor
+                      for name, tensor in state["model"].items()}
+    retrained = tmp_path / "retrained.pt"
+    save_checkpoint(retrained, state)
+    with pytest.raises(ModelMetadataError, match="tiny.onnx: exported from another checkpoint than .*retrained.pt"):
+        Segmenter(retrained, device="cpu", backend="onnxruntime", onnx_file=onnx_file)
+
+
+def test_an_onnx_graph_the_runtime_cannot_load_is_a_one_line_error(onnx_file, tmp_path):
+    import onnx
+
+    graph = onnx.load(str(onnx_file))
+    graph.graph.node[len(graph.graph.node) // 2].op_type = "NoSuchOperator"
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))  # its metadata is intact: only onnxruntime finds the problem
+    with pytest.raises(BackendUnavailable, match="broken.onnx: onnxruntime cannot load it on cpu") as error:
+        load_backend("onnxruntime", "cpu", onnx_file=broken)
+    assert "\n" not in str(error.value)
+
+
+def test_export_refuses_a_folder_as_out_and_names_an_unsupported_opset(checkpoint, tmp_path, capsys):
+    assert cli(["--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give the ONNX file to write" in capsys.readouterr().err
+    out = tmp_path / "model.onnx"
+    assert cli(["--checkpoint", str(checkpoint), "--out", str(out), "--opset", "99"]) == 1
+    error = capsys.readouterr().err
+    assert "torch.onnx.export failed at opset 99" in error and error.count("\n") == 1 and not out.exists()
+
+
 def test_an_onnx_file_alone_runs_on_its_own_metadata(onnx_file):
     segmenter = Segmenter(None, device="cpu", backend="onnxruntime", onnx_file=onnx_file)
     assert segmenter.short_side == 64 and segmenter.predict(frame()).labels.shape == (48, 80)

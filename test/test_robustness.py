@@ -45,6 +45,19 @@ def test_noise_spares_events_from_gaussian_noise():
     assert 0.4 < share < 0.6
 
 
+def test_salt_and_pepper_use_each_frames_own_extremes():
+    """A frame's salt and pepper values do not depend on the other frames of its batch (batch size)."""
+    images = torch.rand(2, 4, 3, 16, 16)
+    images[1] *= 10.0  # the second frame's range is ten times the first's
+    salted = noisy_modalities(images, density=0.5, sigma=0.0, generator=torch.Generator().manual_seed(0))
+    for frame in range(2):
+        for modality in range(4):
+            values = salted[frame, modality]
+            changed = values != images[frame, modality]
+            extremes = torch.stack([images[frame, modality].min(), images[frame, modality].max()])
+            assert changed.any() and torch.isin(values[changed], extremes).all()
+
+
 def test_protocols_are_repeatable_and_complete(mini_dataset):
     torch.manual_seed(0)
     model = build_segmentor("mit_cpu", embed_dim=32).eval()

@@ -173,6 +173,15 @@ def test_export_keeps_weights_and_metadata_and_drops_training_state(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def test_export_of_a_checkpoint_without_metadata_writes_empty_metadata(tmp_path):
+    from robustseg_core.training.export import export_checkpoint
+
+    model = build_segmentor("mit_cpu", embed_dim=32).eval()
+    save_checkpoint(tmp_path / "bare.pt", {"model": model.state_dict(), "architecture": model.architecture})
+    export_checkpoint(tmp_path / "bare.pt", tmp_path / "shipped.pt")
+    assert load_checkpoint(tmp_path / "shipped.pt")["meta"]["source_checkpoint"] == str(tmp_path / "bare.pt")
+
+
 def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figures_improve(tmp_path, capsys):
     import json
 

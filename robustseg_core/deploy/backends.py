@@ -8,10 +8,11 @@ backend only runs the network:
 * ``openvino``: the same file compiled by OpenVINO for the CPU, in bf16 where the CPU supports it and
   reduced precision is allowed (``fp16``), else f32;
 * ``tensorrt``: the same file on onnxruntime's TensorRT execution provider (``onnxruntime-gpu`` and the
-  TensorRT libraries), fp16 when allowed, engines cached next to the ONNX cache.
+  TensorRT libraries), fp16 when allowed, engines cached per model file in the ONNX cache folder.
 
 The ONNX backends read the model's metadata from the file; with a checkpoint too, the two must agree
-(classes, modality order, normalisation) or loading fails naming the difference. Without an ONNX file
+(classes, modality order, normalisation, and the file must be exported from that checkpoint) or loading
+fails naming the difference. Without an ONNX file
 the checkpoint is exported once into a cache folder (``export.cached_onnx``, checked against torch).
 A backend whose package is missing raises ``BackendUnavailable`` naming the setup.py extra to install.
 """
@@ -25,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UsageError, UserError
-from ..models.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_device
-from .metadata import ONNX_OUTPUT, ModelMetadata, check_metadata, read_onnx_metadata
+from ..errors import UsageError, UserError, cause
+from ..models.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint, resolve_device
+from .metadata import ONNX_OUTPUT, ModelMetadata, ModelMetadataError, check_metadata, read_onnx_metadata
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 #: The setup.py extra that installs each optional backend.
@@ -120,7 +121,15 @@ class OnnxRuntimeBackend(Backend):
         # threads made onnxruntime 1.4-2x slower on the shared 2-core dev machine).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=providers)
+        try:
+            self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=providers)
+        except Exception as error:  # onnxruntime's errors (InvalidGraph, Fail, NoSuchFile) are plain Exceptions
+            raise BackendUnavailable(f"{onnx_file}: onnxruntime cannot load it on {device} ({cause(error)})") from error
+        requested = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        used = self.session.get_providers()
+        if not used or used[0] != requested:  # onnxruntime falls back to another provider with only a log line
+            raise BackendUnavailable(f"backend {self.name!r}: onnxruntime could not start {requested} for {onnx_file} "
+                                     f"(it runs on {used}); check the CUDA / TensorRT libraries or set device cpu")
         self.metadata, self.device = metadata, device
         self.fp16 = tensorrt and fp16
         self.precision = "fp16" if self.fp16 else "fp32"
@@ -133,7 +142,10 @@ class OnnxRuntimeBackend(Backend):
                     f"backend 'tensorrt' needs a CUDA device and onnxruntime with the TensorRT execution provider "
                     f"(device {device}, onnxruntime providers {available}): pip install 'robustseg_ros[tensorrt]' "
                     "and put the TensorRT libraries on LD_LIBRARY_PATH")
-            cache = onnx_file.parent / "tensorrt_engines"
+            from .export import default_cache_dir
+
+            # Engines are keyed by the model file's content: a re-exported model never reuses an old engine.
+            cache = default_cache_dir() / "tensorrt_engines" / file_sha256(onnx_file)[:16]
             options = {"device_id": device.index or 0, "trt_fp16_enable": bool(fp16),
                        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
             return [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {"device_id": device.index or 0})]
@@ -163,7 +175,10 @@ class OpenVinoBackend(Backend):
         if not fp16:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         core = openvino.Core()
-        self.compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", config)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", config)
+        except Exception as error:  # OpenVINO raises its own RuntimeError subclasses with multi-line text
+            raise BackendUnavailable(f"{onnx_file}: OpenVINO cannot compile it ({cause(error)})") from error
         self.request = self.compiled.create_infer_request()
         self.metadata, self.device = metadata, device
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -174,20 +189,33 @@ class OpenVinoBackend(Backend):
         return torch.from_numpy(np.array(self.request.get_tensor(ONNX_OUTPUT).data))
 
 
+def auto_device(backend: str) -> torch.device:
+    """The device ``"auto"`` means for ``backend``: CUDA when torch sees it, except for OpenVINO (CPU only
+    here) and for an onnxruntime without the CUDA execution provider (the CPU ``onnxruntime`` package)."""
+    if backend == "openvino" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if backend == "onnxruntime":
+        onnxruntime = require_module(backend, "onnxruntime")
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return torch.device("cpu")
+    return torch.device("cuda")
+
+
 def load_backend(name: str, device: str = "auto", fp16: bool | None = None, *,
                  checkpoint: str | os.PathLike | None = None, onnx_file: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None) -> Backend:
-    """The backend ``name`` ready to run on ``device`` ("auto": CUDA when available, except OpenVINO: the CPU).
+    """The backend ``name`` ready to run on ``device`` ("auto": ``auto_device``).
 
     ``fp16``: reduced precision (fp16 on CUDA, OpenVINO's bf16 on CPUs that have it); None: where the device
     supports it (onnxruntime on the CPU always runs fp32). torch needs ``checkpoint``; the others run
     ``onnx_file``, or the checkpoint's cached export (in ``cache_dir``, default ``export.default_cache_dir()``).
     Raises ``BackendChoiceError`` for an unknown name or missing model, ``BackendUnavailable`` when the backend cannot run
-    here, ``ModelMetadataError`` when the ONNX file and the checkpoint disagree, ``CheckpointError``.
+    here (or cannot load the file), ``ModelMetadataError`` when the ONNX file and the checkpoint disagree or the file
+    was exported from another checkpoint, ``CheckpointError``.
     """
     if name not in BACKENDS:
         raise BackendChoiceError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    resolved = torch.device("cpu") if name == "openvino" and device == "auto" else resolve_device(device)
+    resolved = resolve_device(device) if device != "auto" else auto_device(name)
     if name == "torch":
         if checkpoint is None:
             raise BackendChoiceError("backend 'torch' needs a checkpoint (an ONNX file runs on onnxruntime, openvino or "
@@ -201,10 +229,16 @@ def load_backend(name: str, device: str = "auto", fp16: bool | None = None, *,
 
     expected = ModelMetadata.from_checkpoint(load_checkpoint(checkpoint), checkpoint) if checkpoint else None
     if onnx_file is None:
+        require_module(name, "onnxruntime")  # the export is checked against torch on onnxruntime
         onnx_file = cached_onnx(checkpoint, cache_dir or default_cache_dir())
     onnx_file = Path(onnx_file)
     metadata = read_onnx_metadata(onnx_file)
     check_metadata(metadata, expected)
+    if checkpoint is not None and metadata.checkpoint_sha256 and metadata.checkpoint_sha256 != file_sha256(checkpoint):
+        raise ModelMetadataError(f"{onnx_file}: exported from another checkpoint than {checkpoint} (SHA-256 "
+                                 f"{metadata.checkpoint_sha256[:16]}... against {file_sha256(checkpoint)[:16]}...); "
+                                 f"export it again (export_onnx --checkpoint {checkpoint} --out {onnx_file}) "
+                                 "or leave the checkpoint unset")
     if name == "openvino":
         return OpenVinoBackend(onnx_file, metadata, resolved, fp16 is not False)
     return OnnxRuntimeBackend(onnx_file, metadata, resolved, fp16 is not False, tensorrt=name == "tensorrt")

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from ..atomic import write_bytes_atomic
 from ..classes import combination_name
-from ..cli import console_script
-from ..errors import UserError
+from ..cli import console_script, positive_int
+from ..errors import UsageError, UserError, cause
 from ..models import MultimodalSegmentor
 from ..models.checkpoint import build_model_from_checkpoint, file_sha256
 from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata, ModelMetadataError
@@ -53,7 +53,8 @@ PROG = "export_onnx"
 
 
 class ExportCheckError(UserError, RuntimeError):
-    """An exported model disagrees with the checkpoint; the message names the combinations and the errors."""
+    """The export failed, or the exported model disagrees with the checkpoint; the message names the opset, or the
+    combinations and the errors."""
 
 
 class PresenceMaskedSegmentor(nn.Module):
@@ -146,8 +147,13 @@ def onnx_bytes(model: MultimodalSegmentor, metadata: ModelMetadata, opset: int =
     with tempfile.TemporaryDirectory(prefix="robustseg_export_") as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         traced = Path(folder) / "model.onnx"
-        torch.onnx.export(wrapper, (images, present), str(traced), dynamo=False, input_names=list(ONNX_INPUTS),
-                          output_names=[ONNX_OUTPUT], dynamic_axes=dynamic_axes, opset_version=opset)
+        try:
+            torch.onnx.export(wrapper, (images, present), str(traced), dynamo=False, input_names=list(ONNX_INPUTS),
+                              output_names=[ONNX_OUTPUT], dynamic_axes=dynamic_axes, opset_version=opset)
+        except ImportError:
+            raise
+        except Exception as error:  # an opset the exporter or an operator does not support, among others
+            raise ExportCheckError(f"torch.onnx.export failed at opset {opset} ({cause(error)})") from error
         graph = onnx.load(str(traced))
     onnx.checker.check_model(graph)
     graph.doc_string = f"robustseg {model.preset} segmentor, {len(metadata.classes)} classes"
@@ -192,13 +198,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robustseg_ros"
 
 
+def check_writable_file(path: Path) -> None:
+    """``UsageError`` when ``path`` is a folder or its folder cannot be created or written to."""
+    if path.is_dir():
+        raise UsageError(f"--out {path}: is a folder; give the ONNX file to write (e.g. {path / 'student.onnx'})")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: cannot write into {folder}")
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Export and check (``argv``: the command line without the program name); returns the ONNX file."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="robustseg checkpoint (.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset")
+    parser.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset")
     args = parser.parse_args(argv)
+    check_writable_file(Path(args.out))  # before minutes of export and checking, not after
     try:
         check = export_onnx(args.checkpoint, args.out, args.opset)
     except ImportError as error:

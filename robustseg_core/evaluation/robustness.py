@@ -60,14 +60,21 @@ def random_element_mask(images: torch.Tensor, missing: torch.Tensor, ratio: floa
 
 
 def noisy_modalities(images: torch.Tensor, density: float, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """NM input: salt and pepper of ``density`` on every modality, then Gaussian ``sigma`` on R, D, L."""
+    """NM input: salt and pepper of ``density`` on every modality, then Gaussian ``sigma`` on R, D, L.
+
+    ``images``: [B, M, C, H, W]. Pepper and salt are each frame's own minimum and maximum of that modality
+    (as the reference's batch-of-one evaluation), so a frame's noise does not depend on the batch size.
+    """
     noisy = images.clone()
     for index, modality in enumerate(MODALITIES):
         tensor = noisy[:, index]
-        low, high = tensor.min(), tensor.max()
+        low = tensor.amin(dim=(1, 2, 3), keepdim=True).expand_as(tensor)
+        high = tensor.amax(dim=(1, 2, 3), keepdim=True).expand_as(tensor)
         draw = torch.rand(tensor.shape, generator=generator, device=tensor.device)
-        tensor[draw < density / 2] = low
-        tensor[(draw >= density / 2) & (draw < density)] = high
+        pepper = draw < density / 2
+        salt = (draw >= density / 2) & (draw < density)
+        tensor[pepper] = low[pepper]
+        tensor[salt] = high[salt]
         if modality in GAUSSIAN_NOISE_MODALITIES:
             tensor += sigma * torch.randn(tensor.shape, generator=generator, device=tensor.device)
     return noisy

@@ -35,8 +35,8 @@ class DeviceError(UsageError, RuntimeError):
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as given ("cpu", "cuda", "cuda:N").
 
-    Raises ``DeviceError`` (a ``RuntimeError``) for a name torch does not know or a CUDA device when CUDA is
-    not available.
+    Raises ``DeviceError`` (a ``RuntimeError``) for a name torch does not know, a CUDA device when CUDA is
+    not available, or a CUDA index this machine does not have.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,6 +46,9 @@ def resolve_device(device: str) -> torch.device:
         raise DeviceError(f"device {device!r}: not a device name (auto, cpu, cuda or cuda:N)") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {device!r} requested but CUDA is not available")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered from 0")
     return resolved
 
 

@@ -27,7 +27,7 @@ from ..models.checkpoint import build_model_from_checkpoint, load_checkpoint, sa
 def export_checkpoint(checkpoint: Path, out: Path, scores: dict | None = None, note: str = "") -> dict:
     """Write the deployable form of ``checkpoint`` to ``out``; returns what was written."""
     model, state = build_model_from_checkpoint(checkpoint)
-    meta = dict(state["meta"])
+    meta = dict(state.get("meta") or {})
     meta["trained_command"] = meta.pop("command", "")
     meta["source_checkpoint"] = str(checkpoint)
     meta["evaluation"] = scores or {}
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.only_if_better and args.out.exists():
         if scores is None:
             raise UsageError("--only-if-better needs --scores (the evaluation to compare)")
-        current = load_checkpoint(args.out)["meta"].get("evaluation") or {}
+        current = (load_checkpoint(args.out).get("meta") or {}).get("evaluation") or {}
         reason = not_better_reason(scores, current) if current else ""
         if reason:
             print(f"kept {args.out}: {args.checkpoint} is not better ({reason})")
