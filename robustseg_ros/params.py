@@ -161,7 +161,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("lidar.max_points", 300_000,
                   "Point budget: a cloud with more points is subsampled uniformly to this many (counted on "
                   "/diagnostics), so no single cloud delays a frame."),
-    ParameterSpec("sync.cache_size", 8, "Messages cached per input for synchronisation."),
+    ParameterSpec("sync.cache_size", 8, "Messages cached per input for synchronisation, at least; younger ones "
+                                      "(max_age_s + tolerance_s) are all kept, up to 2048."),
     ParameterSpec("sync.camera_wait_s", 0.05,
                   "Longest wait (s) of a camera image for the other sensors' messages stamped within their tolerance "
                   "of it, when such a message is due by their expected rate (messages of one instant arrive in any "

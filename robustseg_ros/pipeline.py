@@ -54,6 +54,7 @@ from robustseg_ros.encoding import NO_CAMERA_INFO, MissingGeometry, encode_modal
 from robustseg_ros.frames import FrameJob, FrameOutput, SensorPayload
 from robustseg_ros.health import (
     FUTURE_STAMP,
+    NOT_FUSED_WARN_FRAMES,
     ZERO_STAMP,
     HealthMonitor,
     HealthStatus,
@@ -63,7 +64,7 @@ from robustseg_ros.health import (
     payload_digest,
 )
 from robustseg_ros.params import MODALITY_OF_SENSOR, SENSOR_OF_MODALITY, SENSORS, PerceptionParams
-from robustseg_ros.sync import FrameSynchronizer, SyncedFrame
+from robustseg_ros.sync import NO_MESSAGE_WITHIN, FrameSynchronizer, SyncedFrame
 
 #: A node clock that goes back by more than this (s) is a restarted replay: caches and health restart.
 CLOCK_JUMP_BACK_S = 1.0
@@ -429,6 +430,7 @@ class PerceptionPipeline:
                                       "so the output size is unknown")
             return None
         intrinsics, geometry_problem = self._frame_geometry(tuple(size), frame.now)
+        self._record_fusion(frame, geometry_problem)
         depth = frame.entries["depth"]
         if depth is not None and depth.payload.data.shape != tuple(size):
             self._record_error("depth", "size", f"depth image {depth.payload.data.shape[1]}x"
@@ -440,6 +442,19 @@ class PerceptionPipeline:
             events = self.event_buffer.window(*window)
         return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses,
                         geometry_problem, self._event_sensor_size())
+
+    def _record_fusion(self, frame: SyncedFrame, geometry_problem: str) -> None:
+        """Tell each sensor's health whether ``frame`` can use its data, where that does not follow from its health
+        (nothing within tolerance, no camera geometry for depth and LiDAR): a lasting miss is WARN "not fused"."""
+        for modality in self.health.modalities:
+            reason = frame.reasons.get(modality, "")
+            if frame.entries[modality] is not None:
+                reason = f"not encoded: {geometry_problem}" if geometry_problem and modality in ("depth", "lidar") else None
+            elif not reason.startswith(NO_MESSAGE_WITHIN):
+                continue  # absent for its health (stale, dead, degraded) or disabled: said elsewhere
+            if self.health[modality].record_fusion(reason, frame.now):
+                self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: left out of {NOT_FUSED_WARN_FRAMES} frames in a "
+                                    f"row: {reason}; WARN on /diagnostics, logged once")
 
     def _frame_geometry(self, size: tuple[int, int], now: float) -> tuple[CameraIntrinsics | None, str]:
         """The camera intrinsics for an output of ``size`` (height, width) px, or None and why. A CameraInfo of

@@ -8,9 +8,12 @@ instead keeps a small stamp-ordered cache per modality and builds a frame from w
   (``now - stamp <= max_age_s``) and newer than the last frame emitted. Otherwise it is only
   cached (and counted: late or stale pivots are dropped work, not queued work).
 * **Timer frames.** ``on_timer(now)`` emits a frame only while the pivot is silent: no pivot frame
-  whose stamp is within the pivot's ``max_age_s`` of ``now``. The frame stamp is then the newest
-  stamp among the other modalities' fresh messages, and no frame is emitted unless that stamp is
-  newer than the last frame's, so the same data never makes two frames.
+  whose stamp is within the pivot's ``max_age_s`` of ``now``, and no usable pivot message (enabled,
+  healthy, within ``max_age_s``) cached. The frame stamp is then the newest stamp among the other
+  modalities' fresh messages, and no frame is emitted unless that stamp is newer than the last
+  frame's, so the same data never makes two frames. A pivot that resumes (or starts late) with
+  stamps behind the other sensors' thus stops the timer frames at its first fresh message, and its
+  next message newer than the last timer frame makes a pivot frame; it is never shut out.
 * **Selection.** In every frame, each modality contributes the cached message nearest the frame
   stamp within its ``tolerance_s`` (ties go to the earlier message), provided it is at most
   ``max_age_s`` old. Age is ``now - header stamp`` on the node clock, so replay under
@@ -34,6 +37,8 @@ from typing import Any
 
 from .health import stale_reason
 
+#: How the reason of a modality absent because nothing was cached within its tolerance of the frame begins.
+NO_MESSAGE_WITHIN = "no message within"
 PIVOT_TRIGGER = "pivot"
 TIMER_TRIGGER = "timer"
 
@@ -47,17 +52,28 @@ class CacheEntry:
     payload: Any
 
 
+#: Hard bound on the messages one modality's cache holds, whatever their rate (a 1 kHz event stream keeps
+#: about 550 for the default max age and tolerance).
+MAX_CACHE_ENTRIES = 2048
+
+
 class ModalityCache:
-    """The ``capacity`` newest-stamped messages of one modality, ordered by stamp.
+    """At least the ``capacity`` newest-stamped messages of one modality, ordered by stamp, and every message
+    within ``span_s`` of the newest stamp (up to ``MAX_CACHE_ENTRIES``).
 
     Out-of-order arrivals are inserted in stamp order; a message with a stamp already cached
-    replaces the cached one; past capacity the oldest stamp is evicted.
+    replaces the cached one; past capacity the oldest stamp is evicted once it is more than ``span_s``
+    older than the newest. The span keeps a high-rate stream's messages of a frame that arrives late
+    (a 1 kHz event stream against a camera 70 ms behind): a count alone would hold only the last 8 ms.
     """
 
-    def __init__(self, capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 8, span_s: float = 0.0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if not span_s >= 0:
+            raise ValueError(f"span_s must be >= 0, got {span_s}")
         self.capacity = capacity
+        self.span_s = float(span_s)
         self._stamps: list[float] = []
         self._entries: list[CacheEntry] = []
 
@@ -73,7 +89,8 @@ class ModalityCache:
         else:
             self._stamps.insert(index, entry.stamp)
             self._entries.insert(index, entry)
-        if len(self._entries) > self.capacity:
+        while len(self._entries) > self.capacity and (
+                self._stamps[0] < self._stamps[-1] - self.span_s or len(self._entries) > MAX_CACHE_ENTRIES):
             del self._stamps[0]
             del self._entries[0]
         return entry
@@ -105,7 +122,8 @@ class ModalitySyncConfig:
 
     ``tolerance_s``: the largest |message stamp - frame stamp| that may join a frame;
     ``max_age_s``: a message older than this (``now - stamp``) is stale and never joins;
-    ``cache_size``: messages kept per modality; ``enabled``: False excludes the modality ("disabled").
+    ``cache_size``: messages kept per modality at least (more while within ``max_age_s + tolerance_s`` of the
+    newest, see ``ModalityCache``); ``enabled``: False excludes the modality ("disabled").
     """
 
     tolerance_s: float = 0.05
@@ -194,7 +212,9 @@ class FrameSynchronizer:
         self.pivot = pivot
         self.timer_period_s = float(timer_period_s)
         self.configs = {name: configs.get(name, ModalitySyncConfig()) for name in self.modalities}
-        self.caches = {name: ModalityCache(self.configs[name].cache_size) for name in self.modalities}
+        # A message older than max age + tolerance can join no frame: the caches keep what still can.
+        self.caches = {name: ModalityCache(config.cache_size, config.max_age_s + config.tolerance_s)
+                       for name, config in self.configs.items()}
         self._enabled = {name: self.configs[name].enabled for name in self.modalities}
         self._unhealthy: dict[str, str] = {}
         self._last_frame_stamp: float | None = None
@@ -242,6 +262,8 @@ class FrameSynchronizer:
         """A frame from the other modalities when the pivot is silent and there is new data; else None."""
         pivot_max_age = self.configs[self.pivot].max_age_s
         if self._last_pivot_frame_stamp is not None and now - self._last_pivot_frame_stamp <= pivot_max_age:
+            return None
+        if self.usable(self.pivot, now):  # a fresh pivot message came without a frame: its next one makes it
             return None
         newest: float | None = None
         for name in self.modalities:
@@ -305,7 +327,7 @@ class FrameSynchronizer:
                 entry = self.caches[name].nearest(stamp, config.tolerance_s)
                 if entry is None:
                     nearest = self.caches[name].nearest(stamp, float("inf"))
-                    reason = (f"no message within {config.tolerance_s:.2f} s of the frame stamp "
+                    reason = (f"{NO_MESSAGE_WITHIN} {config.tolerance_s:.2f} s of the frame stamp "
                               f"(nearest {abs(nearest.stamp - stamp):.2f} s away)")
                 elif now - entry.stamp > config.max_age_s:
                     reason = (f"stale: nearest message {now - entry.stamp:.2f} s old > max age "

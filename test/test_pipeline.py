@@ -229,6 +229,28 @@ def test_absent_modalities_are_reported_with_reasons(segmenter, drive, frame):
     assert pipeline.process(job).fed == ("rgb", "event")
 
 
+def test_a_sensor_that_arrives_but_never_joins_a_frame_is_warn_on_diagnostics(segmenter, drive, frame):
+    """Depth stamped 0.25 s behind the camera (a clock offset within max age) is never within tolerance of a
+    frame: after a few frames /diagnostics says so, not only ~/sensor_status; it clears once depth joins again."""
+    params = PerceptionParams({**drive_parameters(drive), "sync.camera_wait_s": 0.0})
+    pipeline = PerceptionPipeline(params, segmenter)
+    stamp = 100.0
+    for step in range(6):
+        now = stamp + LATENCY_S
+        moving = drive.frame(5 + step)  # content changes: not frozen
+        pipeline.on_depth(drive_messages(moving, stamp - 0.25)["depth"], now)
+        output = pipeline.process(feed(pipeline, drive_messages(moving, stamp), now, sensors=("lidar", "events", "camera")))
+        assert "depth" not in output.fed and output.reasons["depth"].startswith("no message within 0.05 s")
+        stamp += 0.1
+    depth = {item.name: item for item in pipeline.diagnostics(now).status}["robustseg: depth"]
+    assert depth.level == WARN and depth.message == ("not fused: the last 6 frames left it out: no message within "
+                                                     "0.05 s of the frame stamp (nearest 0.25 s away)")
+    output = pipeline.process(feed(pipeline, drive_messages(drive.frame(11), stamp), stamp + LATENCY_S))
+    assert "depth" in output.fed
+    depth = {item.name: item for item in pipeline.diagnostics(stamp + LATENCY_S).status}["robustseg: depth"]
+    assert depth.level == OK
+
+
 def test_inputs_that_encode_to_nothing_are_reported_not_fed(segmenter, drive, frame):
     """A LiDAR extrinsic that puts every point behind the camera, or events outside the sensor, are not fed as
     empty images: the frame says why."""

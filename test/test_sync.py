@@ -130,6 +130,38 @@ def test_camera_stops_timer_frames_continue_with_others():
     assert sync.on_timer(40 / 30 + 0.05) is None
 
 
+def test_a_late_starting_camera_behind_the_lidar_is_not_shut_out():
+    """Camera stamps 20 ms behind the LiDAR's and 70 ms of camera latency: timer frames run until the camera
+    starts, then the camera makes the frames (before, each image was dropped as older than the last timer
+    frame, forever)."""
+    sync = make_sync(rgb=ModalitySyncConfig(tolerance_s=0.01, max_age_s=0.3))
+    frames = []
+    for i in range(60):
+        t = i / 10
+        sync.add("lidar", t + 0.02, f"lidar{i}", received_at=t + 0.025)
+        frame = sync.on_timer(t + 0.03)  # the timer fires between the LiDAR's message and the camera's
+        frames += [frame] if frame is not None else []
+        if i >= 20:  # the camera starts 2 s late
+            frame = sync.add("rgb", t, f"image{i}", received_at=t + 0.07)
+            frames += [frame] if frame is not None else []
+    triggers = [frame.trigger for frame in frames]
+    assert triggers[:21] == ["timer"] * 21 and "timer" not in triggers[21:]
+    assert triggers.count("pivot") == 39 and sync.counters.late_pivots_dropped == 1
+    stamps = [frame.stamp for frame in frames]
+    assert stamps == sorted(set(stamps)), "frame stamps move forward and never repeat"
+
+
+def test_a_1khz_event_stream_joins_a_camera_frame_70_ms_late():
+    """The default 8-message cache holds 8 ms of a 1 kHz stream; the caches keep max age + tolerance instead."""
+    sync = make_sync(event=ModalitySyncConfig(tolerance_s=0.05, max_age_s=0.5, cache_size=8))
+    for step in range(1000):
+        t = step / 1000
+        sync.add("event", t, f"packet{step}", received_at=t + 0.001)
+    frame = sync.add("rgb", 0.93, "image", received_at=1.0)  # the image of 70 ms ago arrives now
+    assert frame is not None and frame.payload("event") == "packet930"
+    assert len(sync.caches["event"]) == 551  # 0.55 s of packets, not the whole second
+
+
 def test_timer_needs_new_data_and_fresh_data():
     sync = make_sync()
     assert sync.on_timer(0.0) is None, "nothing received: no frame"
