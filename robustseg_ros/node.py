@@ -234,6 +234,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_activity()
+        self._join_finishing_worker()
         self._release_model()
         self.finished = True
         return TransitionCallbackReturn.SUCCESS
@@ -261,6 +262,14 @@ class PerceptionNode(LifecycleNode):
                                           "it will publish nothing")
                 self._finishing_worker = self._worker
             self._worker = None
+
+    def _join_finishing_worker(self) -> None:
+        """Wait (``WORKER_STOP_TIMEOUT_S``) for a worker that outlived its deactivation, before the process exits
+        under it; a warning when it is still in its frame."""
+        if self._finishing_worker is not None and not self._finishing_worker.stop(WORKER_STOP_TIMEOUT_S):
+            self.get_logger().warning(f"the inference worker is still in a frame {WORKER_STOP_TIMEOUT_S} s after "
+                                      "shutdown")
+        self._finishing_worker = None
 
     def _release_model(self) -> None:
         """Destroy the output publishers and free the model."""
@@ -459,4 +468,5 @@ class PerceptionNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Stop the worker (nothing is published afterwards), then destroy the node."""
         self._stop_activity()
+        self._join_finishing_worker()
         super().destroy_node()

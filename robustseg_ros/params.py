@@ -230,6 +230,28 @@ class InputParams:
     health: HealthConfig
 
 
+def topic_name_problem(name: str) -> str:
+    """Why ``name`` is not a valid ROS 2 topic name (relative, absolute or private ``~/``), or "" when it is:
+    tokens of letters, digits and underscores, not starting with a digit, separated by single slashes
+    (substitutions ``{node}`` and ``{ns}`` allowed)."""
+    if not name:
+        return "empty"
+    body = name[2:] if name.startswith("~/") else name[1:] if name.startswith("/") else name
+    if not body:
+        return "no name after the prefix"
+    tokens = body.split("/")
+    if "" in tokens:
+        return "empty token (a trailing or doubled slash)"
+    for token in tokens:
+        plain = token[1:-1] if token.startswith("{") and token.endswith("}") else token
+        if not plain or not all(character.isascii() and (character.isalnum() or character == "_")
+                                for character in plain):
+            return f"token {token!r}: only letters, digits and underscores"
+        if plain[0].isdigit():
+            return f"token {token!r} starts with a digit"
+    return ""
+
+
 class PerceptionParams:
     """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``degradation``,
     ``fused_degraded`` (the modalities fused while DEGRADED), ``T_cam_lidar`` and ``R_world_cam``.
@@ -298,6 +320,19 @@ class PerceptionParams:
         return topics
 
     def _validate(self) -> None:
+        for name, value in self.values.items():
+            if isinstance(value, float) and math.isnan(value):
+                raise ParameterError(f"parameter {name}: must be a number, got nan")
+        for name in [f"{sensor}.topic" for sensor in SENSORS] + ["camera.info_topic"]:
+            problem = topic_name_problem(self.values[name])
+            if problem:
+                raise ParameterError(f"parameter {name}: {self.values[name]!r} is not a ROS topic name: {problem}")
+        if not 0 < self.values["camera.height_m"] < math.inf:
+            raise ParameterError(f"parameter camera.height_m: must be a finite height > 0 m, got "
+                                 f"{self.values['camera.height_m']}")
+        for name in ("camera.roll_deg", "camera.pitch_deg"):
+            if not -180.0 <= self.values[name] <= 180.0:
+                raise ParameterError(f"parameter {name}: must be an angle in [-180, 180] deg, got {self.values[name]}")
         choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
         choices["events.input_type"] = EVENT_INPUT_TYPES
         choices["missing_convention"] = CONVENTION_CHOICES

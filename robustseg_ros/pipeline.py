@@ -214,6 +214,10 @@ class PerceptionPipeline:
                                          topic=topic)
             if len(points) == 0:
                 raise UnusableMessage("empty cloud", "no point with finite x, y, z", topic=topic)
+            fields = [field.name for field in msg.fields]
+            if self.params["lidar.intensity_field"] not in fields:
+                self._log_once("intensity", f"lidar: the cloud has no field {self.params['lidar.intensity_field']!r} "
+                                            f"(fields {', '.join(fields)}): intensity 0; set lidar.intensity_field")
             size = int(msg.width) * int(msg.height)
             if size > budget:
                 self._record_limit("lidar", "point budget", f"a cloud of {size} points was subsampled uniformly to "
@@ -281,6 +285,7 @@ class PerceptionPipeline:
             data = self._buffer_events(data, stamp, now)
         if modality == "rgb":
             self._camera_size = data.shape[:2]
+            self.camera_frame_id = msg.header.frame_id or self.camera_frame_id  # timer frames without a CameraInfo
         quality_ms = 0.0
         if measure is not None and self.health[modality].judge is not None:
             start = time.perf_counter()

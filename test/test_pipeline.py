@@ -482,6 +482,13 @@ def test_missing_checkpoint_says_how_to_pass_one(tmp_path):
     ("camera.qos", "fast", "camera.qos: 'fast' is not one of"),
     ("lidar.max_points", 0, "lidar.max_points: must be >= 1"),
     ("health.degraded_after_messages", 0, "health.degraded_after_messages"),
+    ("lidar.topic", "lidar points", "lidar.topic: 'lidar points' is not a ROS topic name: token 'lidar points'"),
+    ("lidar.topic", "lidar/points/", "lidar.topic: 'lidar/points/' is not a ROS topic name: empty token"),
+    ("camera.info_topic", "", "camera.info_topic: '' is not a ROS topic name: empty"),
+    ("camera.height_m", float("nan"), "camera.height_m: must be a number, got nan"),
+    ("camera.height_m", -2.0, "camera.height_m: must be a finite height > 0 m"),
+    ("camera.pitch_deg", float("inf"), r"camera.pitch_deg: must be an angle in \[-180, 180\] deg"),
+    ("sync.camera_wait_s", float("nan"), "sync.camera_wait_s: must be a number, got nan"),
 ])
 def test_bad_parameters_are_named(name, value, message):
     with pytest.raises(ParameterError, match=message):  # a one-line error of the console script, not a traceback
