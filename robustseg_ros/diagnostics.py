@@ -54,6 +54,7 @@ class FrameStatistics:
         self.unsynchronised_messages = 0
         self.last_failure = ""
         self.last_failure_time = float("-inf")
+        self.last_published_at = float("-inf")  # node-clock time (s) the last published frame was built
         self._latencies_ms: deque[float] = deque(maxlen=STATISTICS_WINDOW)
         self._stage_ms: deque[dict[str, float]] = deque(maxlen=STATISTICS_WINDOW)
 
@@ -83,6 +84,7 @@ class FrameStatistics:
         """Statistics of a published frame: end-to-end latency and stage times (ms)."""
         with self._lock:
             self.frames_processed += 1
+            self.last_published_at = output.job.frame.now
             self._latencies_ms.append(latency_ms)
             self._stage_ms.append({**output.timings_ms, "publish": publish_ms})
 
@@ -93,8 +95,9 @@ class FrameStatistics:
 
     def model_status(self, now: float, segmenter, sync_counters: SyncCounters,
                      failure_hold_s: float) -> DiagnosticStatus:
-        """``"robustseg: model"``: ERROR for ``failure_hold_s`` after a failure, WARN before the first frame,
-        else OK; values: device, precision, modalities, counters, latency and stage means, GPU memory."""
+        """``"robustseg: model"``: ERROR for ``failure_hold_s`` after a failure, WARN before the first frame and
+        when none was published for ``failure_hold_s`` (s), else OK; values: device, precision, modalities,
+        counters, latency and stage means, GPU memory."""
         with self._lock:
             latencies = np.array(self._latencies_ms, dtype=np.float64)
             stages = list(self._stage_ms)
@@ -111,7 +114,7 @@ class FrameStatistics:
                 "frames_skipped": str(self.frames_skipped),
                 "unsynchronised_messages": str(self.unsynchronised_messages),
             }
-            failure, failure_time = self.last_failure, self.last_failure_time
+            failure, failure_time, published_at = self.last_failure, self.last_failure_time, self.last_published_at
         values.update({"camera_frames": str(sync_counters.pivot_frames),
                        "timer_frames": str(sync_counters.timer_frames),
                        "late_camera_frames_dropped": str(sync_counters.late_pivots_dropped),
@@ -127,6 +130,9 @@ class FrameStatistics:
             level, message = DIAGNOSTIC_ERROR, f"processing failed: {failure}"
         elif not latencies.size:
             level, message = DIAGNOSTIC_WARN, "no frame processed yet"
+        elif now - published_at > failure_hold_s:  # every sensor gone, or none fused: the outputs stopped
+            level, message = DIAGNOSTIC_WARN, (f"no frame segmented for {now - published_at:.1f} s "
+                                               f"({values['frames_processed']} before)")
         else:
             level = DIAGNOSTIC_OK
             message = f"{values['frames_processed']} frames, latency mean {values['latency_ms_mean']} ms"

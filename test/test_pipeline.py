@@ -442,6 +442,20 @@ def test_a_failure_before_the_clock_jumped_back_does_not_hold_the_model_in_error
     assert "processing failed" not in model.message, "the bag looped: that failure is in this clock's future"
 
 
+def test_the_model_status_warns_when_the_outputs_stop(segmenter, drive, frame):
+    """Frames were segmented, then every sensor went quiet: the model is not OK with no output for 2 s."""
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    stamp = 100.0
+    output = pipeline.process(feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S))
+    pipeline.statistics.record_published(output, latency_ms=12.0, publish_ms=1.0)
+
+    def model(now: float):
+        return [status for status in pipeline.diagnostics(now).status if status.name == "robustseg: model"][0]
+
+    assert model(stamp + 1.0).level == OK
+    assert model(stamp + 3.0).level == WARN and model(stamp + 3.0).message == "no frame segmented for 3.0 s (1 before)"
+
+
 # ------------------------------------------------------------------ parameters
 
 
