@@ -10,7 +10,8 @@ PNG headers). A data set from elsewhere (real DELIVER) gets its ``meta.json`` on
 
 The fields read here: ``width`` and ``height`` (px), ``classes`` (names in class-id order), and
 ``splits``: split -> list of scenes ``{"scene", "split", "condition", "case", "frames", "frame_ids"
-(optional; default "000000".."frames-1"), "event_size" (optional [w, h]; default the image size)}``.
+(optional; default "000000".."frames-1"), "event_size" (optional [w, h]; default the image size)}``;
+:func:`read_meta` checks their types, naming the file, the scene and the field of a hand-edit gone wrong.
 Torch-free, so the scene writer's worker processes can share it.
 """
 
@@ -45,8 +46,10 @@ def read_meta(root: str | os.PathLike) -> dict:
     or it is unreadable."""
     root = Path(root)
     if (root / PARTIAL_FOLDER).exists():
-        raise DatasetError(f"{root}: an unfinished generate_dataset run (no {META_NAME} yet, {PARTIAL_FOLDER}/ "
-                           "present): run the same generate_dataset command again to finish it")
+        state = (f"killed while finishing: {META_NAME} written, {PARTIAL_FOLDER}/ not yet removed"
+                 if (root / META_NAME).is_file() else f"no {META_NAME} yet, {PARTIAL_FOLDER}/ present")
+        raise DatasetError(f"{root}: an unfinished generate_dataset run ({state}): run the same generate_dataset "
+                           "command again to finish it")
     path = root / META_NAME
     if not path.is_file():
         if root.exists() and not root.is_dir():
@@ -60,10 +63,61 @@ def read_meta(root: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: unreadable ({error})") from error
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: not a data set record (a JSON {_json_type(meta)}, not an object)")
     missing = [key for key in ("width", "height", "splits") if key not in meta]
     if missing:
         raise DatasetError(f"{path}: not a data set record (no {', '.join(missing)})")
+    _check_records(path, meta)
     return meta
+
+
+def _json_type(value) -> str:
+    """The JSON name of a decoded value's type ("object", "array", "string"...)."""
+    names = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), ((int, float), "number"))
+    return next((name for kind, name in names if isinstance(value, kind)), "null")
+
+
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_records(path: Path, meta: Mapping) -> None:
+    """``DatasetError`` naming ``path``, the scene and the field of the first record the loaders cannot use."""
+    for key in ("width", "height"):
+        if not _is_count(meta[key], 1):
+            raise DatasetError(f"{path}: \"{key}\" is {meta[key]!r}, expected a whole number of pixels >= 1")
+    splits = meta["splits"]
+    if not isinstance(splits, dict):
+        raise DatasetError(f"{path}: \"splits\" is a JSON {_json_type(splits)}, expected an object of split -> "
+                           "list of scene records")
+    for split, scenes in splits.items():
+        if not isinstance(scenes, list):
+            raise DatasetError(f"{path}: split {split!r} is a JSON {_json_type(scenes)}, expected a list of "
+                               "scene records")
+        for index, scene in enumerate(scenes):
+            where = f"{path}: split {split!r}, scene {index}"
+            if not isinstance(scene, dict):
+                raise DatasetError(f"{where}: a JSON {_json_type(scene)}, expected a scene record (object)")
+            if isinstance(scene.get("scene"), str) and scene["scene"]:
+                where = f"{path}: split {split!r}, scene {scene['scene']!r}"
+            for field in ("scene", "condition"):
+                if not isinstance(scene.get(field), str) or not scene[field]:
+                    problem = "missing" if field not in scene else f"{scene[field]!r}, expected a name"
+                    raise DatasetError(f"{where}: field \"{field}\" {problem}")
+            if not _is_count(scene.get("frames"), 0):
+                problem = "missing" if "frames" not in scene else f"{scene['frames']!r}, expected a count >= 0"
+                raise DatasetError(f"{where}: field \"frames\" {problem}")
+            frame_ids = scene.get("frame_ids")
+            if frame_ids is not None and (not isinstance(frame_ids, list) or len(frame_ids) != scene["frames"]
+                                          or not all(isinstance(frame, str) for frame in frame_ids)):
+                raise DatasetError(f"{where}: field \"frame_ids\" is not a list of {scene['frames']} frame names "
+                                   "(as \"frames\" says)")
+            event_size = scene.get("event_size")
+            if event_size is not None and (not isinstance(event_size, list) or len(event_size) != 2
+                                           or not all(_is_count(side, 1) for side in event_size)):
+                raise DatasetError(f"{where}: field \"event_size\" is {event_size!r}, expected [width, height] "
+                                   "in pixels")
 
 
 def _frame_ids(scene: Mapping) -> list[str]:
@@ -103,15 +157,17 @@ def png_size(path: str | os.PathLike) -> tuple[int, int]:
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def check_frame_sizes(meta: Mapping, frames: Iterable[tuple[str, Mapping[str, Path]]]) -> None:
+def check_frame_sizes(meta: Mapping, frames: Iterable[tuple[tuple[str, str, str], Mapping[str, Path]]]) -> None:
     """``DatasetError`` naming the first image whose size is not the data set's (``width`` x ``height``, or
-    for event images the scene's ``event_size``). ``frames``: (scene name, {folder: path}) per frame."""
+    for event images the scene's ``event_size``). ``frames``: ((condition, split, scene name), {folder: path})
+    per frame: a scene record is identified by all three, as one scene name may recur under other conditions
+    or splits (real DELIVER)."""
     size = (meta["width"], meta["height"])
-    event_sizes = {scene["scene"]: tuple(scene.get("event_size") or size)
-                   for scenes in meta["splits"].values() for scene in scenes}
-    for scene, files in frames:
+    event_sizes = {(scene["condition"], split, scene["scene"]): tuple(scene.get("event_size") or size)
+                   for split, scenes in meta["splits"].items() for scene in scenes}
+    for key, files in frames:
         for folder, path in files.items():
-            allowed = {size, event_sizes.get(scene, size)} if folder == EVENT_FOLDER else {size}
+            allowed = {size, event_sizes.get(tuple(key), size)} if folder == EVENT_FOLDER else {size}
             actual = png_size(path)
             if actual not in allowed:
                 raise DatasetError(f"{path}: {actual[0]}x{actual[1]} px, but the data set's {META_NAME} says "

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.transforms import eval_size, resize_modality
+from .classes import MODALITIES
+from .data.transforms import eval_size, resize_modality, resize_nearest
 from .deploy.backends import load_backend
 from .deploy.metadata import ModelMetadata
 from .models import MISSING_CONVENTIONS, apply_missing_convention
@@ -146,7 +147,24 @@ class Segmenter:
         """uint8 images [h, w, 3] by modality name (None or missing = absent) -> (images [1, M, 3, H', W'],
         present [1, M]) on the device, resized and normalised like the evaluation transform; absent slots hold
         0. On the CPU the images tensor is one buffer reused by the next call (frame after frame, no fresh
-        allocation): use it before calling again."""
+        allocation): use it before calling again.
+
+        ``height`` x ``width`` (px) is the frame's size: the RGB, depth and LiDAR images must have it (they are
+        registered to the camera); an event image may have its own (a low-resolution event camera: resized to the
+        frame's size by nearest neighbour, then to the network's, exactly as the data set path does). Modality
+        names the model does not take are ignored. ``ValueError`` naming any other key, or a dense image of
+        another size."""
+        unknown = sorted(str(key) for key in images if key not in self.modalities and key not in MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown image keys {unknown}: expected modality names, the model's inputs "
+                             f"being {', '.join(self.modalities)}")
+        dense = ("rgb", "depth", "lidar")  # registered to the camera; events may come from a low-resolution sensor
+        for modality in dense:
+            image = images.get(modality)
+            if image is not None and tuple(image.shape[:2]) != (height, width):
+                raise ValueError(f"{modality} image is {image.shape[1]}x{image.shape[0]} px but the frame "
+                                 f"{width}x{height} px: {', '.join(dense)} images must have the frame's size "
+                                 "(only event images may differ)")
         net_h, net_w = self.input_size(height, width)
         keep = [images.get(m) is not None for m in self.modalities]
         if not any(keep):
@@ -158,7 +176,10 @@ class Segmenter:
         buffer = self._input_buffer[0]
         present = [index for index, kept in enumerate(keep) if kept]
         modalities = [self.modalities[index] for index in present]
-        resized = [resize_modality(images[m], m, net_w, net_h) for m in modalities]
+        # a low-resolution event image goes through the frame's size first, as in the data set and the ROS node
+        # (for odd sizes one nearest step to the network size would pick other pixels than the two)
+        resized = [resize_modality(resize_nearest(images[m], width, height) if m == "event" else images[m],
+                                   m, net_w, net_h) for m in modalities]
         if len(present) == len(self.modalities):
             preprocess_stack(resized, modalities, out=buffer)
         else:
@@ -174,16 +195,18 @@ class Segmenter:
     def predict(self, images: Mapping[str, np.ndarray | None], output_size: tuple[int, int] | None = None, *,
                 with_confidence: bool = True) -> SegmentationResult:
         """Segment one frame; ``output_size`` (height, width) defaults to the RGB image's, else the largest
-        present image's size (not a low-resolution event image's); the confidence map only ``with_confidence``."""
+        present depth or LiDAR image's, else the event image's size; the confidence map only ``with_confidence``.
+        The images are checked as ``prepare`` says, against ``output_size``."""
         start = time.perf_counter()
         if output_size is None:
             reference = images.get("rgb")
             if reference is None:
-                present_images = [image for image in images.values() if image is not None]
+                present_images = [image for name, image in images.items() if image is not None and name != "event"]
+                present_images = present_images or [image for image in (images.get("event"),) if image is not None]
                 if not present_images:
                     raise ValueError(f"no modality present; expected at least one of {self.modalities}")
                 reference = max(present_images, key=lambda image: image.shape[0] * image.shape[1])
-            output_size = reference.shape[:2]
+            output_size = tuple(reference.shape[:2])
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()
         logits, agreement = self.backend.run_with_agreement(tensor, present)

@@ -13,7 +13,7 @@ import torch
 
 from robustseg_core.classes import IGNORE_INDEX, NUM_CLASSES
 from robustseg_core.data import DatasetError, DeliverDataset, EvalTransform, TrainTransform, read_label, scan_split
-from robustseg_core.dataset_meta import PARTIAL_FOLDER, index_dataset
+from robustseg_core.dataset_meta import PARTIAL_FOLDER, index_dataset, read_meta
 
 
 def test_loads_every_modality_and_label(mini_dataset):
@@ -151,6 +151,51 @@ def test_low_resolution_events_are_resized_to_rgb(mini_dataset, tmp_path):
     dataset = DeliverDataset(root, "train", modalities=["event"])
     event = dataset[frame_index(dataset, "event", victim)]["images"][0]
     assert event.shape == (64, 64, 3) and (event[:2, :2] == 200).all() and event[2:, 2:].max() == 0
+
+
+def test_a_scene_name_under_two_conditions_keeps_each_records_event_size(mini_dataset, tmp_path):
+    """Real DELIVER may reuse a scene name under other conditions: each record's event size is its own."""
+    root = tmp_path / "deliver"
+    shutil.copytree(mini_dataset, root)
+    (root / "meta.json").unlink()
+    first, second = sorted((root / "img").glob("*/train/*"))[:2]  # conditions in sorted order, e.g. cloud, fog
+    assert first.parent.parent.name < second.parent.parent.name
+    for folder in ("img", "hha", "event", "lidar", "semantic"):
+        old = root / folder / second.parent.parent.name / "train" / second.name
+        old.rename(old.with_name(first.name))
+    for path in (root / "event" / first.parent.parent.name / "train" / first.name).glob("*.png"):
+        cv2.imwrite(str(path), np.zeros((32, 32, 3), np.uint8))  # low-resolution events in the first only
+    meta = index_dataset(root)
+    sizes = {(s["condition"], s["scene"]): s["event_size"] for s in meta["splits"]["train"]}
+    assert sizes[(first.parent.parent.name, first.name)] == [32, 32]
+    assert sizes[(second.parent.parent.name, first.name)] == [64, 64]
+    assert len(DeliverDataset(root, "train", modalities=["event"])) == 6
+    victim = sorted((root / "event" / second.parent.parent.name / "train" / first.name).glob("*.png"))[0]
+    cv2.imwrite(str(victim), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError, match=rf"{victim.name}: 32x32 px, but the data set's meta.json says 64x64$"):
+        DeliverDataset(root, "train", modalities=["event"])
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda meta: meta["splits"]["train"][1].pop("frames"), "split 'train', scene '{scene}': field \"frames\" missing"),
+    (lambda meta: meta["splits"]["train"][1].pop("condition"),
+     "split 'train', scene '{scene}': field \"condition\" missing"),
+    (lambda meta: meta["splits"]["train"][1].update(frames="2"),
+     "split 'train', scene '{scene}': field \"frames\" '2', expected a count >= 0"),
+    (lambda meta: meta.update(splits=list(meta["splits"].values())), "\"splits\" is a JSON array, expected an object"),
+    (lambda meta: meta["splits"].update(val={}), "split 'val' is a JSON object, expected a list of scene records"),
+    (lambda meta: meta["splits"]["train"][1].update(event_size=[32]),
+     "split 'train', scene '{scene}': field \"event_size\" is \\[32\\], expected \\[width, height\\]"),
+])
+def test_a_hand_edited_meta_json_is_refused_naming_the_scene_and_field(mini_dataset, tmp_path, edit, problem):
+    meta = json.loads((mini_dataset / "meta.json").read_text())
+    scene = meta["splits"]["train"][1]["scene"]
+    edit(meta)
+    root = tmp_path / "edited"
+    root.mkdir()
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=f"^{root / 'meta.json'}: " + problem.format(scene=scene)):
+        read_meta(root)
 
 
 def test_train_transform_crops_and_flips_jointly(mini_dataset):

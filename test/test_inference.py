@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustseg_core.data import DeliverDataset, EvalTransform
+from robustseg_core.data import DeliverDataset, EvalTransform, read_image, resize_nearest
 from robustseg_core.inference import Segmenter
 from robustseg_core.models import build_segmentor
 from robustseg_core.models.checkpoint import checkpoint_meta, save_checkpoint
+from robustseg_core.sim.drive import DriveConfig
+from robustseg_core.sim.writer import SceneJob, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +101,38 @@ def test_labels_and_confidence_match_softmax():
     assert torch.allclose(confidence, expected_confidence, atol=1e-6)
     upsampled, _ = labels_and_confidence(logits, (24, 32))
     assert upsampled.shape == (2, 24, 32)
+
+
+def test_unknown_keys_and_dense_images_of_another_size_are_refused(checkpoint):
+    segmenter = Segmenter(checkpoint, device="cpu")
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"unknown image keys \['hha'\]: expected modality names, the model's inputs "
+                                         r"being rgb, depth, event, lidar"):
+        segmenter.predict({"rgb": rgb, "hha": rgb})
+    with pytest.raises(ValueError, match=r"^depth image is 40x24 px but the frame 80x48 px"):
+        segmenter.predict({"rgb": rgb, "depth": rgb[::2, ::2]})
+    with pytest.raises(ValueError, match=r"^rgb image is 80x48 px but the frame 160x96 px"):
+        segmenter.prepare({"rgb": rgb}, 96, 160)
+    low_res_events = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    assert segmenter.predict({"rgb": rgb, "event": low_res_events}).labels.shape == (48, 80)
+    bigger_events = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    assert segmenter.predict({"lidar": rgb, "event": bigger_events}).labels.shape == (48, 80), \
+        "without RGB, the depth or LiDAR image sets the size"
+
+
+def test_low_resolution_events_at_an_odd_size_reach_the_network_as_from_the_dataset(checkpoint, tmp_path):
+    """33 px frames, 16 px events as the sensor gives them: the same network input as the data set path, which
+    brings them to the frame's size first (one nearest step straight to the network size picks other pixels)."""
+    job = SceneJob("val", "SIM_0000_eventlowres", 5, "sun", "eventlowres", 1)
+    write_dataset(str(tmp_path), [job], DriveConfig(width=33, height=33), seed=0)
+    dataset = DeliverDataset(tmp_path, "val")
+    expected = EvalTransform(64)(dataset.load(0))["images"]
+    segmenter = Segmenter(checkpoint, device="cpu")
+    images = {modality: read_image(dataset.samples[0].files[modality]) for modality in segmenter.modalities}
+    assert images["event"].shape == (16, 16, 3) and images["rgb"].shape == (33, 33, 3)
+    tensor, _ = segmenter.prepare(images, 33, 33)
+    assert torch.equal(tensor[0], expected)
+    straight = resize_nearest(images["event"], 64, 64)
+    assert not np.array_equal(straight, resize_nearest(resize_nearest(images["event"], 33, 33), 64, 64)), \
+        "an odd size, where the two ways differ"

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from robustseg_core import __version__
 from robustseg_core.atomic import KILL_HOOK_ENVIRONMENT
 from robustseg_core.classes import CLASS_ID, NUM_CLASSES
 from robustseg_core.data import DatasetError, DeliverDataset
-from robustseg_core.dataset_meta import PARTIAL_FOLDER
+from robustseg_core.dataset_meta import PARTIAL_FOLDER, read_meta
 from robustseg_core.sensors import decode_depth_png, depth_to_hha, project_points
-from robustseg_core.sim import Drive, DriveConfig, encode_frame
+from robustseg_core.sim import Drive, DriveConfig, dataset_folder, encode_frame, writer
 from robustseg_core.sim.analysis import (
     class_contrast,
     class_separation,
@@ -24,6 +28,7 @@ from robustseg_core.sim.analysis import (
 )
 from robustseg_core.sim.generate import main as generate_main
 from robustseg_core.sim.generate import plan_scenes
+from robustseg_core.sim.scene import Scene
 from robustseg_core.sim.writer import MODALITY_FILES, read_png
 
 SMALL = DriveConfig(width=64, height=64)
@@ -268,3 +273,100 @@ def test_cli_rejects_bad_arguments(tmp_path, bad, capsys):
         generate_main(["--out", str(tmp_path / "x")] + bad)
     assert error.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def tiny_arguments(root, *extra):
+    return ["--out", str(root), "--size", "16", "--seed", "4", "--train-scenes", "1", "--val-scenes", "1",
+            "--test-scenes", "0", "--frames-per-scene", "1", "--quiet", *extra]
+
+
+def folder_files(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL at a chosen point (nothing after it runs)."""
+
+
+def test_a_generation_killed_while_starting_or_publishing_is_finished_by_the_same_command(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    meta = generate_main(tiny_arguments(straight))
+    expected = folder_files(straight)
+
+    # killed between creating .partial/ and writing its plan (a writer's temporary file left behind)
+    started = tmp_path / "started"
+    (started / PARTIAL_FOLDER).mkdir(parents=True)
+    (started / PARTIAL_FOLDER / ".plan.json.abcd1234.tmp").write_text("{")
+    assert generate_main(tiny_arguments(started)) == meta and folder_files(started) == expected
+
+    # killed while the bookkeeping is removed, after meta.json: the data set is complete for loaders already
+    publishing = tmp_path / "publishing"
+    real_rmtree = dataset_folder.shutil.rmtree
+
+    def killed_rmtree(path, *args, **kwargs):
+        (Path(path) / "plan.json").unlink()  # half-removed
+        raise Killed
+
+    monkeypatch.setattr(dataset_folder.shutil, "rmtree", killed_rmtree)
+    with pytest.raises(Killed):
+        generate_main(tiny_arguments(publishing))
+    monkeypatch.setattr(dataset_folder.shutil, "rmtree", real_rmtree)
+    assert not (publishing / PARTIAL_FOLDER).exists() and read_meta(publishing) == meta
+    assert generate_main(tiny_arguments(publishing)) == meta and folder_files(publishing) == expected
+
+    # as an earlier version left it: meta.json next to a .partial/ that lost its plan
+    earlier = tmp_path / "earlier"
+    shutil.copytree(straight, earlier)
+    (earlier / PARTIAL_FOLDER).mkdir()
+    (earlier / PARTIAL_FOLDER / f"{meta['splits']['train'][0]['scene']}.json").write_text("{}\n")
+    with pytest.raises(DatasetError, match=r"unfinished generate_dataset run \(killed while finishing"):
+        read_meta(earlier)
+    assert generate_main(tiny_arguments(earlier)) == meta and folder_files(earlier) == expected
+
+
+def test_an_unfinished_run_of_another_version_is_refused_naming_both(tmp_path, monkeypatch):
+    root = tmp_path / "upgraded"
+    monkeypatch.setattr(writer, "__version__", "0.0.1")
+    def killed_before_publishing(self, meta):
+        raise Killed
+
+    monkeypatch.setattr(dataset_folder.DatasetFolder, "publish", killed_before_publishing)
+    with pytest.raises(Killed):
+        generate_main(tiny_arguments(root))
+    monkeypatch.undo()
+    with pytest.raises(dataset_folder.DatasetFolderError,
+                       match=rf"unfinished run with other arguments \(robustseg_core version 0.0.1 -> {__version__}\)"):
+        generate_main(tiny_arguments(root))
+    assert generate_main(tiny_arguments(root, "--overwrite"))["version"] == __version__
+
+
+@pytest.mark.parametrize("seed", ["4294967296", "-1"])
+def test_seeds_beyond_32_bits_or_negative_are_refused_naming_them(tmp_path, seed, capsys):
+    with pytest.raises(SystemExit) as error:
+        generate_main(["--out", str(tmp_path / "x"), "--seed", seed])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert f"argument --seed: expected a whole number within 0..4294967295, got {seed}" in message
+    for bad in (int(seed), 2**40):
+        with pytest.raises(ValueError, match=rf"drive seed {bad}: expected a whole number within 0..4294967295"):
+            Drive(bad, SMALL)
+        with pytest.raises(ValueError, match=rf"scene seed {bad}: expected"):
+            Scene(bad)
+        with pytest.raises(ValueError, match=rf"data set seed {bad}: expected"):
+            plan_scenes(bad, {"train": 1}, 1)
+
+
+def test_wide_randomisation_draws_the_fov_so_an_explicit_one_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        generate_main(tiny_arguments(tmp_path / "x", "--randomization", "wide", "--hfov", "70"))
+    assert error.value.code == 2
+    assert "--hfov 70 cannot be combined with --randomization wide" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="hfov_deg 70.0 with randomization 'wide'"):
+        DriveConfig(randomization="wide", hfov_deg=70.0)
+    meta = generate_main(tiny_arguments(tmp_path / "wide", "--randomization", "wide"))
+    assert "intrinsics" not in meta and "intrinsics" not in json.loads((tmp_path / "wide" / "meta.json").read_text())
+    scenes = meta["splits"]["train"] + meta["splits"]["val"]
+    assert len({scene["hfov_deg"] for scene in scenes}) == 2, "each scene's own field of view"
+    benchmark = generate_main(tiny_arguments(tmp_path / "benchmark", "--hfov", "70"))
+    assert benchmark["intrinsics"]["fx"] == pytest.approx(8 / math.tan(math.radians(35)))

@@ -10,7 +10,8 @@ On disk (DELIVER's layout, docs/method.md, "Data")::
 
 Every modality is decoded to a uint8 RGB image [H, W, 3] (4 channels -> first 3, 1 channel ->
 repeated); event images of another size (DELIVER's low-resolution event case) are resized to the
-RGB size by nearest neighbour. Labels: raw 1..25 -> class 0..24, raw 0 and 255 -> ignore (255).
+RGB size by nearest neighbour, as ``Segmenter`` and the ROS node do before resizing to the network
+input. Labels: raw 1..25 -> class 0..24, raw 0 and 255 -> ignore (255).
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ def scan_split(
         raise DatasetError(
             f"{root}: split {split!r} is empty for conditions={conditions}, cases={cases}"
         )
-    check_frame_sizes(meta, ((sample.label.parent.name, {**sample.files, "semantic": sample.label})
-                             for sample in samples))
+    check_frame_sizes(meta, (((sample.condition, split, sample.label.parent.name),
+                              {**sample.files, "semantic": sample.label}) for sample in samples))
     return samples
 
 

@@ -15,7 +15,8 @@ side's job (``robustseg_ros.degradation``). Every function returns ``{metric: fl
 * ``depth_quality(depth_m)``: ``valid``, the fraction of pixels with a measurement (finite, > 0);
   ``roughness``, the fraction of horizontally adjacent valid pixel pairs whose depths differ by more
   than ``DEPTH_STEP_FRACTION`` of the nearer one (edges give a small steady share, noise a large one).
-* ``lidar_quality(points)``: ``points``, the number of returns; ``coverage``, the fraction of the
+* ``lidar_quality(points)``: only returns count, that is finite points at a range > 0 (organised clouds
+  mark "no return" with NaN or 0, 0, 0): ``points``, the number of returns; ``coverage``, the fraction of the
   ``LIDAR_CELLS`` (azimuth x elevation cells of the sensor frame, x forward, z up) holding a return;
   ``range_noise``, metres: the median absolute second difference of the range along the cloud's
   order, divided by sqrt(6) x 0.6745, which is the range noise sigma for returns stored in scan order
@@ -102,10 +103,17 @@ def depth_quality(depth_m: np.ndarray, *, stride: int = 2) -> dict[str, float]:
 
 def lidar_quality(points: np.ndarray) -> dict[str, float]:
     """Point count, coverage and range noise (module docstring) of LiDAR points [N, 3|4] in the sensor frame
-    (metres, finite), in the order the driver published them."""
+    (metres), in the order the driver published them. Only returns are measured: points with a non-finite
+    coordinate or at the origin (range 0; organised clouds mark "no return" with NaN or 0, 0, 0) are left
+    out before counting, the others keep their order."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"lidar_quality needs points [N, 3|4], got {points.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        squared_range = _squared_ranges(points)
+        returns = (squared_range > 0) & (squared_range < np.inf)  # NaN compares False
+    if not returns.all():
+        points = points[returns]
     count = len(points)
     if count == 0:
         return {"points": 0.0, "coverage": 0.0, "range_noise": 0.0}
@@ -125,6 +133,12 @@ def lidar_quality(points: np.ndarray) -> dict[str, float]:
         previous, current, following = (_ranges(points, index) for index in (centre - 1, centre, centre + 1))
         noise = float(np.median(np.abs(following - 2.0 * current + previous))) / _SECOND_DIFFERENCE_MAD
     return {"points": float(count), "coverage": float(coverage), "range_noise": noise}
+
+
+def _squared_ranges(points: np.ndarray) -> np.ndarray:
+    """Squared distance (m^2) from the sensor origin of every point [N, 3|4]; NaN or inf for a non-finite one."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    return x * x + y * y + z * z
 
 
 def _ranges(points: np.ndarray, index: np.ndarray) -> np.ndarray:

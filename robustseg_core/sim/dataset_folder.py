@@ -1,18 +1,23 @@
 """The output folder of ``generate_dataset``: started, resumed after an interruption, complete, or refused.
 
-While scenes are being written the folder holds ``.partial/plan.json`` (what the run writes: seed, drive
-config and scene list) and one ``.partial/<scene>.json`` per finished scene; ``meta.json`` is published
-last and ``.partial/`` removed after it, so loaders (``robustseg_core.dataset_meta.read_meta``) refuse an
-unfinished folder. Opening a folder for a plan:
+While scenes are being written the folder holds ``.partial/plan.json`` (what the run writes: package
+version, seed, drive config and scene list) and one ``.partial/<scene>.json`` per finished scene;
+``meta.json`` is published last, then ``.partial/`` is renamed to ``.partial-done/`` and removed, so
+loaders (``robustseg_core.dataset_meta.read_meta``) refuse an unfinished folder and a run killed while
+the bookkeeping is removed leaves a complete data set. Opening a folder for a plan:
 
-* empty or new: a fresh run;
+* empty or new, or holding only a ``.partial/`` without plan and scene records (a run killed as it
+  started): a fresh run;
 * unfinished with the same plan: resumed, the finished scenes kept, temporary files of killed writers
-  deleted; unfinished with another plan: refused, naming the differences;
+  deleted; unfinished with another plan (another package version included): refused, naming the
+  differences;
+* ``meta.json`` next to ``.partial/`` or ``.partial-done/`` (a run killed after publishing): the
+  bookkeeping is removed and the folder opened as complete;
 * complete with the same plan: nothing to write; with another plan (say another image size): refused;
 * anything else in a non-empty folder: refused.
 
 ``overwrite`` clears the folder first, but only of what the generator writes (its data folders,
-``meta.json``, ``.partial/``): a folder holding anything else is refused, naming it.
+``meta.json``, ``.partial/``, ``.partial-done/``): a folder holding anything else is refused, naming it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from robustseg_core.errors import UsageError
 from robustseg_core.output_folder import LOCK_NAME
 
 PLAN_NAME = "plan.json"
+#: ``.partial/`` renamed once ``meta.json`` is written, then removed: garbage wherever it is found.
+DONE_FOLDER = PARTIAL_FOLDER + "-done"
 
 
 class DatasetFolderError(UsageError):
@@ -43,8 +50,11 @@ def plan_from_meta(meta: dict) -> dict:
 
 
 def plan_differences(old: dict, new: dict) -> list[str]:
-    """What differs between two plans: seed, drive settings (image size...), scene counts or the scene list."""
-    differences = [f"seed {old.get('seed')} -> {new['seed']}"] if old.get("seed") != new["seed"] else []
+    """What differs between two plans: package version (when ``new`` has one: an unfinished run's plan), seed,
+    drive settings (image size...), scene counts or the scene list."""
+    differences = [f"robustseg_core version {old.get('version')} -> {new['version']}"] \
+        if "version" in new and old.get("version") != new["version"] else []
+    differences += [f"seed {old.get('seed')} -> {new['seed']}"] if old.get("seed") != new["seed"] else []
     old_config = old.get("drive_config") or {}
     differences += [f"{key} {old_config.get(key)} -> {value}" for key, value in new["drive_config"].items()
                     if old_config.get(key) != value]
@@ -63,7 +73,7 @@ class DatasetFolder:
 
     def __init__(self, root: str | os.PathLike, data_folders: Iterable[str]) -> None:
         self.root = Path(root)
-        self.owned = {*data_folders, META_NAME, PARTIAL_FOLDER}
+        self.owned = {*data_folders, META_NAME, PARTIAL_FOLDER, DONE_FOLDER}
         self.partial = self.root / PARTIAL_FOLDER
 
     def _entries(self) -> list[str]:
@@ -90,6 +100,12 @@ class DatasetFolder:
         if overwrite:
             self.clear()
         entries = self._entries()
+        if META_NAME in entries and PARTIAL_FOLDER in entries:  # killed after publishing (meta.json comes last)
+            self._remove_bookkeeping()
+            entries = self._entries()
+        if DONE_FOLDER in entries:
+            shutil.rmtree(self.root / DONE_FOLDER)
+            entries = self._entries()
         if not entries:
             self.partial.mkdir(parents=True)
             write_text_atomic(self.partial / PLAN_NAME, json.dumps(plan) + "\n")
@@ -101,7 +117,7 @@ class DatasetFolder:
                 stored = plan_from_meta(json.loads((self.root / META_NAME).read_text()))
             except (ValueError, KeyError, TypeError):
                 stored = {}
-            differences = plan_differences(stored, plan)
+            differences = plan_differences(stored, {key: value for key, value in plan.items() if key != "version"})
             if not differences:
                 return None
             raise DatasetFolderError(f"{self.root} holds a data set made with other arguments ({'; '.join(differences)}); "
@@ -110,6 +126,11 @@ class DatasetFolder:
                                  f"({', '.join(entries[:5])}); choose an empty folder")
 
     def _resume(self, plan: dict) -> dict[str, dict]:
+        records = [path for path in self.partial.glob("*.json") if path.name != PLAN_NAME]
+        if not (self.partial / PLAN_NAME).exists() and not records:  # killed before its plan was written
+            remove_stale_temporaries(self.root, recursive=True)
+            write_text_atomic(self.partial / PLAN_NAME, json.dumps(plan) + "\n")
+            return {}
         try:
             stored = json.loads((self.partial / PLAN_NAME).read_text())
         except (OSError, ValueError):
@@ -121,10 +142,9 @@ class DatasetFolder:
                                      "--overwrite to start this one")
         remove_stale_temporaries(self.root, recursive=True)
         done = {}
-        for path in self.partial.glob("*.json"):
-            if path.name != PLAN_NAME:
-                record = json.loads(path.read_text())
-                done[record["scene"]] = record
+        for path in records:
+            record = json.loads(path.read_text())
+            done[record["scene"]] = record
         return done
 
     def record_scene(self, record: dict) -> None:
@@ -134,4 +154,12 @@ class DatasetFolder:
     def publish(self, meta: dict) -> None:
         """Write ``meta.json``, then remove the ``.partial/`` bookkeeping: the data set is complete."""
         write_text_atomic(self.root / META_NAME, json.dumps(meta, indent=2, sort_keys=False) + "\n")
-        shutil.rmtree(self.partial)
+        self._remove_bookkeeping()
+
+    def _remove_bookkeeping(self) -> None:
+        """Rename ``.partial/`` (one atomic step: a complete ``meta.json`` never stays next to it), then delete it."""
+        done = self.root / DONE_FOLDER
+        if done.exists():
+            shutil.rmtree(done)
+        os.replace(self.partial, done)
+        shutil.rmtree(done)

@@ -37,7 +37,7 @@ from robustseg_core.sim.primitives import PrimitiveSet
 from robustseg_core.sim.randomization import resolve, wide_rng, widen_condition
 from robustseg_core.sim.raycast import KIND_BOX, KIND_CYLINDER, KIND_SPHEROID, PinholeRayGrid, SphericalRayGrid, cast
 from robustseg_core.sim.render import shade, sky_color, surface_at
-from robustseg_core.sim.scene import Scene
+from robustseg_core.sim.scene import Scene, check_seed
 from robustseg_core.sim.sensors_sim import (
     CONDITIONS,
     FAILURES,
@@ -65,7 +65,7 @@ class DriveConfig:
 
     width: int = 256                  # camera image size, pixels
     height: int = 256
-    hfov_deg: float = 90.0            # camera horizontal field of view
+    hfov_deg: float = 90.0            # camera horizontal field of view, degrees (a widened randomization draws it)
     frame_rate: float = 10.0          # Hz; the events of a frame span the previous 1 / frame_rate s
     condition: str = "sun"            # one of CONDITIONS
     failure: str | None = None        # None or one of FAILURES
@@ -78,7 +78,9 @@ class DriveConfig:
             raise ValueError(f"unknown condition {self.condition!r}; expected one of {CONDITIONS}")
         if self.failure is not None and self.failure not in FAILURES:
             raise ValueError(f"unknown failure case {self.failure!r}; expected one of {FAILURES} or None")
-        resolve(self.randomization)
+        if resolve(self.randomization) is not None and self.hfov_deg != DriveConfig.hfov_deg:
+            raise ValueError(f"hfov_deg {self.hfov_deg} with randomization {self.randomization!r}: that "
+                             "randomisation draws each scene's field of view; leave hfov_deg at its default")
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
         if self.frame_rate <= 0:
@@ -139,7 +141,8 @@ class Drive:
     """One scene plus ego trajectory, actors and conditions; renders frames at any time."""
 
     def __init__(self, seed: int, config: DriveConfig | None = None) -> None:
-        self.seed = int(seed)
+        """``seed``: a whole number in [0, 2**32) (``ValueError`` naming it otherwise)."""
+        self.seed = check_seed(seed, "drive seed")
         self.config = config or DriveConfig()
         self.scene = Scene(self.seed, self.config.randomization)
         style = self.scene.style

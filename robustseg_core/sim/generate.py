@@ -27,13 +27,17 @@ from robustseg_core.cli import console_script, non_negative_int, positive_int
 from robustseg_core.dataset_meta import index_dataset
 from robustseg_core.sim.drive import DriveConfig
 from robustseg_core.sim.randomization import RANDOMIZATIONS
+from robustseg_core.sim.scene import SEED_LIMIT, check_seed
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 from robustseg_core.sim.writer import SPLITS, SceneJob, scene_name, write_dataset
+
+DEFAULT_HFOV_DEG = DriveConfig.hfov_deg
 
 
 def plan_scenes(seed: int, scenes_per_split: dict[str, int], frames_per_scene: int,
                 conditions: tuple[str, ...] = CONDITIONS, failure_fraction: float = 0.25) -> list[SceneJob]:
     """The data set's scenes: names, seeds, conditions and failure cases (deterministic in ``seed``)."""
+    check_seed(seed, "data set seed")
     if not conditions:
         raise ValueError("at least one condition is needed")
     if not 0.0 <= failure_fraction <= 1.0:
@@ -57,6 +61,15 @@ def plan_scenes(seed: int, scenes_per_split: dict[str, int], frames_per_scene: i
     return jobs
 
 
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: a whole number in [0, 2**32)."""
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number within 0..{SEED_LIMIT - 1}, got {text} (numpy "
+                                         "seeds by 32-bit words: larger seeds would repeat the scenes of smaller ones)")
+    return value
+
+
 def _conditions(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.replace(",", " ").split() if name.strip())
     unknown = [name for name in names if name not in CONDITIONS]
@@ -78,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=positive_int, default=256, help="square image size in pixels")
     parser.add_argument("--width", type=positive_int, help="image width (overrides --size)")
     parser.add_argument("--height", type=positive_int, help="image height (overrides --size)")
-    parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view in degrees")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="data set seed")
+    parser.add_argument("--hfov", type=float, default=argparse.SUPPRESS,
+                        help=f"horizontal field of view in degrees (default {DEFAULT_HFOV_DEG:g}; not with "
+                             "--randomization wide, which draws each scene's)")
+    parser.add_argument("--seed", type=_seed, default=0, help="data set seed, 0..2**32-1")
     parser.add_argument("--train-scenes", type=non_negative_int, default=40, help="scenes in the train split")
     parser.add_argument("--val-scenes", type=non_negative_int, default=10, help="scenes in the val split")
     parser.add_argument("--test-scenes", type=non_negative_int, default=10, help="scenes in the test split")
@@ -117,13 +132,18 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--failure-fraction must be within [0, 1], got {args.failure_fraction}")
     if not args.frame_rate > 0:
         parser.error(f"--frame-rate must be positive, got {args.frame_rate}")
-    if not 10.0 <= args.hfov <= 170.0:
-        parser.error(f"--hfov must be within [10, 170] degrees, got {args.hfov}")
+    hfov = getattr(args, "hfov", None)
+    if hfov is not None and args.randomization != "benchmark":
+        parser.error(f"--hfov {hfov:g} cannot be combined with --randomization {args.randomization}, which draws "
+                     "each scene's field of view: leave --hfov out")
+    hfov = DEFAULT_HFOV_DEG if hfov is None else hfov
+    if not 10.0 <= hfov <= 170.0:
+        parser.error(f"--hfov must be within [10, 170] degrees, got {hfov}")
     counts = {"train": args.train_scenes, "val": args.val_scenes, "test": args.test_scenes}
     if sum(counts.values()) == 0:
         parser.error("nothing to do: every split has 0 scenes")
     jobs = plan_scenes(args.seed, counts, args.frames_per_scene, args.conditions, args.failure_fraction)
-    config = DriveConfig(width=width, height=height, hfov_deg=args.hfov, frame_rate=args.frame_rate,
+    config = DriveConfig(width=width, height=height, hfov_deg=hfov, frame_rate=args.frame_rate,
                          randomization=args.randomization)
 
     def progress(done: int, total: int, frames: int, elapsed: float) -> None:

@@ -22,6 +22,19 @@ from robustseg_core.sim.style import CHUNK_LENGTH, ZONE_ROAD, ZONE_SIDEWALK, Sce
 from robustseg_core.sim.textures import band_coverage, pulse_coverage, tileable_noise
 
 
+#: Seeds are whole numbers in [0, SEED_LIMIT): numpy seeds by 32-bit words, so a larger seed would repeat the
+#: scenes of smaller ones.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int; ``ValueError`` naming it unless it is a whole number in [0, 2**32)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{what} {seed!r}: expected a whole number within 0..{SEED_LIMIT - 1} (numpy seeds by "
+                         "32-bit words, so larger seeds would repeat the scenes of smaller ones)")
+    return int(seed)
+
+
 @dataclass
 class WorldWindow:
     """Everything static within a range of chunks, concatenated."""
@@ -38,7 +51,7 @@ class Scene:
     """One procedural street: style, materials, noise tiles and a cache of generated chunks."""
 
     def __init__(self, seed: int, randomization: str = "benchmark") -> None:
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "scene seed")
         spread = resolve(randomization)
         rng = np.random.default_rng([self.seed, 0])
         self.style = SceneStyle.sample(rng)

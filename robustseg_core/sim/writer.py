@@ -41,6 +41,7 @@ from robustseg_core.output_folder import FolderLock
 from robustseg_core.sensors.camera import CameraIntrinsics
 from robustseg_core.sim.dataset_folder import DatasetFolder
 from robustseg_core.sim.drive import Drive, DriveConfig, encode_frame
+from robustseg_core.sim.randomization import resolve
 from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 
 #: folder -> (file suffix, key of ``encode_frame``'s output)
@@ -172,7 +173,7 @@ def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed:
     drive_config = asdict(config)
     drive_config.pop("condition")
     drive_config.pop("failure")
-    plan = {"seed": seed, "drive_config": drive_config,
+    plan = {"version": __version__, "seed": seed, "drive_config": drive_config,
             "scenes": [[job.split, job.name, job.seed, job.condition, job.failure, job.frames] for job in jobs]}
     folder = DatasetFolder(root, MODALITY_FILES)
     with FolderLock(root):
@@ -197,7 +198,6 @@ def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed:
         except KeyboardInterrupt:
             raise Interrupted(f"{root} is unfinished ({len(results)} of {len(jobs)} scenes written); the same "
                               "command finishes it") from None
-        intrinsics = CameraIntrinsics.from_fov(config.width, config.height, config.hfov_deg)
         meta = {
             "generator": GENERATOR_NAME,
             "version": __version__,
@@ -205,8 +205,7 @@ def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed:
             "width": config.width,
             "height": config.height,
             "frame_rate": config.frame_rate,
-            "intrinsics": {"width": intrinsics.width, "height": intrinsics.height, "fx": intrinsics.fx,
-                           "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy},
+            **_shared_intrinsics(config),
             "drive_config": drive_config,
             "classes": list(CLASS_NAMES),
             "layout": {folder_name: suffix for folder_name, (suffix, _) in MODALITY_FILES.items()},
@@ -214,6 +213,16 @@ def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed:
         }
         folder.publish(meta)
     return meta
+
+
+def _shared_intrinsics(config: DriveConfig) -> dict:
+    """``{"intrinsics": {width, height, fx, fy, cx, cy}}`` (px) of the camera every scene shares; empty when each
+    scene draws its own field of view (a randomisation that widens it: see each scene's ``hfov_deg``)."""
+    if resolve(config.randomization) is not None:  # as Drive: every widened randomisation draws the hfov
+        return {}
+    intrinsics = CameraIntrinsics.from_fov(config.width, config.height, config.hfov_deg)
+    return {"intrinsics": {"width": intrinsics.width, "height": intrinsics.height, "fx": intrinsics.fx,
+                           "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy}}
 
 
 def _written_scenes(root: str, jobs: list[SceneJob], config: DriveConfig, workers: int) -> Iterator[dict]:
