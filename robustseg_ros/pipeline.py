@@ -50,7 +50,7 @@ from robustseg_ros.conversions import (
 )
 from robustseg_ros.diagnostics import FrameStatistics, sensor_health_statuses, sensor_status_array
 from robustseg_ros.event_buffer import EVENT_PIXEL_KIND, EVENT_TIME_KIND, EventWindowBuffer, check_events
-from robustseg_ros.encoding import NO_CAMERA_INFO, MissingGeometry, encode_modality
+from robustseg_ros.encoding import NO_CAMERA_INFO, encode_frame
 from robustseg_ros.frames import FrameJob, FrameOutput, SensorPayload
 from robustseg_ros.health import (
     FUTURE_STAMP,
@@ -532,40 +532,9 @@ class PerceptionPipeline:
 
     def encode(self, job: FrameJob, *, fuse_degraded: Collection[str] = ()
                ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
-        """The frame's present modalities as the network's uint8 [H, W, 3] images at camera resolution, the reason
-        for each absent modality, and notes on fed ones. A DEGRADED modality is left out unless in
-        ``fuse_degraded``, or unless nothing else could be encoded (then it is fused, with a note)."""
-        reasons = dict(job.frame.reasons)
-        encoded: dict[str, np.ndarray] = {}
-        notes: dict[str, str] = {}
-        held_back: list[str] = []
-        for modality in MODALITIES:
-            payload = job.frame.payload(modality)
-            if payload is None:
-                if modality not in self.model_modalities:
-                    reasons[modality] = "disabled: not an input of the model"
-                continue
-            status = job.statuses.get(modality)
-            if status is not None and status.state is SensorState.DEGRADED:
-                if modality not in fuse_degraded:
-                    reasons[modality] = f"{status.message} (not fused: not in health.fuse_degraded)"
-                    held_back.append(modality)
-                    continue
-                notes[modality] = f"{status.message} (fused: in health.fuse_degraded)"
-            self._encode_into(encoded, reasons, modality, payload, job)
-        if not encoded:
-            for modality in held_back:
-                notes[modality] = f"{reasons.pop(modality).split(' (not fused')[0]} (fused: no other input left)"
-                self._encode_into(encoded, reasons, modality, job.frame.payload(modality), job)
-        return encoded, reasons, notes
-
-    def _encode_into(self, encoded: dict[str, np.ndarray], reasons: dict[str, str], modality: str,
-                     payload: SensorPayload, job: FrameJob) -> None:
-        try:
-            encoded[modality] = encode_modality(modality, payload, job, self.params)
-        except (ValueError, MissingGeometry) as error:
-            reasons[modality] = f"not encoded: {error}"
-            self._log_once(f"encode {modality}", f"{SENSOR_OF_MODALITY[modality]}: could not encode: {error}")
+        """``encoding.encode_frame`` of ``job`` with these parameters; an encoding failure is logged once per sensor."""
+        return encode_frame(job, self.params, self.model_modalities, fuse_degraded, lambda modality, error: self._log_once(
+            f"encode {modality}", f"{SENSOR_OF_MODALITY[modality]}: could not encode: {error}"))
 
     def apply_live_params(self, params: PerceptionParams, now: float) -> None:
         """Take new values of the live parameters (``params.LIVE_PARAMETERS``): the outputs read ``params`` per

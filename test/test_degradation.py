@@ -54,12 +54,32 @@ def test_depth_statistics_see_holes_and_noise():
     assert depth_quality(holes)["valid"] < nominal["valid"] * 0.6
 
 
+def ring_scan(range_m: float, points_per_ring: int, elevations_deg: np.ndarray, intensity: float) -> np.ndarray:
+    """A spinning LiDAR's scan of a cylinder wall at ``range_m``: float32 [rings x points, 4] in scan order."""
+    azimuth = np.linspace(-math.pi, math.pi, points_per_ring, endpoint=False)
+    rings = [np.stack((range_m * np.cos(azimuth) * math.cos(el), range_m * np.sin(azimuth) * math.cos(el),
+                       np.full_like(azimuth, range_m * math.sin(el)), np.full_like(azimuth, intensity)), axis=1)
+             for el in np.radians(elevations_deg)]
+    return np.concatenate(rings).astype(np.float32)
+
+
+def test_lidar_quality_measures_only_returns_of_an_organised_cloud():
+    """Organised clouds mark "no return" with NaN or 0, 0, 0: those points are neither counted nor measured."""
+    scan = ring_scan(12.0, 1800, np.linspace(-25, 5, 8), 0.3)
+    expected = lidar_quality(scan)
+    organised = np.repeat(scan, 3, axis=0)
+    organised[1::3, :3] = np.nan  # no return as NaN
+    organised[2::3] = 0.0  # no return as the origin
+    organised[2::3, 3] = 0.5
+    measured = lidar_quality(organised)
+    assert measured == pytest.approx(expected) and measured["points"] == len(scan)
+    assert np.isfinite(measured["range_noise"]) and measured["range_noise"] < 0.01
+    inf_only = np.full((5, 3), np.inf, np.float32)
+    assert lidar_quality(inf_only) == {"points": 0.0, "coverage": 0.0, "range_noise": 0.0}
+
+
 def test_lidar_statistics_measure_range_noise_in_scan_order_and_coverage():
-    azimuth = np.linspace(-math.pi, math.pi, 2000, endpoint=False)
-    rings = [np.stack((10 * np.cos(azimuth) * math.cos(el), 10 * np.sin(azimuth) * math.cos(el),
-                       np.full_like(azimuth, 10 * math.sin(el)), np.full_like(azimuth, 0.5)), axis=1)
-             for el in np.radians(np.linspace(-30, 10, 16))]
-    scan = np.concatenate(rings).astype(np.float32)
+    scan = ring_scan(10.0, 2000, np.linspace(-30, 10, 16), 0.5)
     nominal = lidar_quality(scan)
     assert nominal["points"] == len(scan) and nominal["range_noise"] < 0.01 and nominal["coverage"] > 0.2
     jittered = scan.copy()

@@ -115,3 +115,30 @@ def test_record_outputs_records_a_running_node_until_sigint(context, checkpoint,
     assert counts["/perception_node/segmentation"] >= 3 and counts["/camera/image"] >= 3
     assert counts["/perception_node/class_names"] == 1 and counts["/diagnostics"] >= 1
     assert "/perception_node/overlay" in types, "recording subscribes to the overlay, so the node computes it"
+
+
+def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_finished(tmp_path, ros_domain,
+                                                                                        monkeypatch, capsys):
+    from std_msgs.msg import String
+
+    from robustseg_ros.bagtools.bag_io import BagError
+    from robustseg_ros.bagtools.recorder import BagRecorder
+
+    out = tmp_path / "outputs"
+    first = BagRecorder(out)
+    first.write("/note", 1, String(data="first"))
+    with pytest.raises(BagError, match=f"bag {out}: another recording into it is running .*pid {os.getpid()}"):
+        BagRecorder(out)
+    first.write("/note", 2, String(data="still recording"))
+    first.close()
+    assert recorded(out)[1] == {"/note": 2}, "the first recording was left alone"
+    assert [path.name for path in tmp_path.iterdir()] == ["outputs"], "no lock or partial left behind"
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "failed.partial"))
+
+    monkeypatch.setattr(record_outputs, "subscribe_outputs", no_space)
+    assert record_outputs.cli([str(tmp_path / "failed"), "--duration", "0.1"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "failed").exists() and (tmp_path / "failed.partial").is_dir()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["failed.partial", "outputs"]

@@ -247,27 +247,3 @@ def test_events_bad_inputs_raise():
     with pytest.raises(ValueError, match="t_end"):
         events_to_frame(make_events([]), 4, 4, 1.0, 0.0)
     assert not events_to_frame(make_events([]), 4, 4, 0.0, 1.0).any()
-
-
-# ----------------------------------------------------------------------------- quality statistics
-
-
-def test_lidar_quality_measures_only_returns_of_an_organised_cloud():
-    """Organised clouds mark "no return" with NaN or 0, 0, 0: those points are neither counted nor measured."""
-    from robustseg_core.sensors.quality import lidar_quality
-
-    azimuth = np.linspace(-math.pi, math.pi, 1800, endpoint=False)
-    rings = [np.stack((12 * np.cos(azimuth) * math.cos(el), 12 * np.sin(azimuth) * math.cos(el),
-                       np.full_like(azimuth, 12 * math.sin(el)), np.full_like(azimuth, 0.3)), axis=1)
-             for el in np.radians(np.linspace(-25, 5, 8))]
-    scan = np.concatenate(rings).astype(np.float32)
-    expected = lidar_quality(scan)
-    organised = np.repeat(scan, 3, axis=0)
-    organised[1::3, :3] = np.nan  # no return as NaN
-    organised[2::3] = 0.0  # no return as the origin
-    organised[2::3, 3] = 0.5
-    measured = lidar_quality(organised)
-    assert measured == pytest.approx(expected) and measured["points"] == len(scan)
-    assert np.isfinite(measured["range_noise"]) and measured["range_noise"] < 0.01
-    inf_only = np.full((5, 3), np.inf, np.float32)
-    assert lidar_quality(inf_only) == {"points": 0.0, "coverage": 0.0, "range_noise": 0.0}

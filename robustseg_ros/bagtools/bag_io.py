@@ -26,7 +26,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from robustseg_core.errors import UserError, cause
-from robustseg_ros.bagtools.integrity import IntegrityReport, bag_files, stamp_mcap_crcs, verify_bag
+from robustseg_ros.bagtools.integrity import IntegrityReport, bag_files, bag_storage, stamp_mcap_crcs, verify_bag
 
 #: Message definitions written into new bags; the rclpy wheels here are ROS 2 Kilted.
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -112,6 +112,10 @@ class BagReader:
         if report.damaged and not self.skip_damaged:
             raise BagError(f"bag {self.path}: {report.damaged[0].describe()}; {len(report.damaged)} damaged "
                            "chunk(s) in all. Skip them with --skip-damaged-chunks to read the rest")
+        unindexed = [chunk for chunk in report.damaged if chunk.file in report.unindexed_files]
+        if unindexed:
+            raise BagError(f"bag {self.path}: {unindexed[0].describe()}; {unindexed[0].file.name} has no chunk index "
+                           "(no MCAP summary); damaged chunks cannot be skipped")
         if report.damaged:
             self.notes.append(f"bag {self.path}: skipping {len(report.damaged)} damaged chunk(s) of "
                               f"{len(report.damaged) + report.checked_chunks + report.unchecked_chunks}: "
@@ -119,6 +123,9 @@ class BagReader:
         if report.unchecked_chunks:
             self.notes.append(f"bag {self.path}: {report.unchecked_chunks} chunk(s) carry no CRC (written without "
                               "checksums); their integrity cannot be checked")
+        if report.unchecked_files:
+            self.notes.append(f"bag {self.path}: {', '.join(file.name for file in report.unchecked_files)} "
+                              "compressed as a whole (file compression); integrity not checked")
         self.integrity = report
         return report
 
@@ -157,6 +164,14 @@ class BagReader:
         return {connection.topic: connection.msgtype for connection in self.reader.connections}
 
     @property
+    def message_counts(self) -> dict[str, int]:
+        """Topic name -> number of messages metadata.yaml (or the MCAP summary) counts on it."""
+        counts: dict[str, int] = {}
+        for connection in self.reader.connections:
+            counts[connection.topic] = counts.get(connection.topic, 0) + connection.msgcount
+        return counts
+
+    @property
     def latched_topics(self) -> set[str]:
         """Topics recorded from a transient-local (latched) publisher, such as ``/tf_static``."""
         return {connection.topic for connection in self.reader.connections
@@ -165,9 +180,8 @@ class BagReader:
 
     @property
     def storage(self) -> str:
-        """"mcap" or "sqlite3" (from the file names)."""
-        names = [path.suffix for path in (self.path.iterdir() if self.path.is_dir() else [self.path])]
-        return "sqlite3" if ".db3" in names else "mcap"
+        """"mcap" or "sqlite3" (metadata.yaml's ``storage_identifier``, or a single file's suffix)."""
+        return bag_storage(self.path)
 
     @property
     def start_ns(self) -> int:

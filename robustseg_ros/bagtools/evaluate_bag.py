@@ -9,8 +9,10 @@ Parameters: the node's defaults < ``--params-file`` (config/perception.yaml layo
 parameters recorded in the bag's fault timeline (``record_synthetic``) < ``-p name:=value``.
 Sensor topics are the node's parameters (relative names get a leading "/").
 
-Ground truth: a mono8 label image topic (``--labels-topic``; class ids, 255 ignore) matched to
-output frames by header stamp. Without it the report has everything but accuracy. Fault windows
+Ground truth: a label image topic (``--labels-topic``; class ids, 255 ignore, as mono8 or 8UC1, or mono16 /
+16UC1 with no value above 255; ``scoring.LABEL_ENCODINGS``) matched to output frames by header stamp; another
+encoding or aspect ratio stops the run. Without it the report has everything but accuracy. With
+``lidar.use_tf`` the offline LiDAR extrinsic comes from the bag's ``/tf_static`` (``offline``). Fault windows
 come from the ``/robustseg/fault_timeline`` topic or the ``fault_timeline.json`` in the bag folder.
 
 Live mode (``--mode live``, ``live.LiveEvaluation``): the bag is replayed over DDS with ``/clock`` into a
@@ -44,7 +46,7 @@ from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
 from robustseg_ros.bagtools.offline import OfflineEvaluation
 from robustseg_ros.bagtools.recorder import BagRecorder
-from robustseg_ros.bagtools.report import report_markdown, write_plots
+from robustseg_ros.bagtools.report import remove_stale_plots, report_markdown, write_plots
 from robustseg_ros.conversions import nanoseconds_to_seconds
 from robustseg_ros.params import (
     PARAMETER_DEFAULTS,
@@ -87,8 +89,8 @@ def check_input_topics(bag: BagReader, params: PerceptionParams, topics: dict[st
     configure, with the parameters that fix it. CameraInfo is an input only with depth or LiDAR (their
     encodings need the camera's intrinsics); ``labels_topic`` (when given) must hold ``sensor_msgs/Image``."""
     inputs = [*sensors, *(["camera_info"] if {"depth", "lidar"} & set(sensors) else [])]
-    try:
-        bag.require([topics[name] for name in inputs], what="sensor")
+    try:  # types are compared below: the expected ones are importable, so is a topic that holds one
+        bag.require([topics[name] for name in inputs], what="sensor", check_types=False)
     except BagError as error:
         absent = [name for name in inputs if topics[name] not in bag.topics]
         hints = [f"-p {name}.topic:=/name or -p {name}.enabled:=false" if name != "camera_info"
@@ -99,7 +101,7 @@ def check_input_topics(bag: BagReader, params: PerceptionParams, topics: dict[st
     expected = {topics[name]: (types[name], f" (set by {TYPE_PARAMETERS[name]})" if name in TYPE_PARAMETERS else "")
                 for name in inputs}
     if labels_topic:
-        expected[labels_topic] = (Image, " (--labels-topic: a mono8 label image)")
+        expected[labels_topic] = (Image, " (--labels-topic: a label image of class ids)")
     wrong = [f"{topic} holds {bag.topics[topic]}, not {message_type_name(cls)}{hint}"
              for topic, (cls, hint) in expected.items() if bag.topics[topic] != message_type_name(cls)]
     if wrong:
@@ -112,7 +114,7 @@ def evaluate(args) -> dict:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     bag_path = Path(args.bag)
-    output = Path(args.output) if args.output else bag_path.with_name(bag_path.name + "_evaluation")
+    output = output_folder(args)
     recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
     try:
         result, files = _evaluate(args, bag_path, output, recorder)
@@ -127,7 +129,16 @@ def evaluate(args) -> dict:
     result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
     write_text_atomic(output / "report.md", report_markdown(result, files))
     write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    remove_stale_plots(output, files)
     return result
+
+
+def output_folder(args) -> Path:
+    """``--output``, or ``<bag>_evaluation`` next to the bag (its path resolved first: ``evaluate_bag .``)."""
+    if args.output:
+        return Path(args.output)
+    bag_path = Path(args.bag).resolve()
+    return bag_path.with_name(bag_path.name + "_evaluation")
 
 
 def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) -> tuple[dict, dict]:
@@ -142,7 +153,8 @@ def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) 
                    "labels_topic": args.labels_topic if args.labels_topic in bag.topics else "",
                    "bag_classes": record.get("classes")}
         integrity = {"checked_chunks": bag.integrity.checked_chunks, "unchecked_chunks": bag.integrity.unchecked_chunks,
-                     "skipped_chunks": len(bag.integrity.damaged)}
+                     "skipped_chunks": len(bag.integrity.damaged),
+                     "unchecked_files": [file.name for file in bag.integrity.unchecked_files]}
         if args.labels_topic and not options["labels_topic"] and args.labels_topic != GROUND_TRUTH_TOPIC:
             bag.require([args.labels_topic], what="ground-truth")
         start_s, storage = nanoseconds_to_seconds(bag.start_ns), bag.storage
@@ -182,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="node parameter override, repeatable (e.g. -p lidar.topic:=/velodyne_points)")
     parser.add_argument("--labels-topic", default=GROUND_TRUTH_TOPIC,
-                        help="ground-truth mono8 label topic; '' for none")
+                        help="ground-truth label topic (class ids: mono8, 8UC1, or mono16/16UC1 <= 255); '' for none")
     parser.add_argument("--timeline-topic", default=FAULT_TIMELINE_TOPIC,
                         help="fault timeline topic (std_msgs/String JSON)")
     parser.add_argument("--ignore-rig", action="store_true",
@@ -219,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = evaluate(args)
     accuracy = result["accuracy"]
     summary = f"mIoU {accuracy['miou']:.2f} %" if accuracy else "no ground truth"
-    print(f"evaluate_bag: {result['frames']['total']} frames, {summary}; report in "
-          f"{Path(args.output) if args.output else Path(args.bag).with_name(Path(args.bag).name + '_evaluation')}")
+    print(f"evaluate_bag: {result['frames']['total']} frames, {summary}; report in {output_folder(args)}")
     return result
 
 

@@ -3,13 +3,15 @@
 An MCAP file (``<magic><header><data section>[<summary>]<footer><magic>``) keeps its messages in chunk
 records, each carrying the CRC-32 of its uncompressed records, and an optional CRC-32 of its summary
 section (the chunk index readers trust) in the footer. :func:`verify_bag` checks every chunk the summary
-indexes (or, without a summary, every chunk in the data section) and the summary itself, without
-deserializing a message, and returns what it found: damaged chunks with their file, index, byte offset
-and time range, and problems outside any chunk. A CRC of zero means "not computed": such chunks are
-counted as unchecked. ``rosbags`` writes zeros, so :func:`stamp_mcap_crcs` fills them in after
-``BagWriter`` closes a bag. A sqlite3 bag is checked with ``PRAGMA integrity_check``, which finds damage
-to the database's structure (pages, b-trees, indexes) but not to message bytes: sqlite keeps no checksum
-of row contents.
+indexes (or, without a summary or a chunk index in it, every chunk in the data section, and notes the file
+as unindexed) and the summary itself, without deserializing a message, and returns what it found: damaged
+chunks with their file, index, byte offset and time range, and problems outside any chunk. The files
+checked are the ones metadata.yaml lists (``relative_file_paths``), not whatever the folder holds; a file
+compressed as a whole (``*.mcap.zstd``, ``*.db3.zstd``) is not checked, and reported as such. A CRC of
+zero means "not computed": such chunks are counted as unchecked. ``rosbags`` writes zeros, so
+:func:`stamp_mcap_crcs` fills them in after ``BagWriter`` closes a bag. A sqlite3 bag is checked with
+``PRAGMA integrity_check``, which finds damage to the database's structure (pages, b-trees, indexes) but
+not to message bytes: sqlite keeps no checksum of row contents.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import sqlite3
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import BinaryIO, Iterator
+
+import yaml
 
 MAGIC = b"\x89MCAP0\r\n"
 OP_CHUNK, OP_CHUNK_INDEX, OP_DATA_END = 0x06, 0x08, 0x0F
@@ -29,6 +33,9 @@ CHUNK_HEADER = struct.Struct("<QQQI")  # message start and end time, uncompresse
 CHUNK_INDEX_HEAD = struct.Struct("<QQQQ")  # message start and end time, chunk start offset, chunk length
 #: Byte offset of a chunk record's uncompressed CRC from the record's start (opcode and length, three u64).
 CHUNK_CRC_OFFSET = RECORD_HEADER.size + 24
+METADATA_FILE = "metadata.yaml"
+#: Storage file suffix -> rosbag2 storage plugin.
+STORAGE_OF_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
 @dataclass(frozen=True)
@@ -50,19 +57,52 @@ class DamagedChunk:
 
 @dataclass
 class IntegrityReport:
-    """What :func:`verify_bag` found: chunks checked and without CRC, damaged chunks, other problems."""
+    """What :func:`verify_bag` found: chunks checked and without CRC, damaged chunks, other problems, MCAP files
+    without a chunk index (their chunks found by scanning: readers cannot skip one) and files not checked
+    (compressed as a whole)."""
 
     checked_chunks: int = 0
     unchecked_chunks: int = 0
     damaged: list[DamagedChunk] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    unindexed_files: list[Path] = field(default_factory=list)
+    unchecked_files: list[Path] = field(default_factory=list)
+
+
+def bag_metadata(path: Path) -> dict:
+    """The ``rosbag2_bagfile_information`` of a bag folder's metadata.yaml; {} for a single storage file or a
+    folder without metadata.yaml (not a rosbag2 bag: the reader says so); ``ValueError`` naming the file when
+    it cannot be read or parsed."""
+    metadata = path / METADATA_FILE
+    if not path.is_dir() or not metadata.is_file():
+        return {}
+    try:
+        document = yaml.safe_load(metadata.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{METADATA_FILE}: cannot be read ({' '.join(str(error).split())[:160]})") from error
+    information = document.get("rosbag2_bagfile_information") if isinstance(document, dict) else None
+    if not isinstance(information, dict):
+        raise ValueError(f"{METADATA_FILE}: no rosbag2_bagfile_information mapping")
+    return information
 
 
 def bag_files(path: Path) -> list[Path]:
-    """The storage files of a bag folder (or the file itself)."""
+    """The storage files of a bag: those metadata.yaml lists (``relative_file_paths``, in its order; compressed
+    ones keep their ``.zstd`` suffix), or the file itself; ``ValueError`` when metadata.yaml cannot be read."""
+    if not path.is_dir():
+        return [path]
+    return [path / PurePath(str(name)).name for name in bag_metadata(path).get("relative_file_paths") or ()]
+
+
+def bag_storage(path: Path) -> str:
+    """"mcap" or "sqlite3": metadata.yaml's ``storage_identifier``, or the suffix of a single file ("" when
+    neither tells)."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
-    return [path]
+        try:
+            return str(bag_metadata(path).get("storage_identifier", ""))
+        except ValueError:
+            return ""
+    return STORAGE_OF_SUFFIX.get(path.suffix, "")
 
 
 def _decompress(data: bytes, compression: str, size: int) -> bytes:
@@ -106,8 +146,8 @@ def _records(data: bytes, base: int) -> Iterator[tuple[int, int, bytes]]:
         position = start + length
 
 
-def _chunk_locations(handle: BinaryIO, size: int, summary_start: int) -> list[tuple[int, int, int, int]]:
-    """(offset, length, start_ns, end_ns) of every chunk: from the summary's chunk index, else by scanning."""
+def _indexed_chunks(handle: BinaryIO, size: int, summary_start: int) -> list[tuple[int, int, int, int]]:
+    """(offset, length, start_ns, end_ns) of every chunk in the summary's chunk index ([] without one)."""
     locations = []
     if summary_start:
         handle.seek(summary_start)
@@ -116,7 +156,12 @@ def _chunk_locations(handle: BinaryIO, size: int, summary_start: int) -> list[tu
             if opcode == OP_CHUNK_INDEX:
                 start_ns, end_ns, offset, length = CHUNK_INDEX_HEAD.unpack_from(content)
                 locations.append((offset, length, start_ns, end_ns))
-        return locations
+    return locations
+
+
+def _scanned_chunks(handle: BinaryIO, size: int) -> list[tuple[int, int, int, int]]:
+    """(offset, length, start_ns, end_ns) of every chunk record in the data section, found by scanning it."""
+    locations = []
     handle.seek(len(MAGIC))
     data = handle.read(size - len(MAGIC) * 2 - FOOTER.size)
     for opcode, offset, content in _records(data, len(MAGIC)):
@@ -124,6 +169,12 @@ def _chunk_locations(handle: BinaryIO, size: int, summary_start: int) -> list[tu
             start_ns, end_ns = CHUNK_HEADER.unpack_from(content)[:2]
             locations.append((offset, RECORD_HEADER.size + len(content), start_ns, end_ns))
     return locations
+
+
+def _chunk_locations(handle: BinaryIO, size: int, summary_start: int) -> list[tuple[int, int, int, int]]:
+    """(offset, length, start_ns, end_ns) of every chunk: from the summary's chunk index, else (no summary, or one
+    without a chunk index) by scanning."""
+    return _indexed_chunks(handle, size, summary_start) or _scanned_chunks(handle, size)
 
 
 def _chunk_crcs(content: bytes) -> tuple[int, int]:
@@ -167,10 +218,14 @@ def verify_mcap(path: Path, report: IntegrityReport) -> None:
                 if zlib.crc32(covered) != summary_crc:
                     raise ValueError(f"its summary section (the chunk index, bytes {summary_start} .. "
                                      f"{size - len(MAGIC) - FOOTER.size}) fails its CRC check")
-            chunks = _chunk_locations(handle, size, summary_start)
+            chunks = _indexed_chunks(handle, size, summary_start)
+            indexed = bool(chunks)
+            chunks = chunks or _scanned_chunks(handle, size)
         except (ValueError, struct.error) as error:
             report.problems.append(f"{path.name}: {error}")
             return
+        if chunks and not indexed:
+            report.unindexed_files.append(path)
         for index, (offset, length, start_ns, end_ns) in enumerate(chunks):
             try:
                 stored, computed = _chunk_crcs(_read_chunk(handle, offset, length))
@@ -199,10 +254,22 @@ def verify_sqlite(path: Path, report: IntegrityReport) -> None:
 
 
 def verify_bag(path: str | Path) -> IntegrityReport:
-    """Check every storage file of the bag at ``path``."""
+    """Check every storage file of the bag at ``path`` (those metadata.yaml lists): a listed file that is
+    missing or a metadata.yaml that cannot be read is a problem; a file compressed as a whole is listed in
+    ``unchecked_files``."""
     report = IntegrityReport()
-    for file in bag_files(Path(path)):
-        (verify_sqlite if file.suffix == ".db3" else verify_mcap)(file, report)
+    try:
+        files = bag_files(Path(path))
+    except ValueError as error:
+        report.problems.append(str(error))
+        return report
+    for file in files:
+        if file.suffix not in STORAGE_OF_SUFFIX and file.is_file():
+            report.unchecked_files.append(file)
+        elif not file.is_file():
+            report.problems.append(f"{file.name}: listed in {METADATA_FILE} but not in the bag folder")
+        else:
+            (verify_sqlite if file.suffix == ".db3" else verify_mcap)(file, report)
     return report
 
 

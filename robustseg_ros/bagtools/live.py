@@ -21,7 +21,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
 from robustseg_core.classes import CLASS_NAMES
@@ -29,6 +29,7 @@ from robustseg_ros.bagtools.bag_io import BagError
 from robustseg_ros.bagtools.player import BagPlayer
 from robustseg_ros.bagtools.recorder import BagRecorder, output_topics, subscribe_outputs
 from robustseg_ros.bagtools.scoring import Evaluation
+from robustseg_ros.compressed import compressed_image_to_rgb
 from robustseg_ros.conversions import (
     MessageError,
     camera_image_to_rgb,
@@ -53,6 +54,7 @@ class LiveEvaluation(Evaluation):
     """
 
     timing_measure = "latency"
+    refuse_at_once = False  # frames are scored in subscription callbacks
     CAMERA_IMAGES_KEPT = 100
     #: Seconds to wait, once the camera is matched, for the node's other subscriptions.
     SUBSCRIPTION_GRACE_S = 5.0
@@ -69,7 +71,9 @@ class LiveEvaluation(Evaluation):
         if recorder is not None:
             subscribe_outputs(self.node, recorder, output_topics(node_name))
         self._lock = threading.Lock()
-        self._partial: dict[int, dict] = {}
+        #: Outputs waiting for the rest of their frame, per header stamp (ns): one dict (kind -> message) per
+        #: frame, so two frames of one stamp are both kept.
+        self._partial: dict[int, list[dict]] = {}
         self._camera_rgb: dict[int, np.ndarray] = {}
         self._camera_stamps: set[int] = set()
         self._model_diagnostics = None
@@ -93,9 +97,10 @@ class LiveEvaluation(Evaluation):
             elif topic == self.topics["camera"]:
                 key = stamp_to_nanoseconds(message.header.stamp)
                 self._camera_stamps.add(key)
+                convert = compressed_image_to_rgb if isinstance(message, CompressedImage) else camera_image_to_rgb
                 try:
-                    self._camera_rgb[key] = camera_image_to_rgb(message, topic=topic)
-                except MessageError:
+                    self._camera_rgb[key] = convert(message, topic=topic)
+                except MessageError:  # the node counts it; the sample grid goes without this image
                     return
                 while len(self._camera_rgb) > self.CAMERA_IMAGES_KEPT:
                     del self._camera_rgb[next(iter(self._camera_rgb))]
@@ -103,13 +108,19 @@ class LiveEvaluation(Evaluation):
     def _on_output(self, kind: str, message) -> None:
         with self._lock:
             key = stamp_to_nanoseconds(message.header.stamp)
-            part = self._partial.setdefault(key, {})
+            parts = self._partial.setdefault(key, [])
+            part = next((part for part in parts if kind not in part), None)
+            if part is None:  # a second frame of this stamp
+                part = {}
+                parts.append(part)
             part[kind] = message
             if len(part) == 3:
-                self._finish(key)
+                parts.remove(part)
+                if not parts:
+                    del self._partial[key]
+                self._finish(key, part)
 
-    def _finish(self, key: int) -> None:
-        part = self._partial.pop(key)
+    def _finish(self, key: int, part: dict) -> None:
         if "segmentation" not in part or "sensor_status" not in part:
             return
         try:
@@ -176,7 +187,8 @@ class LiveEvaluation(Evaluation):
             spinner.join(5.0)
         with self._lock:
             for key in sorted(self._partial):
-                self._finish(key)
+                for part in self._partial.pop(key):
+                    self._finish(key, part)
 
     def _wait_for_subscriptions(self, player, wait_for_node_s: float) -> None:
         """Wait until the node subscribes to the camera (error after ``wait_for_node_s``), then until it also

@@ -5,21 +5,29 @@ The node clock is each message's bag time (ns -> s) and ``on_timer`` runs every
 the pipeline emits is processed at once (offline nothing is dropped for lack of time), so two runs
 over one bag give the same frames, predictions and metrics; only the processing times vary. A frame
 with a DEGRADED sensor is also segmented with every DEGRADED sensor fused and with none fused (when
-that differs from ``health.fuse_degraded``), so the report compares the three on the same frames. Each sensor's state is noted after
-each of its messages, so false alarms are counted per message.
+that differs from ``health.fuse_degraded``), so the report compares the three on the same frames. Each
+sensor's state is noted after each of its messages, so false alarms are counted per message.
+
+LiDAR extrinsic: with ``lidar.use_tf`` T_cam_lidar comes from the bag's ``/tf_static`` (read with the rosbags
+type store, chains of static transforms composed); a bag without it is refused (``/tf`` is not read). Without
+``lidar.use_tf`` it is ``lidar.transform``; a warning on stderr says so when the bag has ``/tf_static`` and
+``lidar.transform`` is the default (co-located sensors).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 from std_msgs.msg import Float32, String
 
 from robustseg_core.classes import MODALITIES
-from robustseg_ros.bagtools.bag_io import BagError, BagReader
+from robustseg_core.errors import cause
+from robustseg_ros.bagtools.bag_io import TF_STATIC_TOPIC, TYPESTORE, BagError, BagReader
 from robustseg_ros.bagtools.recorder import DEFAULT_NODE, DIAGNOSTICS_TOPIC, BagRecorder
 from robustseg_ros.bagtools.scoring import Evaluation
 from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, stamp_to_nanoseconds
@@ -27,8 +35,75 @@ from robustseg_ros.diagnostics import counters_from_diagnostics
 from robustseg_ros.frames import FrameJob, FrameOutput
 from robustseg_ros.health import SensorState
 from robustseg_ros.outputs import image_messages
-from robustseg_ros.params import MODALITY_OF_SENSOR, PerceptionParams
+from robustseg_ros.params import (
+    CO_LOCATED_LIDAR_TRANSFORM, MODALITY_OF_SENSOR, PerceptionParams, transform_from_parameter,
+)
 from robustseg_ros.pipeline import PerceptionPipeline
+
+
+class StaticTransforms:
+    """The static transforms of a bag's ``/tf_static`` (``tf2_msgs/msg/TFMessage``, deserialized with the rosbags
+    type store: rclpy may lack tf2_msgs), as a ``lidar_extrinsic_lookup`` for ``PerceptionPipeline``: called with
+    (source frame, target frame, stamp s), it returns the 4x4 transform taking points from the source frame into
+    the target frame (metres), composed along the tree of transforms; ``LookupError`` when the two frames are
+    not connected. A later transform of a child frame replaces an earlier one, as in tf2."""
+
+    def __init__(self, bag: BagReader, topic: str = TF_STATIC_TOPIC) -> None:
+        #: child frame -> (parent frame, T_parent_child)
+        self.edges: dict[str, tuple[str, np.ndarray]] = {}
+        for _, timestamp_ns, data in bag.messages([topic], raw=True):
+            try:
+                message = TYPESTORE.deserialize_cdr(data, bag.topics[topic])
+                for stamped in message.transforms:
+                    translation, rotation = stamped.transform.translation, stamped.transform.rotation
+                    self.edges[stamped.child_frame_id] = (stamped.header.frame_id, transform_from_parameter(
+                        [translation.x, translation.y, translation.z, rotation.x, rotation.y, rotation.z, rotation.w]))
+            except Exception as error:  # a damaged message or a zero quaternion
+                raise BagError(f"bag {bag.path}: {topic} message at {timestamp_ns} ns cannot be read as static "
+                               f"transforms ({cause(error)})") from error
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def __call__(self, source: str, target: str, stamp_s: float = 0.0) -> np.ndarray:
+        if (source, target) not in self._cache:
+            self._cache[(source, target)] = self._compose(source, target)
+        return self._cache[(source, target)]
+
+    def _compose(self, source: str, target: str) -> np.ndarray:
+        """Breadth-first from ``target`` over the transforms (both directions) until ``source``."""
+        neighbours: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for child, (parent, transform) in self.edges.items():
+            neighbours.setdefault(parent, []).append((child, transform))
+            neighbours.setdefault(child, []).append((parent, np.linalg.inv(transform)))
+        known = {target: np.eye(4)}  # frame -> T_target_frame
+        queue = deque([target])
+        while queue:
+            frame = queue.popleft()
+            for other, transform in neighbours.get(frame, ()):
+                if other not in known:
+                    known[other] = known[frame] @ transform
+                    queue.append(other)
+        if source not in known:
+            frames = ", ".join(sorted(neighbours)) or "none"
+            raise LookupError(f"no static transform {target} <- {source} in {TF_STATIC_TOPIC} (its frames: {frames})")
+        return known[source]
+
+
+def lidar_extrinsic_lookup(bag: BagReader, params: PerceptionParams) -> StaticTransforms | None:
+    """The LiDAR extrinsic lookup of an offline run: with ``lidar.use_tf`` the bag's static transforms
+    (``BagError`` when it has no ``/tf_static``), else None (``lidar.transform``), with a warning on stderr when
+    the bag has ``/tf_static`` and ``lidar.transform`` is the default, co-located sensors."""
+    has_tf_static = TF_STATIC_TOPIC in bag.topics
+    if params["lidar.use_tf"]:
+        if not has_tf_static:
+            raise BagError(f"bag {bag.path}: lidar.use_tf is true but the bag has no {TF_STATIC_TOPIC}; offline, "
+                           f"T_cam_lidar is looked up only in {TF_STATIC_TOPIC}: set -p lidar.use_tf:=false and "
+                           "-p lidar.transform:=[x, y, z, qx, qy, qz, qw]")
+        return StaticTransforms(bag)
+    if has_tf_static and np.allclose(params.T_cam_lidar, transform_from_parameter(CO_LOCATED_LIDAR_TRANSFORM)):
+        print(f"evaluate_bag: warning: bag {bag.path} has {TF_STATIC_TOPIC}, but lidar.use_tf is false and "
+              "lidar.transform is the default: the LiDAR is assumed co-located with the camera (set -p "
+              "lidar.use_tf:=true to use the bag's transforms, or -p lidar.transform)", file=sys.stderr)
+    return None
 
 
 class OfflineEvaluation(Evaluation):
@@ -46,8 +121,11 @@ class OfflineEvaluation(Evaluation):
 
     def run(self, bag: BagReader) -> None:
         """Feed every message of the sensor, CameraInfo and ground-truth topics, then run the timer past
-        the last message until the pipeline has released its last frame."""
+        the last message until the pipeline has released its last frame. The LiDAR extrinsic is
+        ``lidar_extrinsic_lookup``'s."""
         pipeline = self.pipeline
+        if "lidar" in pipeline.active_sensors:
+            pipeline.lidar_extrinsic_lookup = lidar_extrinsic_lookup(bag, self.params)
         handlers = {self.topics[sensor]: handler for sensor, handler in (
             ("camera", pipeline.on_camera), ("depth", pipeline.on_depth), ("lidar", pipeline.on_lidar),
             ("events", pipeline.on_events)) if sensor in pipeline.active_sensors}

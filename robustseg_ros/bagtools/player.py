@@ -7,12 +7,15 @@ in between, for nodes run with ``use_sim_time:=true``. Drop and freeze faults (`
 windows in seconds after the bag's start) are applied on the way out.
 
 Publishers are reliable, keep last 10 (REP-2003: SensorDataQoS subscribers accept them);
-transient-local for ``/tf_static``, the fault timeline and topics recorded as latched. Topics whose
-message type rclpy cannot import here are skipped with a warning (``/tf_static`` without tf2_msgs).
+transient-local for ``/tf_static``, the fault timeline and topics recorded as latched, keeping as many
+messages as the bag holds on the topic, so a late subscriber gets every one of them. Topics whose
+message type rclpy cannot import here are skipped with a warning (``/tf_static`` without tf2_msgs). With
+``clock``, the bag's own ``/clock`` topic is not replayed (the player's clock replaces it; a note says so).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,18 +29,24 @@ from robustseg_ros.bagtools.faults import Fault, MessageFaults
 from robustseg_ros.conversions import nanoseconds_to_seconds, nanoseconds_to_stamp, seconds_to_nanoseconds
 
 LATCHED_BY_NAME = (TF_STATIC_TOPIC, FAULT_TIMELINE_TOPIC)
+CLOCK_TOPIC = "/clock"
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def latched_qos(depth: int) -> QoSProfile:
+    """Reliable, transient-local, keeping the last ``depth`` messages (at least 1) for late subscribers."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, depth), reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class BagPlayer:
     """Publishes a bag from a node of its own; ``play()`` blocks until done or ``stop()``.
 
-    ``remap``: bag topic -> published topic. ``rate``: playback speed factor. ``start_offset_s`` and
-    ``duration_s``: the part of the bag to play (bag seconds). ``clock_hz``: /clock rate between messages
-    (0: only before each message); ``clock``: publish /clock at all. ``faults``: drop and freeze windows on
-    topics. ``delay_s``: wait before the first message, for subscribers to discover the publishers.
+    ``remap``: bag topic -> published topic (each must be in the bag). ``rate``: playback speed factor.
+    ``start_offset_s`` and ``duration_s``: the part of the bag to play (bag seconds). ``clock_hz``: /clock rate
+    between messages (0: only before each message); ``clock``: publish /clock at all (the bag's own /clock is
+    then left out, with a note on stderr). ``faults``: drop and freeze windows on topics. ``delay_s``: wait
+    before the first message, for subscribers to discover the publishers.
     ``observer(topic, timestamp_ns, message)``: called with every message read, before fault injection and
     publishing. ``skip_damaged``: play a bag with damaged chunks without their messages (``BagReader``).
     """
@@ -57,6 +66,7 @@ class BagPlayer:
         try:
             fault_topics = [fault.target for fault in self.message_faults.faults]
             self.bag.require([*(topics or []), *fault_topics], what="requested", check_types=False)
+            self.bag.require(list(remap or {}), what="remapped (--remap)", check_types=False)
         except BagError:
             self.bag.close()
             raise
@@ -71,7 +81,12 @@ class BagPlayer:
         self._stop = threading.Event()
         self.published: dict[str, int] = {}
         selected = [topic for topic in (topics or present) if topic not in set(exclude_topics or [])]
+        if clock and CLOCK_TOPIC in selected and self.remap.get(CLOCK_TOPIC, CLOCK_TOPIC) == CLOCK_TOPIC:
+            selected.remove(CLOCK_TOPIC)
+            print(f"note: bag {bag_path}: its {CLOCK_TOPIC} topic is not replayed; the player publishes {CLOCK_TOPIC} "
+                  "(bag time)", file=sys.stderr)
         latched = self.bag.latched_topics | set(LATCHED_BY_NAME)
+        counts = self.bag.message_counts
         self.publishers = {}
         for topic in selected:
             try:
@@ -79,9 +94,9 @@ class BagPlayer:
             except LookupError as error:
                 self.logger.warning(f"{topic}: skipped, {error}")
                 continue
-            self.publishers[topic] = self.node.create_publisher(
-                message_type, self.remap.get(topic, topic), LATCHED_QOS if topic in latched else PUBLISH_QOS)
-        self.clock_publisher = self.node.create_publisher(Clock, "/clock", PUBLISH_QOS) if clock else None
+            qos = latched_qos(counts.get(topic, 1)) if topic in latched else PUBLISH_QOS
+            self.publishers[topic] = self.node.create_publisher(message_type, self.remap.get(topic, topic), qos)
+        self.clock_publisher = self.node.create_publisher(Clock, CLOCK_TOPIC, PUBLISH_QOS) if clock else None
 
     def stop(self) -> None:
         self._stop.set()

@@ -9,7 +9,8 @@ The inputs are the node's sensor and CameraInfo topics as its parameters name th
 ``-p name:=value``; compressed transports included), subscribed best effort; the outputs are
 ``<node>/segmentation``, ``segmentation_color``, ``confidence``, ``overlay``, ``latency_ms``,
 ``sensor_status``, ``class_names`` and ``/diagnostics``. Each message is written at this recorder's clock
-time. SIGINT and SIGTERM end the recording cleanly (exit 0, the bag finished).
+time. SIGINT and SIGTERM end the recording cleanly (exit 0, the bag finished); a recording that fails is
+left unfinished at ``OUT.partial`` (exit 1).
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ def main(argv: list[str] | None = None) -> Path:
         values.update(read_params_file(args.params_file))
     values.update(parse_override(text) for text in args.param)
     topics, inputs = recorded_topics(PerceptionParams(values), args.node, not args.no_inputs)
-    recorder = BagRecorder(args.out)
     with stop_on_signals() as stop:
         rclpy.init(args=[PROG, *unknown], signal_handler_options=SignalHandlerOptions.NO)
-        node = Node("robustseg_output_recorder")
+        recorder, node = None, None
         try:
+            recorder = BagRecorder(args.out)
+            node = Node("robustseg_output_recorder")
             subscribe_outputs(node, recorder, topics, best_effort=inputs)
             executor = SingleThreadedExecutor()
             executor.add_node(node)
@@ -75,9 +77,15 @@ def main(argv: list[str] | None = None) -> Path:
                   f"({'for %g s' % args.duration if args.duration > 0 else 'until Ctrl-C'})", flush=True)
             spin_until(executor, lambda: stop.is_set() or time.monotonic() >= deadline or not rclpy.ok())
             executor.shutdown()
-        finally:
-            node.destroy_node()
+        except BaseException:  # the recording did not end as asked: it stays at OUT.partial
+            if recorder is not None:
+                recorder.close(complete=False)
+            raise
+        else:
             recorder.close()
+        finally:
+            if node is not None:
+                node.destroy_node()
             rclpy.try_shutdown()
     print(f"{PROG}: wrote {recorder.summary()}")
     return recorder.path

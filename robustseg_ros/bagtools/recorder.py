@@ -12,6 +12,7 @@ node's clock (sim time during a replay). The offline evaluation writes the same 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import threading
@@ -24,6 +25,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import String
 
+from robustseg_core.output_folder import FolderLock, FolderLocked
 from robustseg_ros.bagtools.bag_io import BagError, BagWriter
 from robustseg_ros.outputs import OUTPUT_TOPICS
 from robustseg_ros.params import NODE_NAME, absolute_topic
@@ -49,7 +51,10 @@ class BagRecorder:
 
     It is written as ``<path>.partial`` and renamed to ``path`` by ``close()``, so a bag at ``path`` is
     always a finished recording. ``close(complete=False)`` (the run that fed it failed) finishes the bag but
-    leaves it at ``<path>.partial`` to look at; the next recorder for ``path`` replaces such a leftover.
+    leaves it at ``<path>.partial`` to look at; the next recorder for ``path`` replaces such a leftover. While
+    it records, it holds a ``FolderLock`` on ``.<name>.partial.lock`` next to it (the bag folder itself must
+    not exist before rosbags writes it): a second recorder for ``path`` is refused (``BagError`` naming the
+    running one) instead of deleting this one's bag.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -57,11 +62,20 @@ class BagRecorder:
         if self.path.exists():
             raise BagError(f"bag {self.path}: already exists; choose another output path or remove it")
         self.partial_path = self.path.with_name(self.path.name + ".partial")
-        if self.partial_path.exists():
-            shutil.rmtree(self.partial_path)
-            print(f"removed {self.partial_path}, the unfinished recording of an earlier run", file=sys.stderr)
-        self._writer = BagWriter(self.partial_path, "mcap")
-        self._writer.__enter__()
+        self._folder_lock = FolderLock(self.path.with_name(f".{self.path.name}.partial.lock"))
+        try:
+            self._folder_lock.acquire()
+        except FolderLocked as error:
+            raise BagError(f"bag {self.path}: another recording into it is running ({error})") from error
+        try:
+            if self.partial_path.exists():
+                shutil.rmtree(self.partial_path)
+                print(f"removed {self.partial_path}, the unfinished recording of an earlier run", file=sys.stderr)
+            self._writer = BagWriter(self.partial_path, "mcap")
+            self._writer.__enter__()
+        except BaseException:
+            self._release_lock()
+            raise
         self._lock = threading.Lock()
         self._declared: set[str] = set()
         self.counts: Counter[str] = Counter()
@@ -85,11 +99,23 @@ class BagRecorder:
             if self._closed:
                 return
             self._closed = True
-            self._writer.__exit__(None, None, None)
-            if complete:
-                self.partial_path.rename(self.path)
-            else:
-                print(f"the recording is incomplete; kept as {self.partial_path}", file=sys.stderr)
+            try:
+                self._writer.__exit__(None, None, None)
+                if complete:
+                    if self.path.exists():
+                        raise BagError(f"bag {self.path}: written by another run meanwhile; this recording is kept "
+                                       f"as {self.partial_path}")
+                    self.partial_path.rename(self.path)
+                else:
+                    print(f"the recording is incomplete; kept as {self.partial_path}", file=sys.stderr)
+            finally:
+                self._release_lock()
+
+    def _release_lock(self) -> None:
+        """Release the lock and remove its folder (left alone when another recorder has taken it meanwhile)."""
+        self._folder_lock.release()
+        with contextlib.suppress(OSError):
+            self._folder_lock.folder.rmdir()
 
     def summary(self) -> str:
         return f"{sum(self.counts.values())} messages on {len(self.counts)} topics in {self.path}"

@@ -1,17 +1,41 @@
 """The bag evaluation's report: ``report.md`` and the plots ``miou_over_time.png``,
 ``latency_histogram.png`` and ``samples.png``, from ``Evaluation.results()`` (docs/bags.md).
+
+Each plot is written atomically; ``remove_stale_plots`` deletes those an earlier run left that this run did not
+draw (``--no-plots``, no sample frames), so the folder shows one run.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from robustseg_core.atomic import write_bytes_atomic
 from robustseg_core.classes import colorize
 from robustseg_ros.bagtools.scoring import Evaluation
 
 TIMING_LABELS = {"processing": "processing time per frame (ms)", "latency": "end-to-end latency per frame (ms)"}
+#: Plot name -> file name of every plot ``write_plots`` may draw.
+PLOT_FILES = {"miou_over_time": "miou_over_time.png", "latency_histogram": "latency_histogram.png",
+              "samples": "samples.png"}
+
+
+def _save(figure, path: Path) -> None:
+    """``figure`` as a PNG (100 dpi) written atomically at ``path``."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def remove_stale_plots(output: Path, files: dict[str, str]) -> list[Path]:
+    """Delete the plots of ``PLOT_FILES`` in ``output`` that are not among this run's ``files`` (name -> file
+    name); returns them."""
+    stale = [output / name for name in PLOT_FILES.values() if name not in files.values() and (output / name).exists()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: float) -> dict[str, str]:
@@ -41,9 +65,9 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axis.set_title("mIoU over time" if result["accuracy"] is not None else "modalities fed over time")
     figure.tight_layout()
-    figure.savefig(output / "miou_over_time.png", dpi=100)
+    _save(figure, output / PLOT_FILES["miou_over_time"])
     plt.close(figure)
-    files["miou_over_time"] = "miou_over_time.png"
+    files["miou_over_time"] = PLOT_FILES["miou_over_time"]
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(result["timing"]["per_frame_ms"] or [0.0], bins=30, color="tab:blue")
@@ -52,9 +76,9 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
     axis.set_ylabel("frames")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(output / "latency_histogram.png", dpi=100)
+    _save(figure, output / PLOT_FILES["latency_histogram"])
     plt.close(figure)
-    files["latency_histogram"] = "latency_histogram.png"
+    files["latency_histogram"] = PLOT_FILES["latency_histogram"]
 
     if evaluation.samples:
         rows = len(evaluation.samples)
@@ -69,9 +93,9 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
                 axes[row][column].set_axis_off()
                 axes[row][column].set_title(f"{name}: {sample.title}" if column == 0 else name, fontsize=7, loc="left")
         figure.tight_layout()
-        figure.savefig(output / "samples.png", dpi=100)
+        _save(figure, output / PLOT_FILES["samples"])
         plt.close(figure)
-        files["samples"] = "samples.png"
+        files["samples"] = PLOT_FILES["samples"]
     return files
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sensor_msgs.msg import Image
 
 from robustseg_core.classes import IGNORE_INDEX, combination_name, list_difference
 from robustseg_core.data.transforms import resize_nearest
@@ -45,6 +46,9 @@ CLEAR_ALLOWANCE_S = 1.0
 POLICIES = ("configured", "fused", "not_fused")
 #: Ground-truth images are kept this long (bag seconds) waiting for the frame of their stamp.
 LABELS_KEPT_S = 10.0
+#: Ground-truth encodings accepted -> the one ``image_to_numpy`` reads them as (8UC1 is mono8 and mono16 is
+#: 16UC1 by another name). Values are class ids, 255 ignore; 16-bit labels must hold no value above 255.
+LABEL_ENCODINGS = {"mono8": "mono8", "8UC1": "mono8", "mono16": "16UC1", "16UC1": "16UC1"}
 
 
 def modality_code(fed: tuple[str, ...]) -> str:
@@ -143,12 +147,17 @@ class Evaluation:
 
     The model's ``class_names`` must be the ground truth's: ``bag_classes`` (the class list a recorded drive
     stores in its timeline record) that differ in count or order are refused at once (``BagError``), and
-    ground-truth ids past the model's classes set ``label_error`` (the caller refuses the results).
+    ground-truth ids past the model's classes set ``label_error`` (the caller refuses the results). A label
+    image that holds no class ids (``LABEL_ENCODINGS``) is refused at once; one of another aspect ratio than
+    the frames is refused at once, or (``refuse_at_once`` False) kept in ``label_error``.
     """
 
     timing_measure = "processing"
     #: Whether frames with a DEGRADED sensor are segmented under every one of ``POLICIES`` (offline only).
     compares_policies = False
+    #: Whether a label that does not fit its frame raises ``BagError`` at once; False where frames are scored in
+    #: callbacks that must not raise (live): the first such problem goes to ``label_error`` instead.
+    refuse_at_once = True
 
     def __init__(self, bag_path: Path, params: PerceptionParams, class_names: tuple[str, ...], *,
                  labels_topic: str, faults: list[Fault], sample_count: int,
@@ -170,7 +179,8 @@ class Evaluation:
         self.accuracy = Accumulator(len(self.class_names))
         self.samples: list[Sample] = []
         self._sampled_windows: set[str] = set()
-        self._pending_outputs: dict[int, tuple[int, np.ndarray, dict[str, np.ndarray] | None]] = {}
+        #: Frames waiting for their label, per header stamp (ns): two frames of one stamp are both kept.
+        self._pending_outputs: dict[int, list[tuple[int, np.ndarray, dict[str, np.ndarray] | None]]] = {}
         self._labels: dict[int, np.ndarray] = {}
         self.message_times: dict[str, list[float]] = {sensor: [] for sensor in SENSORS}
         self.message_counts: dict[str, int] = {}
@@ -212,7 +222,7 @@ class Evaluation:
             self.frame_ms.append(frame_ms)
         self._maybe_sample(record, stamp_ns, labels, confidence, rgb)
         if self.labels_topic:
-            self._pending_outputs[stamp_ns] = (len(self.frames) - 1, labels, policy_labels)
+            self._pending_outputs.setdefault(stamp_ns, []).append((len(self.frames) - 1, labels, policy_labels))
             self._match(stamp_ns)
 
     def _maybe_sample(self, record: FrameRecord, stamp_ns: int, labels: np.ndarray, confidence: np.ndarray | None,
@@ -232,15 +242,28 @@ class Evaluation:
             return
 
     def add_label(self, message) -> None:
-        """A ground-truth label image (mono8 class ids), matched to the frame of the same stamp."""
+        """A ground-truth label image (class ids, one of ``LABEL_ENCODINGS``), matched to the frame of the same
+        stamp. ``BagError`` naming the topic for another encoding (colour or float labels hold no class ids) or
+        16-bit values above 255; a malformed message is counted in ``failures``."""
+        key = stamp_to_nanoseconds(message.header.stamp)
+        read_as = LABEL_ENCODINGS.get(message.encoding)
+        if read_as is None:
+            raise BagError(f"bag {self.bag_path}: ground truth {self.labels_topic} has encoding '{message.encoding}'; "
+                           f"expected class ids ({', '.join(LABEL_ENCODINGS)}; 255 ignore): convert colour labels "
+                           "to class ids")
+        if read_as != message.encoding:
+            message = Image(header=message.header, height=message.height, width=message.width, encoding=read_as,
+                            is_bigendian=message.is_bigendian, step=message.step, data=message.data)
         try:
             labels = image_to_numpy(message, topic=self.labels_topic)
         except MessageError as error:
             self.failures.append(f"ground truth: {error}")
             return
-        if labels.ndim == 3:
-            labels = labels[:, :, 0]
-        key = stamp_to_nanoseconds(message.header.stamp)
+        if labels.dtype != np.uint8:
+            if labels.max() > IGNORE_INDEX:
+                raise BagError(f"bag {self.bag_path}: ground truth {self.labels_topic} at stamp {key} ns holds 16-bit "
+                               f"values up to {int(labels.max())}; class ids must be 0..254 (255 ignore)")
+            labels = labels.astype(np.uint8)
         self._labels[key] = labels
         for sample in self.samples:
             if sample.label is None and sample.stamp_ns == key:
@@ -251,11 +274,27 @@ class Evaluation:
             del self._labels[old]
 
     def _match(self, key: int) -> None:
+        """Score every frame waiting with stamp ``key`` once its label is in (the label is then let go: a frame of
+        that stamp coming later stays unmatched, counted in ``unmatched_outputs``)."""
         if key not in self._labels or key not in self._pending_outputs:
             return
-        index, prediction, policy_labels = self._pending_outputs.pop(key)
         label = self._labels.pop(key)
-        label = resize_nearest(label, *prediction.shape[::-1])
+        for index, prediction, policy_labels in self._pending_outputs.pop(key):
+            self._score(key, index, prediction, policy_labels, label)
+
+    def _score(self, key: int, index: int, prediction: np.ndarray, policy_labels: dict[str, np.ndarray] | None,
+               label: np.ndarray) -> None:
+        """Frame ``index``'s class ids (and those under each of ``POLICIES``) against its ``label``, brought to the
+        frame's size when it is of the same aspect ratio (to a pixel); another aspect ratio is refused."""
+        (label_h, label_w), (frame_h, frame_w) = label.shape, prediction.shape
+        if abs(label_w * frame_h - frame_w * label_h) > max(frame_h, label_h):
+            problem = (f"ground truth {self.labels_topic} at stamp {key} ns is {label_w}x{label_h} pixels, the frame "
+                       f"{frame_w}x{frame_h}: another aspect ratio, so the labels cannot be aligned with the camera")
+            if self.refuse_at_once:
+                raise BagError(f"bag {self.bag_path}: {problem}")
+            self.label_error = self.label_error or problem
+            return
+        label = resize_nearest(label, frame_w, frame_h)
         unknown = prediction == IGNORE_INDEX
         self.unknown_pixel_fraction.append(float(unknown.mean()))
         out_of_range = (label >= len(self.class_names)) & (label != IGNORE_INDEX)
@@ -396,7 +435,8 @@ class Evaluation:
             "camera_messages_without_frame": max(camera_messages - sum(frame.source == "camera"
                                                                        for frame in self.frames), 0),
             "scored": sum(frame.miou is not None for frame in self.frames),
-            "unmatched_outputs": len(self._pending_outputs) if self.labels_topic else None,
+            "unmatched_outputs": (sum(len(items) for items in self._pending_outputs.values())
+                                  if self.labels_topic else None),
             "failed": len(self.failures),
             **{f"pipeline_{key}": value for key, value in counters.items()},
         }
