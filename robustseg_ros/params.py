@@ -156,7 +156,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "in the optical frame, m, and a unit quaternion) or 16 values of a row-major 4x4 matrix. "
                   "Default: co-located sensors, LiDAR axes x forward, y left, z up."),
     ParameterSpec("lidar.use_tf", False, "Look T_cam_lidar up with tf2 (cloud frame_id -> camera frame) when tf2_ros "
-                                         "is installed, instead of lidar.transform."),
+                                         "is installed (offline bag evaluation: in the bag's /tf_static), instead of "
+                                         "lidar.transform."),
     ParameterSpec("lidar.camera_frame", "", "Target frame of the tf2 lookup; empty: the CameraInfo's frame_id."),
     ParameterSpec("lidar.max_points", 300_000,
                   "Point budget: a cloud with more points is subsampled uniformly to this many (counted on "
