@@ -24,6 +24,7 @@ pytest.importorskip("rclpy")
 from test_pipeline import make_tiny_checkpoint  # noqa: E402
 from test_train_teacher import tiny_overrides  # noqa: E402
 
+import robustseg_core  # noqa: E402
 from robustseg_core.classes import CLASS_NAMES  # noqa: E402
 from robustseg_core.models import build_segmentor  # noqa: E402
 from robustseg_core.models.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint  # noqa: E402
@@ -313,9 +314,11 @@ def world(mini_dataset, tmp_path_factory, commands, ros_domain_module):
     meta = json.loads((tmp / "data_reordered" / "meta.json").read_text())
     meta["classes"] = [CLASS_NAMES[1], CLASS_NAMES[0], *CLASS_NAMES[2:]]  # labelled in another class order
     (tmp / "data_reordered" / "meta.json").write_text(json.dumps(meta))
-    (tmp / "data_partial" / ".partial").mkdir()
+    (tmp / "data_partial" / ".partial").mkdir()  # an unfinished run: its plan, no meta.json yet
     (tmp / "data_partial" / ".partial" / "plan.json").write_text(json.dumps(
-        {"seed": 0, "drive_config": json.loads((mini_dataset / "meta.json").read_text())["drive_config"], "scenes": []}))
+        {"version": robustseg_core.__version__, "seed": 0, "scenes": [],
+         "drive_config": json.loads((mini_dataset / "meta.json").read_text())["drive_config"]}))
+    (tmp / "data_partial" / "meta.json").unlink()
     (tmp / "data_nometa" / "meta.json").unlink()
     paths["foreign"] = tmp / "foreign"
     paths["foreign"].mkdir()
