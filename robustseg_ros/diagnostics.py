@@ -54,7 +54,7 @@ class FrameStatistics:
         self.unsynchronised_messages = 0
         self.last_failure = ""
         self.last_failure_time = float("-inf")
-        self.last_published_at = float("-inf")  # node-clock time (s) the last published frame was built
+        self.last_published_at = float("-inf")  # node-clock time (s) of the last published frame
         self._latencies_ms: deque[float] = deque(maxlen=STATISTICS_WINDOW)
         self._stage_ms: deque[dict[str, float]] = deque(maxlen=STATISTICS_WINDOW)
 
@@ -80,11 +80,11 @@ class FrameStatistics:
             self.last_failure = f"{type(error).__name__}: {error}"
             self.last_failure_time = now
 
-    def record_published(self, output: FrameOutput, latency_ms: float, publish_ms: float) -> None:
-        """Statistics of a published frame: end-to-end latency and stage times (ms)."""
+    def record_published(self, output: FrameOutput, latency_ms: float, publish_ms: float, now: float) -> None:
+        """Statistics of a frame published at ``now`` (node clock, s): end-to-end latency and stage times (ms)."""
         with self._lock:
             self.frames_processed += 1
-            self.last_published_at = output.job.frame.now
+            self.last_published_at = now
             self._latencies_ms.append(latency_ms)
             self._stage_ms.append({**output.timings_ms, "publish": publish_ms})
 

@@ -10,8 +10,8 @@ States and their ``diagnostic_msgs/DiagnosticStatus`` level:
 * WARN (level 1, WARN): late (age > ``warn_after_periods`` periods), low rate, frozen for a few
   messages, recent stamp anomalies, malformed messages or input limits hit (a cloud subsampled to
   the point budget, the event buffer full); the data is still usable. Also "not fused": the data
-  arrives but ``NOT_FUSED_WARN_FRAMES`` frames in a row left it out for a reason other than its
-  health (nothing within tolerance of them, no camera geometry), which the caller reports.
+  arrives but no frame took it for longer than ``max_age_s``, for a reason other than its health
+  (nothing within tolerance of the frames, no camera geometry), which the caller reports.
 * DEGRADED (level 1, WARN): messages keep coming but their content is poor for the sensor: its
   quality statistics break a rule of ``robustseg_ros.degradation`` (a blinded or dark camera, a
   noisy depth image, a jittered LiDAR, a flooded or starved event stream). Whether a DEGRADED
@@ -51,9 +51,6 @@ from robustseg_ros.degradation import Degradation, DegradationJudge
 
 DIAGNOSTIC_OK, DIAGNOSTIC_WARN, DIAGNOSTIC_ERROR, DIAGNOSTIC_STALE = 0, 1, 2, 3
 DIGEST_SAMPLES = 4096
-#: Frames in a row that leave out a sensor whose data arrives (nothing within tolerance, no geometry) before
-#: it is WARN "not fused": one miss is normal for a slower sensor, five in a row is a clock offset or a setup fault.
-NOT_FUSED_WARN_FRAMES = 5
 
 ZERO_STAMP = "zero_stamp"
 FUTURE_STAMP = "future_stamp"
@@ -251,8 +248,8 @@ class SensorHealth:
         self._anomalies: dict[str, _Occurrences] = {kind: _Occurrences() for kind in STAMP_ANOMALIES}
         self._errors: dict[str, _Occurrences] = {}
         self._limits: dict[str, _Occurrences] = {}
-        self._not_fused_run = 0  # frames in a row without this sensor's data, for a reason other than its health
-        self._not_fused = _Occurrences()
+        self._not_fused_since: float | None = None  # first frame (node clock, s) of a run of frames without it
+        self._not_fused_reason = ""
         self._logged_kinds: set[str] = set()
 
     @property
@@ -282,7 +279,7 @@ class SensorHealth:
         self._anomalies = {kind: _Occurrences() for kind in STAMP_ANOMALIES}
         self._errors = {}
         self._limits = {}
-        self._not_fused_run = 0
+        self._not_fused_since = None
         if self.judge is not None:
             self.judge.reset()
 
@@ -353,15 +350,19 @@ class SensorHealth:
 
     def record_fusion(self, reason: str | None, now: float) -> bool:
         """Whether this sensor's data joined the frame built at ``now`` (s): None when it did, else why not (a
-        reason other than its health: nothing within tolerance of the frame, no camera geometry). After
-        ``NOT_FUSED_WARN_FRAMES`` such frames in a row the sensor is WARN "not fused" (held ``anomaly_hold_s``);
-        True the first time: log it then."""
+        reason other than its health: nothing within tolerance of the frame, no camera geometry). When no frame
+        took it for longer than ``max_age_s`` (a slower sensor misses frames for less than its period) the
+        sensor is WARN "not fused" until a frame takes it again; True the first time: log it then."""
         if reason is None:
-            self._not_fused_run = 0
+            self._not_fused_since = None
             return False
-        self._not_fused_run += 1
-        self._count({"": self._not_fused}, "", reason, now, 1)
-        return self._not_fused_run >= NOT_FUSED_WARN_FRAMES and self.should_log("not_fused")
+        if self._not_fused_since is None:
+            self._not_fused_since = now
+        self._not_fused_reason = reason
+        return self._not_fused(now) and self.should_log("not_fused")
+
+    def _not_fused(self, now: float) -> bool:
+        return self._not_fused_since is not None and now - self._not_fused_since > self.config.max_age_s
 
     def record_quality(self, values: Mapping[str, float], now: float) -> Degradation | None:
         """Judge one message's quality statistics (``robustseg_core.sensors.quality``) received at ``now`` (s);
@@ -452,9 +453,9 @@ class SensorHealth:
                 conditions.append(_Condition(SensorState.WARN, kind,
                                              f"{anomaly_texts[kind]} ({occurrences.count} so far; last: "
                                              f"{occurrences.last_text})"))
-        if self._not_fused_run >= NOT_FUSED_WARN_FRAMES and now - self._not_fused.last_time <= config.anomaly_hold_s:
-            conditions.append(_Condition(SensorState.WARN, "not_fused", f"not fused: the last {self._not_fused_run} "
-                                                                        f"frames left it out: {self._not_fused.last_text}"))
+        if self._not_fused(now):
+            conditions.append(_Condition(SensorState.WARN, "not_fused", f"not fused for {now - self._not_fused_since:.2f}"
+                                                                        f" s: {self._not_fused_reason}"))
         for name, table in (("malformed", self._errors), ("limited", self._limits)):
             for kind, occurrences in table.items():
                 if now - occurrences.last_time <= config.anomaly_hold_s:

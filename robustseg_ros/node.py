@@ -459,7 +459,7 @@ class PerceptionNode(LifecycleNode):
                 latency_ms = (self._now() - output.job.newest_input_stamp) * 1e3
                 outputs["latency_ms"].publish(Float32(data=float(latency_ms)))
                 outputs["sensor_status"].publish(status)
-            pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3)
+            pipeline.statistics.record_published(output, latency_ms, (time.perf_counter() - start) * 1e3, self._now())
         except Exception as error:  # the worker must survive any single frame
             pipeline.statistics.count_failure(error, self._now())
             self.get_logger().error(f"frame failed: {type(error).__name__}: {error}",

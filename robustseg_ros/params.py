@@ -185,7 +185,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("health.future_tolerance_s", 0.2, "A stamp later than arrival + this (s) is a future-stamp anomaly; "
                                                     "such messages are not fused (live).", live=True),
     ParameterSpec("health.anomaly_hold_s", 2.0, "Stamp anomalies, malformed messages and input limits keep the "
-                                                "sensor at WARN this long (s) (live).", live=True),
+                                                "sensor at WARN this long (s); the model is WARN when no frame was "
+                                                "published for this long (live).", live=True),
     ParameterSpec("health.quality_checks", True,
                   "Measure every message's content quality (exposure, contrast, noise, holes, coverage, event rate) "
                   "and report a sensor whose content is poor as DEGRADED (diagnostic WARN) (live).", live=True),

@@ -54,7 +54,6 @@ from robustseg_ros.encoding import NO_CAMERA_INFO, encode_frame
 from robustseg_ros.frames import FrameJob, FrameOutput, SensorPayload
 from robustseg_ros.health import (
     FUTURE_STAMP,
-    NOT_FUSED_WARN_FRAMES,
     ZERO_STAMP,
     HealthMonitor,
     HealthStatus,
@@ -285,12 +284,15 @@ class PerceptionPipeline:
             data = self._buffer_events(data, stamp, now)
         if modality == "rgb":
             self._camera_size = data.shape[:2]
-            self.camera_frame_id = msg.header.frame_id or self.camera_frame_id  # timer frames without a CameraInfo
+            if self._camera_info_key is None:  # no CameraInfo yet: timer frames take the image's frame_id
+                self.camera_frame_id = msg.header.frame_id or self.camera_frame_id
         quality_ms = 0.0
         if measure is not None and self.health[modality].judge is not None:
             start = time.perf_counter()
             self.health[modality].record_quality(measure(data), now)
             quality_ms = (time.perf_counter() - start) * 1e3
+        if modality == "event" and self.params["events.input_type"] == "packets":
+            data = data[:0].copy()  # frames take events from the bounded buffer: the cache holds no second copy
         payload = SensorPayload(msg.header, data, convert_ms, T_cam_lidar, quality_ms)
         if modality == self.sync.pivot:
             return self._on_camera_frame(_PendingCameraFrame(stamp, payload, now + self.params["sync.camera_wait_s"]),
@@ -450,7 +452,8 @@ class PerceptionPipeline:
 
     def _record_fusion(self, frame: SyncedFrame, geometry_problem: str) -> None:
         """Tell each sensor's health whether ``frame`` can use its data, where that does not follow from its health
-        (nothing within tolerance, no camera geometry for depth and LiDAR): a lasting miss is WARN "not fused"."""
+        (nothing within tolerance, no camera geometry for depth and LiDAR): a lasting miss is WARN "not fused"
+        (``SensorHealth.record_fusion``)."""
         for modality in self.health.modalities:
             reason = frame.reasons.get(modality, "")
             if frame.entries[modality] is not None:
@@ -458,8 +461,8 @@ class PerceptionPipeline:
             elif not reason.startswith(NO_MESSAGE_WITHIN):
                 continue  # absent for its health (stale, dead, degraded) or disabled: said elsewhere
             if self.health[modality].record_fusion(reason, frame.now):
-                self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: left out of {NOT_FUSED_WARN_FRAMES} frames in a "
-                                    f"row: {reason}; WARN on /diagnostics, logged once")
+                self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: left out of every frame for more than its max "
+                                    f"age: {reason}; WARN on /diagnostics, logged once")
 
     def _frame_geometry(self, size: tuple[int, int], now: float) -> tuple[CameraIntrinsics | None, str]:
         """The camera intrinsics for an output of ``size`` (height, width) px, or None and why. A CameraInfo of

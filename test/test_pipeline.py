@@ -231,11 +231,12 @@ def test_absent_modalities_are_reported_with_reasons(segmenter, drive, frame):
 
 def test_a_sensor_that_arrives_but_never_joins_a_frame_is_warn_on_diagnostics(segmenter, drive, frame):
     """Depth stamped 0.25 s behind the camera (a clock offset within max age) is never within tolerance of a
-    frame: after a few frames /diagnostics says so, not only ~/sensor_status; it clears once depth joins again."""
+    frame: once that lasts longer than its max age /diagnostics says so, not only ~/sensor_status; it clears
+    once depth joins again."""
     params = PerceptionParams({**drive_parameters(drive), "sync.camera_wait_s": 0.0})
     pipeline = PerceptionPipeline(params, segmenter)
     stamp = 100.0
-    for step in range(6):
+    for step in range(8):
         now = stamp + LATENCY_S
         moving = drive.frame(5 + step)  # content changes: not frozen
         pipeline.on_depth(drive_messages(moving, stamp - 0.25)["depth"], now)
@@ -243,8 +244,8 @@ def test_a_sensor_that_arrives_but_never_joins_a_frame_is_warn_on_diagnostics(se
         assert "depth" not in output.fed and output.reasons["depth"].startswith("no message within 0.05 s")
         stamp += 0.1
     depth = {item.name: item for item in pipeline.diagnostics(now).status}["robustseg: depth"]
-    assert depth.level == WARN and depth.message == ("not fused: the last 6 frames left it out: no message within "
-                                                     "0.05 s of the frame stamp (nearest 0.25 s away)")
+    assert depth.level == WARN and depth.message == ("not fused for 0.70 s: no message within 0.05 s of the frame "
+                                                     "stamp (nearest 0.25 s away)")
     output = pipeline.process(feed(pipeline, drive_messages(drive.frame(11), stamp), stamp + LATENCY_S))
     assert "depth" in output.fed
     depth = {item.name: item for item in pipeline.diagnostics(stamp + LATENCY_S).status}["robustseg: depth"]
@@ -447,7 +448,7 @@ def test_the_model_status_warns_when_the_outputs_stop(segmenter, drive, frame):
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
     stamp = 100.0
     output = pipeline.process(feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S))
-    pipeline.statistics.record_published(output, latency_ms=12.0, publish_ms=1.0)
+    pipeline.statistics.record_published(output, latency_ms=12.0, publish_ms=1.0, now=stamp + 0.02)
 
     def model(now: float):
         return [status for status in pipeline.diagnostics(now).status if status.name == "robustseg: model"][0]

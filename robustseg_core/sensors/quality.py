@@ -110,8 +110,8 @@ def lidar_quality(points: np.ndarray) -> dict[str, float]:
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"lidar_quality needs points [N, 3|4], got {points.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
-        squared_range = _squared_ranges(points)
-        returns = (squared_range > 0) & (squared_range < np.inf)  # NaN compares False
+        ranges = _ranges(points, slice(None))
+        returns = (ranges > 0) & (ranges < np.inf)  # NaN compares False
     if not returns.all():
         points = points[returns]
     count = len(points)
@@ -135,14 +135,9 @@ def lidar_quality(points: np.ndarray) -> dict[str, float]:
     return {"points": float(count), "coverage": float(coverage), "range_noise": noise}
 
 
-def _squared_ranges(points: np.ndarray) -> np.ndarray:
-    """Squared distance (m^2) from the sensor origin of every point [N, 3|4]; NaN or inf for a non-finite one."""
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    return x * x + y * y + z * z
-
-
-def _ranges(points: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Distance (m) from the sensor origin of the points [N, 3|4] at ``index``, gathered column by column."""
+def _ranges(points: np.ndarray, index: np.ndarray | slice) -> np.ndarray:
+    """Distance (m) from the sensor origin of the points [N, 3|4] at ``index`` (indices or a slice), gathered column
+    by column; NaN or inf for a non-finite point."""
     x, y, z = (points[index, column].astype(np.float64) for column in range(3))
     return np.sqrt(x * x + y * y + z * z)
 

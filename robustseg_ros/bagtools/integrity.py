@@ -25,6 +25,8 @@ from typing import BinaryIO, Iterator
 
 import yaml
 
+from robustseg_core.errors import cause
+
 MAGIC = b"\x89MCAP0\r\n"
 OP_CHUNK, OP_CHUNK_INDEX, OP_DATA_END = 0x06, 0x08, 0x0F
 RECORD_HEADER = struct.Struct("<BQ")  # opcode, content length
@@ -79,7 +81,7 @@ def bag_metadata(path: Path) -> dict:
     try:
         document = yaml.safe_load(metadata.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{METADATA_FILE}: cannot be read ({' '.join(str(error).split())[:160]})") from error
+        raise ValueError(f"{METADATA_FILE}: cannot be read ({cause(error)})") from error
     information = document.get("rosbag2_bagfile_information") if isinstance(document, dict) else None
     if not isinstance(information, dict):
         raise ValueError(f"{METADATA_FILE}: no rosbag2_bagfile_information mapping")

@@ -193,7 +193,7 @@ class OfflineEvaluation(Evaluation):
             return
         if output is None:
             return
-        self.pipeline.statistics.record_published(output, processing_ms, 0.0)
+        self.pipeline.statistics.record_published(output, processing_ms, 0.0, now)
         if recording:
             now_ns = seconds_to_nanoseconds(now)
             for name, message in image_messages(output).items():

@@ -33,9 +33,16 @@ CLOCK_TOPIC = "/clock"
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
+#: Most messages a latched topic keeps for late subscribers (every /tf_static message of a bag, but not a whole
+#: large latched topic in publisher memory).
+MAX_LATCHED_DEPTH = 100
+
+
 def latched_qos(depth: int) -> QoSProfile:
-    """Reliable, transient-local, keeping the last ``depth`` messages (at least 1) for late subscribers."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, depth), reliability=ReliabilityPolicy.RELIABLE,
+    """Reliable, transient-local, keeping the last ``depth`` messages (1 to ``MAX_LATCHED_DEPTH``) for late
+    subscribers."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=min(max(1, depth), MAX_LATCHED_DEPTH),
+                      reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
