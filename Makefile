@@ -103,7 +103,7 @@ shipped-student: student-results
 
 # Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md), as the
 # paper runs it: the teacher and every student start from the pretrained encoder (student_cpu.yaml).
-# Budgets from the learning curves and what fits a 2-core CPU (docs/results.md, "The faithful ablation").
+# Budgets from the learning curves and what fits a 2-core CPU (docs/results.md, "Stage 2, faithful protocol").
 ABLATION_TEACHER_EPOCHS ?= 8
 ABLATION_STUDENT_EPOCHS ?= 5
 ABLATION_SEEDS ?= 0 1 2
