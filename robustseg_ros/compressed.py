@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage
 
-from robustseg_ros.conversions import MILLIMETRES_PER_METRE, MessageError
+from robustseg_ros.conversions import MILLIMETRES_PER_METRE, MessageError, camera_image_to_rgb
 
 #: Codec names accepted in a camera CompressedImage's format field.
 IMAGE_CODECS = ("jpeg", "jpg", "png")
@@ -54,6 +54,13 @@ def compressed_image_to_rgb(msg: CompressedImage, *, topic: str | None = None) -
         raise MessageError(f"format '{msg.format}': expected a jpeg or png camera image", topic=topic, field="format")
     image = _decode(_bytes(msg), cv2.IMREAD_COLOR, f"{codecs[0]} image", topic=topic)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def camera_message_to_rgb(msg, *, topic: str | None = None) -> np.ndarray:
+    """A camera message of either transport, raw ``Image`` or ``CompressedImage``, -> uint8 [H, W, 3] RGB."""
+    if isinstance(msg, CompressedImage):
+        return compressed_image_to_rgb(msg, topic=topic)
+    return camera_image_to_rgb(msg, topic=topic)
 
 
 def compressed_depth_to_metres(msg: CompressedImage, *, topic: str | None = None) -> np.ndarray:

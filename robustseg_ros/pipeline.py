@@ -37,7 +37,7 @@ from robustseg_core.classes import MODALITIES, colorize
 from robustseg_core.sensors import CameraIntrinsics
 from robustseg_core.sensors.camera import check_transform
 from robustseg_core.sensors.quality import camera_quality, depth_quality, event_quality, lidar_quality
-from robustseg_ros.compressed import compressed_depth_to_metres, compressed_image_to_rgb
+from robustseg_ros.compressed import camera_message_to_rgb, compressed_depth_to_metres
 from robustseg_ros.conversions import (
     MessageError,
     camera_image_to_rgb,
@@ -164,8 +164,7 @@ class PerceptionPipeline:
     def on_camera(self, msg: Image | CompressedImage, now: float) -> FrameJob | None:
         """A camera image (rgb8, bgr8, mono8, rgba8, bgra8; or jpeg / png compressed): triggers a frame when usable."""
         topic = self.topic_names["camera"]
-        convert = compressed_image_to_rgb if isinstance(msg, CompressedImage) else camera_image_to_rgb
-        return self._receive("rgb", msg, now, lambda: convert(msg, topic=topic), frozen_check=True,
+        return self._receive("rgb", msg, now, lambda: camera_message_to_rgb(msg, topic=topic), frozen_check=True,
                              measure=camera_quality)
 
     def on_camera_info(self, msg: CameraInfo, now: float) -> None:

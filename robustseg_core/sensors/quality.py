@@ -109,9 +109,8 @@ def lidar_quality(points: np.ndarray) -> dict[str, float]:
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"lidar_quality needs points [N, 3|4], got {points.shape}")
-    with np.errstate(invalid="ignore", over="ignore"):
-        ranges = _ranges(points, slice(None))
-        returns = (ranges > 0) & (ranges < np.inf)  # NaN compares False
+    xyz = points[:, :3]
+    returns = np.isfinite(xyz).all(axis=1) & xyz.any(axis=1)  # finite and not the origin
     if not returns.all():
         points = points[returns]
     count = len(points)
@@ -135,9 +134,8 @@ def lidar_quality(points: np.ndarray) -> dict[str, float]:
     return {"points": float(count), "coverage": float(coverage), "range_noise": noise}
 
 
-def _ranges(points: np.ndarray, index: np.ndarray | slice) -> np.ndarray:
-    """Distance (m) from the sensor origin of the points [N, 3|4] at ``index`` (indices or a slice), gathered column
-    by column; NaN or inf for a non-finite point."""
+def _ranges(points: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Distance (m) from the sensor origin of the points [N, 3|4] at ``index``, gathered column by column."""
     x, y, z = (points[index, column].astype(np.float64) for column in range(3))
     return np.sqrt(x * x + y * y + z * z)
 

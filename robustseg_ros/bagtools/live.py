@@ -21,7 +21,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 
 from robustseg_core.classes import CLASS_NAMES
@@ -29,10 +29,9 @@ from robustseg_ros.bagtools.bag_io import BagError
 from robustseg_ros.bagtools.player import BagPlayer
 from robustseg_ros.bagtools.recorder import BagRecorder, output_topics, subscribe_outputs
 from robustseg_ros.bagtools.scoring import Evaluation
-from robustseg_ros.compressed import compressed_image_to_rgb
+from robustseg_ros.compressed import camera_message_to_rgb
 from robustseg_ros.conversions import (
     MessageError,
-    camera_image_to_rgb,
     image_to_numpy,
     nanoseconds_to_seconds,
     stamp_to_nanoseconds,
@@ -97,9 +96,8 @@ class LiveEvaluation(Evaluation):
             elif topic == self.topics["camera"]:
                 key = stamp_to_nanoseconds(message.header.stamp)
                 self._camera_stamps.add(key)
-                convert = compressed_image_to_rgb if isinstance(message, CompressedImage) else camera_image_to_rgb
                 try:
-                    self._camera_rgb[key] = convert(message, topic=topic)
+                    self._camera_rgb[key] = camera_message_to_rgb(message, topic=topic)
                 except MessageError:  # the node counts it; the sample grid goes without this image
                     return
                 while len(self._camera_rgb) > self.CAMERA_IMAGES_KEPT:
