@@ -166,6 +166,16 @@ runs/budget_extended/ablation.json:
 runs/budget_continued/ablation.json:
 	$(MAKE) students-continued
 
+# Fresh long schedules, no warm restarts: a 40-epoch teacher from the pretrained encoder, then S and SPCR for
+# 40 epochs from it (seed 0): how close does the faithful protocol get with a budget near the earlier
+# protocol's 40-epoch teacher? (docs/results.md, "Long schedules").
+LONG_TEACHER_EPOCHS ?= 40
+LONG_STUDENT_EPOCHS ?= 40
+long-schedules: $(BENCH_DATA)/meta.json
+	$(PY) -m robustseg_core.training.ablation --out runs/long --data-root $(BENCH_DATA) --seeds 0 \
+		--methods teacher S SPCR --jobs 2 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
+		--student-set train.epochs=$(LONG_STUDENT_EPOCHS)
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -186,4 +196,5 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended ablation-from-teacher distill-variants
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules ablation-from-teacher \
+	distill-variants

@@ -267,12 +267,16 @@ def test_live_scoring_takes_compressed_camera_images_and_two_frames_of_one_stamp
                 live._on_output("confidence", numpy_to_image(np.ones((48, 64), np.float32), "32FC1", header))
                 live._on_output("sensor_status", status)
             live.observe("/ground_truth/labels", stamp + 6_000_000, label_message)
-            frames = live.results()["frames"]
+            lost = Header(stamp=nanoseconds_to_stamp(stamp + 7))  # its sensor_status never arrives
+            live._on_output("segmentation", numpy_to_image(labels, "mono8", lost))
+            live.finish_partial_frames()
+            frames, failures = live.results()["frames"], live.failures
         finally:
             live.close()
     finally:
         context.try_shutdown()
     assert (frames["total"], frames["scored"], frames["camera_messages"], frames["unmatched_outputs"]) == (2, 2, 2, 0)
+    assert frames["failed"] == 1 and f"stamp {stamp + 7} ns: sensor_status never arrived" in failures[0], failures
 
 
 def test_replay_leaves_out_the_bags_clock_keeps_every_latched_message_and_checks_remaps(ros_domain, tmp_path,

@@ -415,6 +415,19 @@ def test_zero_future_and_backwards_stamps(segmenter, drive, frame):
     assert any("backwards stamp" in text for text in logger.warnings)
 
 
+def test_unaligned_depth_is_logged_once_and_still_used(segmenter, drive, frame):
+    """A depth image in another frame than the camera's (a driver's unaligned depth) is named in one warning."""
+    logger = RecordingLogger()
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)
+    for index, now in enumerate((40.0, 40.1)):
+        messages = drive_messages(frame, now)
+        messages["depth"].header.frame_id = "depth_optical"
+        job = feed(pipeline, messages, now + LATENCY_S)
+        assert job is not None and "depth" in pipeline.process(job).fed, index
+    warnings = [text for text in logger.warnings if "depth_optical" in text]
+    assert len(warnings) == 1 and CAMERA_FRAME in warnings[0]
+
+
 def test_a_restarted_pipeline_forgets_what_it_saw_before(segmenter, drive, frame):
     """A node deactivated for longer than dead_after_s and activated again: its sensors start afresh (not DEAD)."""
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)

@@ -119,7 +119,10 @@ class LiveEvaluation(Evaluation):
                 self._finish(key, part)
 
     def _finish(self, key: int, part: dict) -> None:
-        if "segmentation" not in part or "sensor_status" not in part:
+        missing = [kind for kind in ("segmentation", "sensor_status") if kind not in part]
+        if missing:  # lost on the way (DDS) or the node stopped in between: counted, not silently dropped
+            self.failures.append(f"node output at stamp {key} ns: {' and '.join(missing)} never arrived "
+                                 f"(got {', '.join(sorted(part))})")
             return
         try:
             labels = image_to_numpy(part["segmentation"])
@@ -183,6 +186,11 @@ class LiveEvaluation(Evaluation):
             player.close()
             executor.shutdown()
             spinner.join(5.0)
+        self.finish_partial_frames()
+
+    def finish_partial_frames(self) -> None:
+        """Score the frames still waiting for an output once the replay is over; one lacking its segmentation or
+        sensor_status is counted in ``failures``, naming its stamp."""
         with self._lock:
             for key in sorted(self._partial):
                 for part in self._partial.pop(key):
