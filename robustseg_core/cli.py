@@ -18,7 +18,10 @@ re-raises expected errors too, so their traceback shows.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import os
+import signal
 import sys
 from typing import Any, Callable, Sequence
 
@@ -43,6 +46,22 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
@@ -71,10 +90,29 @@ def error_line(prog: str, error: BaseException) -> str:
     return f"{prog}: error: {' '.join(text.split())}"
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_command(prog: str, main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)`` (default ``sys.argv[1:]``) as the console script ``prog``; returns the exit status."""
+    """Run ``main(argv)`` (default ``sys.argv[1:]``) as the console script ``prog``; returns the exit status.
+
+    Run from the command line (``argv`` None), SIGTERM (``docker stop``, systemd) ends it like Ctrl-C, unless
+    ``main`` installs its own handler, and once ``main`` is done Ctrl-C no longer cuts the interpreter's exit."""
+    from_shell = argv is None
     argv, debug = split_debug_flag(sys.argv[1:] if argv is None else argv)
     debug = debug or os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0")
+    if from_shell and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        return _run(prog, main, argv, debug)
+    finally:
+        if from_shell:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _run(prog: str, main: Callable[[list[str]], Any], argv: list[str], debug: bool) -> int:
     try:
         main(argv)
     except (UserError, OSError) as error:
@@ -88,6 +126,29 @@ def run_command(prog: str, main: Callable[[list[str]], Any], argv: Sequence[str]
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return Interrupted.exit_status
     return 0
+
+
+def start(prog: str, module: str) -> int:
+    """Import ``module`` and run its console script ``cli``: the entry point of ``prog`` (setup.py). Ctrl-C during
+    the import (torch takes seconds) prints one line and returns 130, like Ctrl-C later."""
+    try:
+        command = importlib.import_module(module).cli
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return Interrupted.exit_status
+    return command()
+
+
+def entry_points(modules: dict[str, str]) -> Callable[[str], Callable[[], int]]:
+    """A module ``__getattr__`` (PEP 562) for setup.py's entry points: attribute ``prog`` is a function that
+    ``start``s ``modules[prog]``, so nothing heavy is imported before Ctrl-C can be caught."""
+
+    def attribute(name: str) -> Callable[[], int]:
+        if name not in modules:
+            raise AttributeError(f"no console script {name!r}")
+        return functools.partial(start, name, modules[name])
+
+    return attribute
 
 
 def console_script(main: Callable[[list[str]], Any], prog: str) -> Callable[..., int]:

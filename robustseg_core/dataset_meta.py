@@ -178,6 +178,8 @@ def index_dataset(root: str | os.PathLike) -> dict:
     """Write ``meta.json`` for a DELIVER-layout folder from elsewhere: every split's scenes and frames as found,
     the image size (which every RGB image must share) and this code's class list; returns it."""
     root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}; nothing to index")
     if (root / META_NAME).exists() or (root / PARTIAL_FOLDER).exists():
         raise DatasetError(f"{root}: already has {META_NAME} or is an unfinished generate_dataset run; nothing to index")
     splits: dict[str, list[dict]] = {}

@@ -1,4 +1,4 @@
-"""``make demo``: generate a small scene data set, train a teacher briefly, evaluate all 15 combinations.
+"""``make demo-training``: generate a small scene data set, train a teacher briefly, evaluate all 15 combinations.
 
     python -m robustseg_core.demo --out runs/demo
 

@@ -37,6 +37,8 @@ def check_writable(folder: str | os.PathLike) -> Path:
     """Create ``folder`` (with its parents) and write and delete a probe file in it; ``NotWritable`` naming
     the folder and the reason when that fails. Returns the folder."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotWritable(f"output folder {folder} is a file, not a folder; choose another path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=folder)

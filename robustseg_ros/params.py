@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,6 +254,24 @@ def topic_name_problem(name: str) -> str:
     return ""
 
 
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a floating-point number", str: "a string"}
+
+
+def type_problem(value: Any, default: Any) -> str:
+    """Why ``value`` cannot be a parameter whose default is ``default``, or "": the type rules of the node's
+    declared (typed) ROS parameters, so a value the offline tools accept is one the node accepts too."""
+    if isinstance(default, tuple):
+        if isinstance(value, Sequence) and not isinstance(value, str) and all(
+                isinstance(item, float) for item in value):
+            return ""
+        return f"must be a list of floating-point numbers (write 1.0, not 1), got {value!r}"
+    expected = type(default)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return ""
+    hint = " (write 1.0, not 1)" if expected is float and isinstance(value, int) and not isinstance(value, bool) else ""
+    return f"must be {_TYPE_NAMES[expected]}{hint}, got {value!r} ({type(value).__name__})"
+
+
 class PerceptionParams:
     """Validated parameter values: ``params["lidar.max_range_m"]``, plus ``inputs``, ``degradation``,
     ``fused_degraded`` (the modalities fused while DEGRADED), ``T_cam_lidar`` and ``R_world_cam``.
@@ -323,6 +341,9 @@ class PerceptionParams:
 
     def _validate(self) -> None:
         for name, value in self.values.items():
+            problem = type_problem(value, PARAMETER_DEFAULTS[name])
+            if problem:
+                raise ParameterError(f"parameter {name}: {problem}")
             if isinstance(value, float) and math.isnan(value):
                 raise ParameterError(f"parameter {name}: must be a number, got nan")
         for name in [f"{sensor}.topic" for sensor in SENSORS] + ["camera.info_topic"]:
@@ -464,13 +485,18 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     layout; lists become tuples, as ``PerceptionParams`` holds them). ``ParameterError`` naming the file when
     it is unusable (``load_params_document``) or has no ``ros__parameters`` section for this node."""
     document = load_params_document(path)
-    section = next((document[key] for key in PARAMS_FILE_NODE_KEYS if key in document), None)
-    if section is None and len(document) == 1:
-        section = next(iter(document.values()))
+    key = next((key for key in PARAMS_FILE_NODE_KEYS if key in document), None)
+    if key is None and len(document) == 1:  # the one node of the file, under the name it was launched with
+        key = next(iter(document))
+    section = document.get(key)
     if not isinstance(section, dict) or "ros__parameters" not in section:
         raise ParameterError(f"params file {path}: no {NODE_NAME} ros__parameters section (keys: {list(document)})")
-    return {name: tuple(value) if isinstance(value, list) else value
-            for name, value in flatten_parameters(section["ros__parameters"]).items()}
+    values = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in flatten_parameters(section["ros__parameters"]).items()}
+    unknown = sorted(set(values) - set(PARAMETER_DEFAULTS))
+    if unknown:
+        raise ParameterError(f"params file {path}, section {key}: unknown parameter(s) {describe_unknown(unknown)}")
+    return values
 
 
 def params_file_text(overrides: Mapping[str, Any], comment: str) -> str:
@@ -507,8 +533,12 @@ def resolve_checkpoint(checkpoint: str) -> Path:
     """
     if checkpoint:
         path = Path(checkpoint).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file (a .pt file such "
+                                    "as a run's best.pt)")
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; pass checkpoint:=/path/to/model.pt")
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; pass an existing .pt file "
+                                    "(checkpoint:=/path/to/model.pt, or evaluate_bag --checkpoint)")
         return path
     packaged = Path(str(importlib.resources.files("robustseg_ros").joinpath(*PACKAGED_CHECKPOINT)))
     if not packaged.is_file():

@@ -230,7 +230,9 @@ CASES = [
     Case("replay: truncated bag", REPLAY, ["{bag_truncated}"], 1, "corrupt or truncated"),
     Case("replay: bad --remap", REPLAY, ["{bag}", "--remap", "/camera/image"], 2, "expected /old:=/new"),
     Case("replay: bad --drop", REPLAY, ["{bag}", "--drop", "/camera/image:2:1"], 2, "END must be after START"),
-    Case("replay: zero rate", REPLAY, ["{bag}", "--rate", "0"], 2, "--rate must be > 0"),
+    Case("replay: zero rate", REPLAY, ["{bag}", "--rate", "0"], 2, "argument -r/--rate: expected a finite number > 0"),
+    Case("replay: start past the end", REPLAY, ["{bag}", "--start-offset", "999"], 1,
+         "bag {bag}: start offset 999.0 s is past its end"),
     # evaluate_bag
     Case("evaluate_bag: damaged chunk", EVALUATE_BAG, ["{bag_chunk}", "--checkpoint", "{checkpoint}"], 1,
          "fails its CRC check; 1 damaged chunk(s) in all. Skip them with --skip-damaged-chunks"),
@@ -255,6 +257,18 @@ CASES = [
     Case("evaluate_bag: unknown parameter", EVALUATE_BAG,
          ["{bag}", "--checkpoint", "{checkpoint}", "-p", "camera.topik:=/cam"], 2,
          "unknown parameter(s) camera.topik (did you mean camera.topic?)"),
+    Case("evaluate_bag: parameter of the wrong type", EVALUATE_BAG,
+         ["{bag}", "--checkpoint", "{checkpoint}", "-p", "warmup_iterations:=abc"], 2,
+         "parameter warmup_iterations: must be an integer, got 'abc' (str)"),
+    Case("evaluate_bag: an integer for a float parameter", EVALUATE_BAG,
+         ["{bag}", "--checkpoint", "{checkpoint}", "-p", "lidar.max_age_s:=1"], 2,
+         "parameter lidar.max_age_s: must be a floating-point number (write 1.0, not 1)"),
+    Case("evaluate_bag: live at rate 0", EVALUATE_BAG, ["{bag}", "--mode", "live", "--rate", "0"], 2,
+         "argument --rate: expected a finite number > 0, got 0"),
+    Case("evaluate_bag: a folder as the checkpoint", EVALUATE_BAG, ["{bag}", "--checkpoint", "{tmp}"], 1,
+         "is a folder, not a checkpoint file"),
+    Case("evaluate_bag: a file as the output", EVALUATE_BAG,
+         ["{bag}", "--checkpoint", "{checkpoint}", "-o", "{bad_yaml}"], 1, "is a file, not a folder"),
     Case("evaluate_bag: read-only output", EVALUATE_BAG, ["{bag}", "--checkpoint", "{checkpoint}", "-o", "{ro}/out"],
          1, "output folder {ro}/out is not writable"),
     # perception_node
@@ -268,7 +282,7 @@ CASES = [
          "warmup_iterations"),
     Case("node: missing checkpoint", NODE,
          ["--ros-args", "-p", "checkpoint:={tmp}/none.pt", "-p", "warmup_iterations:=0"], 1,
-         "checkpoint '{tmp}/none.pt' does not exist; pass checkpoint:=/path/to/model.pt"),
+         "checkpoint '{tmp}/none.pt' does not exist; pass an existing .pt file (checkpoint:=/path/to/model.pt"),
 ]
 
 

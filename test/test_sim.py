@@ -255,6 +255,30 @@ def test_a_killed_generation_is_refused_by_loaders_and_finished_by_the_same_comm
     assert len(DeliverDataset(root, "train")) == 3
 
 
+def test_sigterm_ends_the_console_script_like_ctrl_c(tmp_path):
+    """``docker stop`` or systemd: SIGTERM to the installed ``generate_dataset`` ends it with one line and exit 130,
+    saying how to finish the data set, as Ctrl-C does."""
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).with_name("generate_dataset")
+    if not script.exists():
+        pytest.skip(f"{script}: the console script is not installed next to this interpreter")
+    root = tmp_path / "terminated"
+    process = subprocess.Popen([str(script), "--out", str(root), "--size", "32", "--seed", "3", "--train-scenes", "400",
+                                "--val-scenes", "0", "--test-scenes", "0", "--frames-per-scene", "1", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (root / PARTIAL_FOLDER).is_dir() or not any((root / PARTIAL_FOLDER).glob("SIM_*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.terminate()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1].startswith(f"generate_dataset: interrupted: {root} is unfinished")
+
+
 def test_plan_spreads_conditions_and_failures():
     jobs = plan_scenes(0, {"train": 20, "val": 5, "test": 5}, 3)
     train = [j for j in jobs if j.split == "train"]

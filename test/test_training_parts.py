@@ -20,7 +20,8 @@ from robustseg_core.training.distributed import DistributedContext
 from robustseg_core.training.engine import TRAINING_DEFAULTS, build_loaders, seed_everything, set_epoch
 from robustseg_core.training.logger import ScalarLogger
 from robustseg_core.training.optim import WarmupPolyLR, build_optimizer
-from robustseg_core.training.run_folder import check_resumed_schedule, ensure_best_checkpoint
+from robustseg_core.errors import UsageError
+from robustseg_core.training.run_folder import check_resumed_schedule, ensure_best_checkpoint, resume_checkpoint
 from robustseg_core.training.train_teacher import DEFAULTS
 
 
@@ -183,6 +184,7 @@ def test_export_of_a_checkpoint_without_metadata_writes_empty_metadata(tmp_path)
 
 
 def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figures_improve(tmp_path, capsys):
+    import itertools
     import json
 
     from robustseg_core.training.export import main as export
@@ -190,10 +192,13 @@ def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figure
     model = build_segmentor("mit_cpu", embed_dim=32).eval()
     save_checkpoint(tmp_path / "best.pt", {**_checkpoint(model), "epoch": 4})
 
-    def scores(rdel, mean, split="test"):
-        path = tmp_path / f"eval_{rdel}_{mean}_{split}.json"
+    every = ["".join(c) for k in range(1, 5) for c in itertools.combinations("RDEL", k)]
+
+    def scores(rdel, mean, split="test", combinations=every):
+        path = tmp_path / f"eval_{rdel}_{mean}_{split}_{len(combinations)}.json"
         path.write_text(json.dumps({"split": split, "data_root": "d", "frames": 3, "eval_size": 64, "results": {
-            "drop": {"mean_miou": mean, "combinations": {"RDEL": {"miou": rdel}}}}}))
+            "drop": {"mean_miou": mean, "combinations": {name: {"miou": rdel if name == "RDEL" else 10.0}
+                                                         for name in combinations}}}}))
         return ["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "shipped.pt"), "--only-if-better",
                 "--scores", str(path)]
 
@@ -213,6 +218,8 @@ def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figure
         "zero": {"mean_miou": 30.0, "combinations": {"RDEL": {"miou": 40.0}}}}}))
     export([*scores(33.0, 26.0)[:-1], str(zero_only)])
     assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
+    export(scores(33.0, 26.0, combinations=["R", "RDEL"]))  # evaluate --combinations R RDEL: a mean of two
+    assert shipped_figures() == (27.6, 20.5) and "cover 2 of the 15 modality combinations" in capsys.readouterr().out
     export(scores(33.0, 26.0))
     assert shipped_figures() == (33.0, 26.0)
 
@@ -243,6 +250,16 @@ def test_a_run_continued_in_a_new_folder_brings_its_best_checkpoint(tmp_path, ca
     (old / "best.pt").unlink()
     ensure_best_checkpoint(new / "lost.pt", last, old / "last.pt")
     assert not (new / "lost.pt").exists() and "weights are not kept anywhere else" in capsys.readouterr().err
+
+
+def test_a_folder_whose_continuation_stopped_before_its_first_epoch_is_not_started_afresh(tmp_path):
+    """A run continued into a new folder and stopped in its first epoch leaves best.pt (from the resumed run) and no
+    last.pt: ``--resume auto`` or a fresh start there would overwrite it and retrain the resumed run's epochs."""
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    save_checkpoint(tmp_path / "best.pt", {**_checkpoint(model), "epoch": 9})
+    for resume in ("auto", None):
+        with pytest.raises(UsageError, match=r"holds a best\.pt but no last\.pt .* --resume <that checkpoint>"):
+            resume_checkpoint(tmp_path, resume, {}, False, torch.device("cpu"))
 
 
 def test_a_column_first_seen_after_a_resume_widens_the_log(tmp_path):

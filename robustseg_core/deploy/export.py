@@ -20,6 +20,7 @@ are stored in the file (``robustseg_core.deploy.metadata``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
@@ -134,6 +135,20 @@ def check_onnx_against_torch(onnx_model: bytes | str | os.PathLike, model: Multi
     return ExportCheck(errors, agreement, size)
 
 
+@contextlib.contextmanager
+def native_stdout_discarded():
+    """File descriptor 1 goes to /dev/null inside the block (the C++ side of torch writes there directly)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def onnx_bytes(model: MultimodalSegmentor, metadata: ModelMetadata, opset: int = OPSET) -> bytes:
     """Trace ``PresenceMaskedSegmentor(model)`` to ONNX (dynamic batch, height, width) with ``metadata``
     stored under the ``robustseg`` key; returns the serialized model (checked by the ONNX checker)."""
@@ -148,8 +163,10 @@ def onnx_bytes(model: MultimodalSegmentor, metadata: ModelMetadata, opset: int =
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         traced = Path(folder) / "model.onnx"
         try:
-            torch.onnx.export(wrapper, (images, present), str(traced), dynamo=False, input_names=list(ONNX_INPUTS),
-                              output_names=[ONNX_OUTPUT], dynamic_axes=dynamic_axes, opset_version=opset)
+            with native_stdout_discarded():  # on failure the exporter prints the whole TorchScript graph there
+                torch.onnx.export(wrapper, (images, present), str(traced), dynamo=False,
+                                  input_names=list(ONNX_INPUTS), output_names=[ONNX_OUTPUT],
+                                  dynamic_axes=dynamic_axes, opset_version=opset)
         except ImportError:
             raise
         except Exception as error:  # an opset the exporter or an operator does not support, among others

@@ -409,8 +409,10 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint["scaler"]:  # empty when saved without the float16 grad scaler (on CPU): a fresh one then
             scaler.load_state_dict(checkpoint["scaler"])
-        saved_epoch, best = checkpoint["epoch"], checkpoint["best"]
-        start_epoch = saved_epoch + 1
+        best = checkpoint["best"]
+        start_epoch = checkpoint["epoch"] + 1
+        if resume_path.resolve() == last_path.resolve():
+            saved_epoch = checkpoint["epoch"]  # else a run continued into this folder: nothing in it yet
         train_seconds = float(checkpoint.get("train_seconds", 0.0))
         if ctx.is_main:
             ensure_best_checkpoint(best_path, checkpoint, resume_path)
@@ -459,10 +461,16 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                 print(f"epoch {epoch}: loss {stats['loss']:.4f}, {stats['step_time_s']:.2f} s/step, {score_text}"
                       f"best {best['score']:.2f}", flush=True)
     except KeyboardInterrupt:
-        saved = (f"{last_path} holds epoch {saved_epoch} (nothing partial was written); resume with: "
-                 if saved_epoch is not None else "no epoch was completed, so nothing was saved; start again with: ")
-        raise TrainingInterrupted(f"training stopped in epoch {epoch}; {saved}"
-                                  f"{command or 'the same command and --resume auto'}") from None
+        if saved_epoch is not None:
+            saved = (f"{last_path} holds epoch {saved_epoch} (nothing partial was written); resume with: "
+                     f"{command or 'the same command and --resume auto'}")
+        elif resume_path is not None:
+            saved = (f"no epoch was completed in {output_dir}; {resume_path} still holds epoch {start_epoch - 1}: "
+                     f"run the same command again (--resume {resume_path})")
+        else:
+            saved = ("no epoch was completed, so nothing was saved; start again with: "
+                     f"{command or 'the same command and --resume auto'}")
+        raise TrainingInterrupted(f"training stopped in epoch {epoch}; {saved}") from None
     finally:
         if logger is not None:
             logger.close()

@@ -64,6 +64,12 @@ def not_better_reason(scores: dict, current: dict) -> str:
     if any(scores.get(key) != current.get(key) for key in where):
         return (f"scored on {'/'.join(str(scores.get(k)) for k in where)}, the current one on "
                 f"{'/'.join(str(current.get(k)) for k in where)}: not comparable")
+    for whose, candidate in (("the new scores", scores), ("the current ones", current)):
+        combinations = candidate.get("drop_miou") or {}
+        every = 2 ** max(map(len, combinations), default=0) - 1
+        if len(combinations) != every:
+            return (f"{whose} cover {len(combinations)} of the {every} modality combinations (evaluate without "
+                    "--combinations): their mean is not the mean of all, not comparable")
     try:
         new = (scores["drop_miou"]["RDEL"], scores["drop_mean_miou"])
         old = (current["drop_miou"]["RDEL"], current["drop_mean_miou"])

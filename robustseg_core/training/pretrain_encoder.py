@@ -115,7 +115,7 @@ def export_encoder(config: dict, best: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser("Pretrain the shared MiT encoder on generated scenes (ImageNet stand-in).",
-                           PROG).parse_args(argv)
+                           PROG, "config/pretrain_cpu.yaml").parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
     inputs = config["pretrain"]["inputs"]
     if inputs not in PRETRAIN_INPUTS:

@@ -158,6 +158,10 @@ def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, all
     exists) or a checkpoint path. Checks that it is resumable and that the config may resume it.
     """
     last_path = output_dir / "last.pt"
+    if resume in (None, "auto") and not last_path.exists() and (output_dir / "best.pt").exists():
+        raise UsageError(f"{output_dir} holds a best.pt but no last.pt (a run continued into it from another "
+                         "checkpoint stopped before its first epoch, or last.pt was removed): continue with "
+                         "--resume <that checkpoint>, or choose another train.output_dir")
     if resume is None:
         if last_path.exists():
             raise UsageError(f"{output_dir} already holds a run ({last_path}); continue it with --resume auto, or "

@@ -151,7 +151,8 @@ def student_step(teacher: torch.nn.Module, config: dict):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = get_args_parser("Train the RobustSeg student from a frozen teacher (stage 2).", PROG).parse_args(argv)
+    args = get_args_parser("Train the RobustSeg student from a frozen teacher (stage 2).", PROG,
+                           "config/student.yaml").parse_args(argv)
     config = load_config(DEFAULTS, args.config, args.set)
     check_training_config(config)
     check_student_config(config)

@@ -32,9 +32,10 @@ DEFAULTS = {**copy.deepcopy(TRAINING_DEFAULTS), "loss": {"ohem_thresh": 0.7}}
 
 
 def get_args_parser(description: str = "Train the RobustSeg multimodal teacher (stage 1).",
-                    prog: str = "train_teacher") -> argparse.ArgumentParser:
+                    prog: str = "train_teacher", config: str = "config/teacher.yaml") -> argparse.ArgumentParser:
+    """The training command line; ``config``: the example config that shows every key."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", help="YAML config; see config/teacher.yaml for every key")
+    parser.add_argument("--config", help=f"YAML config; see {config} for every key")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
     parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for <output_dir>/last.pt if present")
     parser.add_argument("--allow-config-change", action="store_true",

@@ -29,6 +29,7 @@ with ``config/foxglove_layout.json`` or to replay into RViz.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ import torch
 from sensor_msgs.msg import Image
 
 from robustseg_core.atomic import write_text_atomic
-from robustseg_core.cli import console_script
+from robustseg_core.cli import console_script, non_negative_float, non_negative_int, positive_float
 from robustseg_core.output_folder import check_writable
 from robustseg_ros.bagtools.bag_io import (
     FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader, message_type_name,
@@ -115,12 +116,16 @@ def evaluate(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     bag_path = Path(args.bag)
     output = output_folder(args)
+    created = not output.exists()
     recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
     try:
         result, files = _evaluate(args, bag_path, output, recorder)
     except BaseException:
         if recorder is not None:
             recorder.close(complete=False)
+        if created:  # a failed first evaluation leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                output.rmdir()
         raise
     if recorder is not None:
         recorder.close()
@@ -199,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fault timeline topic (std_msgs/String JSON)")
     parser.add_argument("--ignore-rig", action="store_true",
                         help="do not apply the rig parameters recorded in the bag's fault timeline")
-    parser.add_argument("--samples", type=int, default=6, help="sample frames in samples.png (one per window)")
-    parser.add_argument("--torch-threads", type=int, default=0,
+    parser.add_argument("--samples", type=non_negative_int, default=6, help="sample frames in samples.png (one per window)")
+    parser.add_argument("--torch-threads", type=non_negative_int, default=0,
                         help="CPU threads for torch (torch.set_num_threads); 0: torch's default")
     parser.add_argument("--mode", choices=("offline", "live"), default="offline",
                         help="offline: the pipeline in-process, deterministic; live: replay over DDS with /clock into "
@@ -209,10 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="live: run perception_node in this process (use_sim_time, the resolved parameters)")
     parser.add_argument("--node-name", default="/perception_node",
                         help="live: fully qualified name of the running node (its outputs are <name>/segmentation...)")
-    parser.add_argument("--rate", type=float, default=1.0, help="live: replay speed factor")
-    parser.add_argument("--wait-for-node", type=float, default=30.0,
+    parser.add_argument("--rate", type=positive_float, default=1.0, help="live: replay speed factor")
+    parser.add_argument("--wait-for-node", type=non_negative_float, default=30.0,
                         help="live: seconds to wait for the node to subscribe to the camera topic")
-    parser.add_argument("--settle", type=float, default=2.0, help="live: seconds to wait for outputs after the replay")
+    parser.add_argument("--settle", type=non_negative_float, default=2.0, help="live: seconds to wait for outputs after the replay")
     parser.add_argument("--no-plots", action="store_true", help="JSON and Markdown only")
     parser.add_argument("--skip-damaged-chunks", action="store_true",
                         help="evaluate a bag with damaged MCAP chunks without their messages (counted in the report) "

@@ -81,6 +81,11 @@ class BagPlayer:
         self.observer = observer
         self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else None
         self.start_ns = self.bag.start_ns + seconds_to_nanoseconds(start_offset_s)
+        if self.start_ns > self.bag.end_ns:
+            length_s = (self.bag.end_ns - self.bag.start_ns) / 1e9
+            self.bag.close()
+            raise BagError(f"bag {bag_path}: start offset {start_offset_s} s is past its end (it is {length_s:.3f} s "
+                           "long); nothing to play")
         self.stop_ns = None if duration_s is None else self.start_ns + seconds_to_nanoseconds(duration_s)
         self.node = Node("bag_player", context=context)
         self.logger = logger or self.node.get_logger()

@@ -25,7 +25,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from robustseg_core.cli import console_script
+from robustseg_core.cli import console_script, non_negative_float
 from robustseg_ros.bagtools.recorder import DEFAULT_NODE, BagRecorder, output_topics, subscribe_outputs
 from robustseg_ros.params import PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override, read_params_file
 from robustseg_ros.pipeline import input_message_types
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="node parameter override for the input topics, repeatable")
     parser.add_argument("--no-inputs", action="store_true", help="record the outputs only")
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds to record; 0: until Ctrl-C")
+    parser.add_argument("--duration", type=non_negative_float, default=0.0, help="seconds to record; 0: until Ctrl-C")
     args, unknown = parser.parse_known_args(argv)
     if unknown and unknown[0] != "--ros-args":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

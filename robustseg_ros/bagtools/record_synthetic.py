@@ -224,6 +224,19 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
     }
 
 
+def check_faults_within_drive(faults: list[Fault], start_s: float, length_s: float) -> None:
+    """``ValueError`` naming a fault that starts after the drive's last frame (it would never happen); a note on
+    stderr for one that lasts past it (the recovery after it cannot be measured)."""
+    for fault in faults:
+        offsets = f"{fault.start_s - start_s:g}..{fault.end_s - start_s:g} s"
+        if fault.start_s - start_s >= length_s:
+            raise ValueError(f"fault {fault.kind}:{fault.target} at {offsets} starts after the drive's end "
+                             f"({length_s:g} s, --duration); it would never happen")
+        if fault.end_s - start_s > length_s:
+            print(f"record_synthetic: note: fault {fault.kind}:{fault.target} at {offsets} lasts past the drive's "
+                  f"end ({length_s:g} s): its recovery is not in the bag", file=sys.stderr)
+
+
 def record(args) -> dict:
     """Render and write the bag; returns the timeline record."""
     topics = {key: getattr(args, f"{key}_topic") for key in DEFAULT_TOPICS}
@@ -231,6 +244,7 @@ def record(args) -> dict:
     frame_count = max(1, int(round(args.duration * drive.config.frame_rate)))
     faults = load_faults(args.faults, args.start_time, args.duration)
     faults += [parse_sensor_fault(text, args.start_time) for text in args.fault]
+    check_faults_within_drive(faults, args.start_time, frame_count / drive.config.frame_rate)
     record_ = timeline_record(args, drive, faults, topics, frame_count)
     output = Path(args.output)
     if output.exists():

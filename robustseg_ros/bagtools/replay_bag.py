@@ -19,7 +19,7 @@ import sys
 
 import rclpy
 
-from robustseg_core.cli import console_script
+from robustseg_core.cli import console_script, non_negative_float, positive_float
 from robustseg_core.errors import UsageError
 from robustseg_ros.bagtools.faults import parse_topic_fault
 from robustseg_ros.bagtools.player import BagPlayer
@@ -40,14 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replay_bag", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
-    parser.add_argument("-r", "--rate", type=float, default=1.0, help="playback speed factor")
-    parser.add_argument("--start-offset", type=float, default=0.0, help="skip this many bag seconds")
-    parser.add_argument("--duration", type=float, default=None, help="play this many bag seconds")
+    parser.add_argument("-r", "--rate", type=positive_float, default=1.0, help="playback speed factor")
+    parser.add_argument("--start-offset", type=non_negative_float, default=0.0, help="skip this many bag seconds")
+    parser.add_argument("--duration", type=positive_float, default=None, help="play this many bag seconds")
     parser.add_argument("-l", "--loop", action="store_true", help="play again from the start when done")
-    parser.add_argument("-d", "--delay", type=float, default=0.5,
+    parser.add_argument("-d", "--delay", type=non_negative_float, default=0.5,
                         help="wait (s) after creating the publishers, so that subscribers discover them")
     parser.add_argument("--clock", action="store_true", help="publish /clock with the bag time (use_sim_time)")
-    parser.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages (with --clock)")
+    parser.add_argument("--clock-hz", type=non_negative_float, default=40.0, help="/clock rate between messages (with --clock)")
     parser.add_argument("--topics", nargs="+", default=None, help="only these topics")
     parser.add_argument("--exclude-topics", nargs="+", default=[], help="not these topics")
     parser.add_argument("--remap", nargs="+", default=[], metavar="OLD:=NEW", help="publish OLD as NEW")
@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         remap = parse_remap(args.remap)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    if not args.rate > 0:
-        raise UsageError(f"--rate must be > 0, got {args.rate}")
     rclpy.init(args=["replay_bag", *ros_args])
     player, count = None, 0
     try:
