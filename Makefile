@@ -96,10 +96,16 @@ student-results: $(BENCH_DATA)/meta.json
 		--json $(STUDENT_RUN)/eval_test.json --markdown $(STUDENT_RUN)/eval_test.md
 
 shipped-student: student-results
-	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
-		--out $(SHIPPED_STUDENT) --only-if-better --note "make shipped-student on the generated benchmark (data/sim128)"
+	$(MAKE) ship-student STUDENT_RUN=$(STUDENT_RUN)
 
-.PHONY: benchmark-data pretrain-data encoder-choice pretrained-encoder teacher-results student-results shipped-student
+# Ship the evaluated student of STUDENT_RUN when it beats the shipped one on test (RDEL and the mean of 15), e.g.
+# `make ship-student STUDENT_RUN=runs/long/SPCR_seed0` after `make long-schedules`.
+ship-student:
+	$(VENV)/bin/export_checkpoint --checkpoint $(STUDENT_RUN)/best.pt --scores $(STUDENT_RUN)/eval_test.json \
+		--out $(SHIPPED_STUDENT) --only-if-better --note "make ship-student STUDENT_RUN=$(STUDENT_RUN) on the generated benchmark (data/sim128)"
+
+.PHONY: benchmark-data pretrain-data encoder-choice pretrained-encoder teacher-results student-results shipped-student \
+	ship-student
 
 # Teacher / S / SR / SPC / SPCR, three seeds each, on the generated benchmark (docs/results.md), as the
 # paper runs it: the teacher and every student start from the pretrained encoder (student_cpu.yaml).

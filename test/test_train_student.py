@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shlex
 import json
 import os
 import re
@@ -58,6 +59,8 @@ def test_resume_with_more_epochs_keeps_learning(mini_dataset, tmp_path, teacher)
     train_student([*more, "--allow-config-change"])
     after = load_checkpoint(tmp_path / "last.pt")
     assert after["epoch"] == 1
+    # the command that made it, as a train_student command line, whoever called it (the ablation runs it in-process)
+    assert after["meta"]["command"] == shlex.join(["train_student", *more, "--allow-config-change"])
     with open(tmp_path / "train.csv", newline="") as handle:
         second_epoch = [row for row in csv.DictReader(handle) if float(row["epoch"]) == 1]
     assert second_epoch and all(float(row["lr"]) > 0 for row in second_epoch)  # the schedule follows the new length

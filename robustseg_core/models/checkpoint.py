@@ -57,15 +57,16 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def checkpoint_meta(config: Mapping | None = None, scores: Mapping | None = None,
-                    modalities: Sequence[str] = MODALITIES) -> dict:
-    """The plain metadata stored with every checkpoint (``modalities``: the model's order)."""
+                    modalities: Sequence[str] = MODALITIES, command: str = "") -> dict:
+    """The plain metadata stored with every checkpoint (``modalities``: the model's order; ``command``: the
+    command line that made it, by default this process's)."""
     return {
         "classes": list(CLASS_NAMES),
         "modalities": list(modalities),
         "normalization": {name: [list(mean), list(std)] for name, (mean, std) in NORMALIZATION.items()},
         "config": dict(config or {}),
         "scores": dict(scores or {}),
-        "command": " ".join(sys.argv),
+        "command": command or " ".join(sys.argv),
         "torch_version": str(torch.__version__),
     }
 

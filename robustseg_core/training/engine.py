@@ -353,6 +353,7 @@ def fit(
     *,
     allow_config_change: bool = False,
     command: str = "",
+    command_line: str = "",
 ) -> dict:
     """Train ``segmentor`` (already on ``ctx.device``) with ``step_function``; returns the best validation
     metrics plus ``train_seconds`` (wall time of all epochs, over resumes) and ``steps`` (optimiser steps).
@@ -363,18 +364,20 @@ def fit(
     improved, so a run killed at any instant and resumed (``resume``: "auto" or a path, checked by
     ``run_folder.resume_checkpoint``; ``allow_config_change`` for the keys safe to change) ends with the
     weights an uninterrupted run has. Ctrl-C raises ``TrainingInterrupted`` naming the saved epoch and
-    ``command``, the command line that resumes.
+    ``command``, the command line that resumes; ``command_line`` (the one that ran, default this process's)
+    goes into each checkpoint's metadata.
     """
     output_dir = Path(config["train"]["output_dir"])
     with FolderLock(output_dir) if ctx.is_main else nullcontext():
         if ctx.is_main:
             for path in remove_stale_temporaries(output_dir):
                 print(f"removed {path}, left by a write that was killed", file=sys.stderr, flush=True)
-        return _fit(config, ctx, segmentor, step_function, resume, description, allow_config_change, command)
+        return _fit(config, ctx, segmentor, step_function, resume, description, allow_config_change, command,
+                    command_line)
 
 
 def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step_function: StepFunction,
-         resume: str | None, description: str, allow_config_change: bool, command: str) -> dict:
+         resume: str | None, description: str, allow_config_change: bool, command: str, command_line: str) -> dict:
     train_cfg, data_cfg, optim_cfg = config["train"], config["data"], config["optim"]
     output_dir = Path(train_cfg["output_dir"])
     seed = train_cfg["seed"]
@@ -448,7 +451,7 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
             train_seconds += time.perf_counter() - epoch_start
             if ctx.is_main:
                 state = save_epoch(segmentor, epoch, {
-                    "meta": checkpoint_meta(config, metrics, segmentor.modalities),
+                    "meta": checkpoint_meta(config, metrics, segmentor.modalities, command_line),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
                     "steps_per_epoch": steps_per_epoch, "input_sha256": input_digests,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shlex
 import sys
 
 import torch
@@ -46,10 +47,11 @@ def get_args_parser(description: str = "Train the RobustSeg multimodal teacher (
 
 
 def fit_options(args: argparse.Namespace, prog: str, argv: list[str] | None) -> dict:
-    """The keyword arguments of ``fit`` that come from the command line: resume, its config check, and the
-    command that resumes this run (printed on Ctrl-C)."""
+    """The keyword arguments of ``fit`` that come from the command line: resume, its config check, the
+    command that resumes this run (printed on Ctrl-C) and the one that ran (kept in the checkpoints)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     return {"resume": args.resume, "allow_config_change": args.allow_config_change,
-            "command": resume_command(prog, sys.argv[1:] if argv is None else argv)}
+            "command": resume_command(prog, argv), "command_line": shlex.join([prog, *argv])}
 
 
 def build_model(config: dict) -> torch.nn.Module:
