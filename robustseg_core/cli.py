@@ -129,8 +129,10 @@ def _run(prog: str, main: Callable[[list[str]], Any], argv: list[str], debug: bo
 
 
 def start(prog: str, module: str) -> int:
-    """Import ``module`` and run its console script ``cli``: the entry point of ``prog`` (setup.py). Ctrl-C during
-    the import (torch takes seconds) prints one line and returns 130, like Ctrl-C later."""
+    """Import ``module`` and run its console script ``cli``: the entry point of ``prog`` (setup.py). Ctrl-C or
+    SIGTERM during the import (torch takes seconds) prints one line and returns 130, as they do later."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         command = importlib.import_module(module).cli
     except KeyboardInterrupt:

@@ -242,9 +242,10 @@ def record(args) -> dict:
     topics = {key: getattr(args, f"{key}_topic") for key in DEFAULT_TOPICS}
     drive = Drive(args.seed, DriveConfig(width=args.width, height=args.height, condition=args.condition))
     frame_count = max(1, int(round(args.duration * drive.config.frame_rate)))
-    faults = load_faults(args.faults, args.start_time, args.duration)
+    length_s = frame_count / drive.config.frame_rate  # the drive rendered: whole frames
+    faults = load_faults(args.faults, args.start_time, length_s)
     faults += [parse_sensor_fault(text, args.start_time) for text in args.fault]
-    check_faults_within_drive(faults, args.start_time, frame_count / drive.config.frame_rate)
+    check_faults_within_drive(faults, args.start_time, length_s)
     record_ = timeline_record(args, drive, faults, topics, frame_count)
     output = Path(args.output)
     if output.exists():
