@@ -132,6 +132,7 @@ def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_
     first.write("/note", 2, String(data="still recording"))
     first.close()
     assert recorded(out)[1] == {"/note": 2}, "the first recording was left alone"
+    assert sorted(path.name for path in out.glob("*.mcap")) == ["outputs.mcap"], "named after the bag, not a stage"
     assert [path.name for path in tmp_path.iterdir()] == ["outputs"], "no lock or partial left behind"
 
     def no_space(*_args, **_kwargs):

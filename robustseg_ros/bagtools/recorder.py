@@ -49,12 +49,12 @@ def output_topics(node_name: str = DEFAULT_NODE) -> dict[str, type]:
 class BagRecorder:
     """A new MCAP bag at ``path`` (refused when it exists) taking rclpy messages from any thread.
 
-    It is written as ``<path>.partial`` and renamed to ``path`` by ``close()``, so a bag at ``path`` is
-    always a finished recording. ``close(complete=False)`` (the run that fed it failed) finishes the bag but
-    leaves it at ``<path>.partial`` to look at; the next recorder for ``path`` replaces such a leftover. While
-    it records, it holds a ``FolderLock`` on ``.<name>.partial.lock`` next to it (the bag folder itself must
-    not exist before rosbags writes it): a second recorder for ``path`` is refused (``BagError`` naming the
-    running one) instead of deleting this one's bag.
+    While it records it holds a ``FolderLock`` on ``.<name>.partial.lock`` next to ``path`` (the bag folder
+    itself must not exist before rosbags writes it), so a second recorder for ``path`` is refused (``BagError``
+    naming the running one) instead of deleting this one's bag, and writes the bag inside that folder under
+    ``path``'s name (its storage file is ``<name>.mcap``). ``close()`` moves it to ``path``, so a bag at ``path``
+    is always a finished recording; ``close(complete=False)`` (the run that fed it failed) finishes the bag but
+    moves it to ``<path>.partial`` to look at. The next recorder for ``path`` replaces such a leftover.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -67,11 +67,13 @@ class BagRecorder:
             self._folder_lock.acquire()
         except FolderLocked as error:
             raise BagError(f"bag {self.path}: another recording into it is running ({error})") from error
+        self.staging_path = self._folder_lock.folder / self.path.name
         try:
-            if self.partial_path.exists():
-                shutil.rmtree(self.partial_path)
-                print(f"removed {self.partial_path}, the unfinished recording of an earlier run", file=sys.stderr)
-            self._writer = BagWriter(self.partial_path, "mcap")
+            for leftover in (self.partial_path, self.staging_path):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
+                    print(f"removed {leftover}, the unfinished recording of an earlier run", file=sys.stderr)
+            self._writer = BagWriter(self.staging_path, "mcap")
             self._writer.__enter__()
         except BaseException:
             self._release_lock()
@@ -101,12 +103,12 @@ class BagRecorder:
             self._closed = True
             try:
                 self._writer.__exit__(None, None, None)
-                if complete:
-                    if self.path.exists():
-                        raise BagError(f"bag {self.path}: written by another run meanwhile; this recording is kept "
-                                       f"as {self.partial_path}")
-                    self.partial_path.rename(self.path)
-                else:
+                if complete and self.path.exists():
+                    self.staging_path.rename(self.partial_path)
+                    raise BagError(f"bag {self.path}: written by another run meanwhile; this recording is kept "
+                                   f"as {self.partial_path}")
+                self.staging_path.rename(self.path if complete else self.partial_path)
+                if not complete:
                     print(f"the recording is incomplete; kept as {self.partial_path}", file=sys.stderr)
             finally:
                 self._release_lock()
