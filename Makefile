@@ -182,6 +182,15 @@ long-schedules: $(BENCH_DATA)/meta.json
 		--methods teacher S SPCR --jobs 2 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONG_STUDENT_EPOCHS)
 
+# The 40-epoch SPCR of long-schedules continued to 50 epochs (a warm restart of its poly schedule), in a copy.
+long-extended: $(BENCH_DATA)/meta.json runs/long/ablation.json
+	$(call copy_run,runs/long/SPCR_seed0,runs/long50/SPCR_seed0)
+	$(PY) -m robustseg_core.training.ablation --teachers runs/long --out runs/long50 --data-root $(BENCH_DATA) --seeds 0 \
+		--methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=50
+
+runs/long/ablation.json:
+	$(MAKE) long-schedules
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -202,5 +211,5 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended ablation-from-teacher \
 	distill-variants
