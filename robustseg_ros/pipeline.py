@@ -281,8 +281,11 @@ class PerceptionPipeline:
             return None
         if modality == "event" and self.params["events.input_type"] == "packets":
             data = self._buffer_events(data, stamp, now)
-        if modality == "depth":
-            self._check_depth_frame(msg.header.frame_id)
+        if modality == "depth" and self.camera_frame_id and msg.header.frame_id not in ("", self.camera_frame_id) \
+                and self.health["depth"].should_log("frame_id"):  # used as registered to the camera all the same
+            self.logger.warning(f"depth: frame_id '{msg.header.frame_id}' differs from the camera's "
+                                f"'{self.camera_frame_id}'; depth is used as registered to the camera image (publish "
+                                "aligned depth, e.g. a driver's aligned_depth_to_color topic); logged once")
         if modality == "rgb":
             self._camera_size = data.shape[:2]
             if self._camera_info_key is None:  # no CameraInfo yet: timer frames take the image's frame_id
@@ -329,15 +332,6 @@ class PerceptionPipeline:
         anything cached: a camera frame at ``stamp`` is worth waiting for them (``FrameSynchronizer.awaited``)."""
         return tuple(SENSOR_OF_MODALITY[modality]
                      for modality in self.sync.awaited(stamp, now, self._expected_periods_s))
-
-    def _check_depth_frame(self, frame_id: str) -> None:
-        """Depth is used as registered to the camera (pixel for pixel): a depth image of another frame_id than the
-        camera's (e.g. a driver's unaligned depth) is logged once; it is still used."""
-        if frame_id and self.camera_frame_id and frame_id != self.camera_frame_id \
-                and self.health["depth"].should_log("frame_id"):
-            self.logger.warning(f"depth: frame_id '{frame_id}' differs from the camera's '{self.camera_frame_id}'; "
-                                "depth is used as registered to the camera image (publish aligned depth, e.g. a "
-                                "driver's aligned_depth_to_color topic); logged once")
 
     def _lidar_extrinsic(self, msg: PointCloud2) -> np.ndarray:
         """T_cam_lidar: the parameter, or the tf2 lookup at the cloud's stamp (``UnusableMessage`` "no transform")."""
