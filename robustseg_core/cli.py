@@ -94,6 +94,12 @@ def _terminate_as_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _end_sigterm_like_ctrl_c() -> None:
+    """SIGTERM (``docker stop``, systemd) raises KeyboardInterrupt, unless a handler is installed already."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+
+
 def run_command(prog: str, main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` (default ``sys.argv[1:]``) as the console script ``prog``; returns the exit status.
 
@@ -102,8 +108,8 @@ def run_command(prog: str, main: Callable[[list[str]], Any], argv: Sequence[str]
     from_shell = argv is None
     argv, debug = split_debug_flag(sys.argv[1:] if argv is None else argv)
     debug = debug or os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0")
-    if from_shell and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    if from_shell:
+        _end_sigterm_like_ctrl_c()
     try:
         return _run(prog, main, argv, debug)
     finally:
@@ -131,8 +137,7 @@ def _run(prog: str, main: Callable[[list[str]], Any], argv: list[str], debug: bo
 def start(prog: str, module: str) -> int:
     """Import ``module`` and run its console script ``cli``: the entry point of ``prog`` (setup.py). Ctrl-C or
     SIGTERM during the import (torch takes seconds) prints one line and returns 130, as they do later."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    _end_sigterm_like_ctrl_c()
     try:
         command = importlib.import_module(module).cli
     except KeyboardInterrupt:
