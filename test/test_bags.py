@@ -144,9 +144,11 @@ def test_fault_timeline_round_trips(bags, tmp_path):
     custom = tmp_path / "faults.json"
     custom.write_text(json.dumps([{"kind": "freeze", "sensor": "lidar", "start_offset_s": 0.2, "end_offset_s": 0.5},
                                   {"kind": "noise", "sensor": "events", "start_offset_s": 0.1, "end_offset_s": 0.3}]))
-    assert record_synthetic.cli([str(tmp_path / "custom"), "--duration", "0.6", "--width", "32", "--height", "32",
+    assert record_synthetic.cli([str(tmp_path / "custom"), "--duration", "0.63", "--width", "32", "--height", "32",
                                   "--faults", str(custom)]) == 0
-    faults = faults_from_record(json.loads((tmp_path / "custom" / TIMELINE_FILE).read_text()))
+    custom_record = json.loads((tmp_path / "custom" / TIMELINE_FILE).read_text())
+    assert (custom_record["frames"], custom_record["duration_s"]) == (6, 0.6)  # what was rendered: whole frames
+    faults = faults_from_record(custom_record)
     assert [(fault.kind, fault.target, fault.start_s, fault.end_s) for fault in faults] == [
         ("freeze", "lidar", 100.2, 100.5), ("noise", "events", 100.1, 100.3)]
     with BagReader(tmp_path / "custom") as bag:

@@ -212,7 +212,7 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
         "condition": args.condition,
         "frame_rate_hz": drive.config.frame_rate,
         "start_time_s": args.start_time,
-        "duration_s": args.duration,
+        "duration_s": frame_count / drive.config.frame_rate,  # rendered: whole frames, not the requested --duration
         "frames": frame_count,
         "classes": list(CLASS_NAMES),  # of the ground truth's class ids
         "topics": topics,
