@@ -143,3 +143,14 @@ def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "failed").exists() and (tmp_path / "failed.partial").is_dir()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["failed.partial", "outputs"]
+
+
+@pytest.mark.parametrize("name", ["bad name", "/robot//perception", "/perception/", "~/perception", ""])
+def test_record_outputs_refuses_a_node_name_that_is_not_one(name, tmp_path, capsys):
+    """A mistyped --node is one line naming it (exit 2) before any bag or partial is created."""
+    with pytest.raises(SystemExit) as stopped:
+        record_outputs.main([str(tmp_path / "out"), "--node", name, "--duration", "0.1"])
+    assert stopped.value.code == 2
+    assert f"argument --node: {name!r} is not a node name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+

@@ -27,7 +27,8 @@ from rclpy.signals import SignalHandlerOptions
 
 from robustseg_core.cli import console_script, non_negative_float
 from robustseg_ros.bagtools.recorder import DEFAULT_NODE, BagRecorder, output_topics, subscribe_outputs
-from robustseg_ros.params import PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override, read_params_file
+from robustseg_ros.params import (PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override,
+                                  read_params_file, topic_name_problem)
 from robustseg_ros.pipeline import input_message_types
 from robustseg_ros.shutdown import spin_until, stop_on_signals
 
@@ -44,12 +45,23 @@ def recorded_topics(params: PerceptionParams, node_name: str, with_inputs: bool)
     return {**inputs, **output_topics(node_name)}, frozenset(inputs)
 
 
+def node_name(text: str) -> str:
+    """argparse type of ``--node``: a node's fully qualified name (``/perception`` or ``/robot1/perception``; a
+    relative one is taken from the root namespace), refused with the reason before anything is recorded."""
+    problem = topic_name_problem(text)
+    if not problem and ("~" in text or "{" in text):
+        problem = "a node name has no ~ or {} substitutions"
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node name: {problem}")
+    return absolute_topic(text)
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Record until the duration ends, SIGINT or SIGTERM (``argv``: the command line without the program
     name); returns the bag folder written."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the MCAP bag folder to create (must not exist)")
-    parser.add_argument("--node", default=DEFAULT_NODE, help="fully qualified name of the perception node")
+    parser.add_argument("--node", type=node_name, default=DEFAULT_NODE, help="fully qualified name of the perception node")
     parser.add_argument("--params-file", default="", help="the node's params YAML, for its input topics")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="node parameter override for the input topics, repeatable")
