@@ -191,6 +191,23 @@ long-extended: $(BENCH_DATA)/meta.json runs/long/ablation.json
 runs/long/ablation.json:
 	$(MAKE) long-schedules
 
+# One fresh SPCR twice as long (80 epochs, one poly schedule, no warm restart) from a 40-epoch teacher,
+# one run at a time with both cores (docs/results.md, "Eighty epochs").
+LONGER_STUDENT_EPOCHS ?= 80
+long-spcr: $(BENCH_DATA)/meta.json
+	$(PY) -m robustseg_core.training.ablation --out runs/long80 --data-root $(BENCH_DATA) --seeds 0 \
+		--methods teacher SPCR --jobs 1 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
+		--student-set train.epochs=$(LONGER_STUDENT_EPOCHS)
+
+# The 80-epoch SPCR of long-spcr continued to 120 epochs (a warm restart of its poly schedule), in a copy.
+long-spcr-extended: $(BENCH_DATA)/meta.json runs/long80/ablation.json
+	$(call copy_run,runs/long80/SPCR_seed0,runs/long120/SPCR_seed0)
+	$(PY) -m robustseg_core.training.ablation --teachers runs/long80 --out runs/long120 --data-root $(BENCH_DATA) \
+		--seeds 0 --methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=120
+
+runs/long80/ablation.json:
+	$(MAKE) long-spcr
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -211,5 +228,5 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended ablation-from-teacher \
 	distill-variants
