@@ -208,6 +208,15 @@ long-spcr-extended: $(BENCH_DATA)/meta.json runs/long80/ablation.json
 runs/long80/ablation.json:
 	$(MAKE) long-spcr
 
+# The 120-epoch SPCR of long-spcr-extended continued to 160 epochs, in a copy.
+long-spcr-160: $(BENCH_DATA)/meta.json runs/long120/ablation.json
+	$(call copy_run,runs/long120/SPCR_seed0,runs/long160/SPCR_seed0)
+	$(PY) -m robustseg_core.training.ablation --teachers runs/long80 --out runs/long160 --data-root $(BENCH_DATA) \
+		--seeds 0 --methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=160
+
+runs/long120/ablation.json:
+	$(MAKE) long-spcr-extended
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -228,5 +237,5 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 ablation-from-teacher \
 	distill-variants
