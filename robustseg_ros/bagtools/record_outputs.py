@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> Path:
     name); returns the bag folder written."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the MCAP bag folder to create (must not exist)")
-    parser.add_argument("--node", type=node_name, default=DEFAULT_NODE, help="fully qualified name of the perception node")
+    parser.add_argument("--node", type=node_name, default=DEFAULT_NODE,
+                        help="fully qualified name of the perception node")
     parser.add_argument("--params-file", default="", help="the node's params YAML, for its input topics")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="node parameter override for the input topics, repeatable")
