@@ -182,11 +182,15 @@ long-schedules: $(BENCH_DATA)/meta.json
 		--methods teacher S SPCR --jobs 2 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONG_STUDENT_EPOCHS)
 
-# The 40-epoch SPCR of long-schedules continued to 50 epochs (a warm restart of its poly schedule), in a copy.
+# $(call continue_spcr,FROM,TO,TEACHERS,EPOCHS): the seed-0 SPCR of ablation folder FROM continued to EPOCHS epochs
+# (a warm restart of its poly schedule) in a copy under TO, distilled from the seed-0 teacher of TEACHERS.
+continue_spcr = $(call copy_run,$(1)/SPCR_seed0,$(2)/SPCR_seed0) && \
+	$(PY) -m robustseg_core.training.ablation --teachers $(3) --out $(2) --data-root $(BENCH_DATA) --seeds 0 \
+		--methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=$(4)
+
+# The 40-epoch SPCR of long-schedules continued to 50 epochs, in a copy.
 long-extended: $(BENCH_DATA)/meta.json runs/long/ablation.json
-	$(call copy_run,runs/long/SPCR_seed0,runs/long50/SPCR_seed0)
-	$(PY) -m robustseg_core.training.ablation --teachers runs/long --out runs/long50 --data-root $(BENCH_DATA) --seeds 0 \
-		--methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=50
+	$(call continue_spcr,runs/long,runs/long50,runs/long,50)
 
 runs/long/ablation.json:
 	$(MAKE) long-schedules
@@ -199,20 +203,16 @@ long-spcr: $(BENCH_DATA)/meta.json
 		--methods teacher SPCR --jobs 1 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONGER_STUDENT_EPOCHS)
 
-# The 80-epoch SPCR of long-spcr continued to 120 epochs (a warm restart of its poly schedule), in a copy.
+# The 80-epoch SPCR of long-spcr continued to 120 epochs, in a copy.
 long-spcr-extended: $(BENCH_DATA)/meta.json runs/long80/ablation.json
-	$(call copy_run,runs/long80/SPCR_seed0,runs/long120/SPCR_seed0)
-	$(PY) -m robustseg_core.training.ablation --teachers runs/long80 --out runs/long120 --data-root $(BENCH_DATA) \
-		--seeds 0 --methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=120
+	$(call continue_spcr,runs/long80,runs/long120,runs/long80,120)
 
 runs/long80/ablation.json:
 	$(MAKE) long-spcr
 
 # The 120-epoch SPCR of long-spcr-extended continued to 160 epochs, in a copy.
 long-spcr-160: $(BENCH_DATA)/meta.json runs/long120/ablation.json
-	$(call copy_run,runs/long120/SPCR_seed0,runs/long160/SPCR_seed0)
-	$(PY) -m robustseg_core.training.ablation --teachers runs/long80 --out runs/long160 --data-root $(BENCH_DATA) \
-		--seeds 0 --methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=160
+	$(call continue_spcr,runs/long120,runs/long160,runs/long80,160)
 
 runs/long120/ablation.json:
 	$(MAKE) long-spcr-extended
