@@ -217,6 +217,13 @@ long-spcr-160: $(BENCH_DATA)/meta.json runs/long120/ablation.json
 runs/long120/ablation.json:
 	$(MAKE) long-spcr-extended
 
+# The 160-epoch SPCR of long-spcr-160 continued to 200 epochs, in a copy.
+long-spcr-200: $(BENCH_DATA)/meta.json runs/long160/ablation.json
+	$(call continue_spcr,runs/long160,runs/long200,runs/long80,200)
+
+runs/long160/ablation.json:
+	$(MAKE) long-spcr-160
+
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
 ablation-from-teacher: $(BENCH_DATA)/meta.json
@@ -237,5 +244,5 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-200 ablation-from-teacher \
 	distill-variants

@@ -9,8 +9,10 @@ of ``--steps`` steps so that load changes on the machine hit both alike:
   loader worker process, every loss term's gradient norm on every 20th step, the SegFormer head
   computed in its concatenating form (``--head concat``, the code before the re-associated head);
 * ``after``: ``data.cache`` (decoded frames kept in memory, transforms in the training process,
-  ``data.workers 0``), gradient norms every 100th step, the re-associated head, plus
-  ``train.channels_last`` / ``train.compile`` when given.
+  ``data.workers 0``), gradient norms every 100th step, the re-associated head;
+* ``after+channels_last`` / ``after+compile`` (with ``--channels-last`` / ``--compile``): ``after`` plus
+  ``train.channels_last`` / ``train.compile``, a third (fourth) variant in the same alternation, so
+  that each setting's own effect is measured side by side with ``after``.
 
 Gradient norms cost one extra backward pass per loss term on the steps that log them; the chunks
 run without them and each variant's per-step cost of them (the time of one step's norms divided by
@@ -49,7 +51,7 @@ from robustseg_core.training.train_student import student_step
 from robustseg_core.training.train_teacher import DEFAULTS as TEACHER_DEFAULTS
 from robustseg_core.training.train_teacher import build_model, teacher_step
 
-#: Gradient-norm logging period of each variant (steps).
+#: Gradient-norm logging period of the old configuration and of the new ones (steps).
 GRAD_NORM_EVERY = {"before": 20, "after": 100}
 PART_ORDER = ("data", "student encoder", "student head", "teacher forward", "losses", "backward", "optimizer",
               "bookkeeping")
@@ -152,14 +154,15 @@ class Variant:
 
 def compare(kind: str, args, log_root: Path) -> None:
     after_overrides = ["data.cache=true", "data.workers=0", f"train.grad_norm_every={GRAD_NORM_EVERY['after']}"]
-    after_overrides += ["train.channels_last=true"] if args.channels_last else []
-    after_overrides += ["train.compile=true"] if args.compile else []
     before_overrides = ["data.cache=false", f"train.grad_norm_every={GRAD_NORM_EVERY['before']}"]
-    variants = {
-        "before": Variant(kind, before_overrides, args.data_root, log_root / f"{kind}_before", old_head=True),
-        "after": Variant(kind, after_overrides, args.data_root, log_root / f"{kind}_after", old_head=False),
-    }
-    grad_norm_cost = {name: variant.grad_norm_seconds() / GRAD_NORM_EVERY[name] for name, variant in variants.items()}
+    overrides = {"before": before_overrides, "after": after_overrides}
+    for setting, wanted in (("channels_last", args.channels_last), ("compile", args.compile)):
+        if wanted:
+            overrides[f"after+{setting}"] = [*after_overrides, f"train.{setting}=true"]
+    variants = {name: Variant(kind, values, args.data_root, log_root / f"{kind}_{name}", old_head=name == "before")
+                for name, values in overrides.items()}
+    grad_norm_every = {name: GRAD_NORM_EVERY["before" if name == "before" else "after"] for name in variants}
+    grad_norm_cost = {name: variant.grad_norm_seconds() / grad_norm_every[name] for name, variant in variants.items()}
     for variant in variants.values():  # the chunks run without them; their amortised cost is added below
         variant.config["train"]["grad_norm_every"] = 0
     for variant in variants.values():  # warm-up: fills the cache, builds compiled graphs, starts workers
@@ -178,13 +181,18 @@ def compare(kind: str, args, log_root: Path) -> None:
     print(f"\n== {kind} step ({variants['before'].config['model']['preset']}, batch "
           f"{variants['before'].config['data']['batch_size']}, {variants['before'].config['data']['crop_size']} px, "
           f"{torch.get_num_threads()} thread(s); {args.rounds} rounds of {args.steps} steps, alternating)")
-    print(f"before = {' '.join(before_overrides)}, concatenating head")
-    print(f"after  = {' '.join(after_overrides)}, re-associated head")
+    for name, values in overrides.items():
+        print(f"{name} = {' '.join(values)}, {'concatenating' if name == 'before' else 're-associated'} head")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name in variants:
-        print(f"{name:>7}: {1 / medians[name]:.2f} steps/s (median {medians[name] * 1000:.0f} ms/step; rounds "
+        print(f"{name:>22}: {1 / medians[name]:.2f} steps/s (median {medians[name] * 1000:.0f} ms/step; rounds "
               + ", ".join(f"{v * 1000:.0f}" for v in times[name]) + " ms)")
-    print(f"speed-up after/before: {medians['before'] / medians['after']:.2f}x")
+    for name in variants:
+        if name != "before":
+            print(f"speed-up {name}/before: {medians['before'] / medians[name]:.2f}x")
+    for name in variants:
+        if name.startswith("after+"):
+            print(f"speed-up {name}/after: {medians['after'] / medians[name]:.2f}x")
     print(f"{'part (ms/step, share)':<24}" + "".join(f"{name:>22}" for name in variants))
     for part in PART_ORDER:
         row = []
@@ -205,8 +213,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating chunks per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--channels-last", action="store_true", help="also channels_last in 'after'")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile in 'after'")
+    parser.add_argument("--channels-last", action="store_true", help="also 'after' with channels_last")
+    parser.add_argument("--compile", action="store_true", help="also 'after' with torch.compile")
     parser.add_argument("--only", choices=("teacher", "student"), help="one of the two steps")
     args = parser.parse_args()
     if not Path(args.data_root, "meta.json").is_file():
