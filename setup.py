@@ -62,6 +62,7 @@ setup(
             "evaluate = robustseg_core.commands:evaluate",
             "train_student = robustseg_core.commands:train_student",
             "export_checkpoint = robustseg_core.commands:export_checkpoint",
+            "average_checkpoints = robustseg_core.commands:average_checkpoints",
             "export_onnx = robustseg_core.commands:export_onnx",
             "perception_node = robustseg_ros.commands:perception_node",
             "record_synthetic = robustseg_ros.commands:record_synthetic",

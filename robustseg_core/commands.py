@@ -10,5 +10,6 @@ __getattr__ = entry_points({
     "train_student": "robustseg_core.training.train_student",
     "evaluate": "robustseg_core.evaluation.evaluate",
     "export_checkpoint": "robustseg_core.training.export",
+    "average_checkpoints": "robustseg_core.training.average",
     "export_onnx": "robustseg_core.deploy.export",
 })

@@ -323,3 +323,39 @@ def test_cached_frames_in_worker_processes_augment_a_resumed_epoch_as_an_uninter
     first_batch(uninterrupted, 0)
     resumed, _ = build_loaders(data, ctx, seed=0)
     assert torch.equal(first_batch(resumed, 1), first_batch(uninterrupted, 1))
+
+
+def test_average_checkpoints_is_the_weighted_mean_and_names_what_does_not_fit(tmp_path, capsys):
+    from robustseg_core.training.average import cli as average
+
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_segmentor("mit_cpu", embed_dim=32).eval()
+        model.head.fuse[1].running_mean.normal_()
+        save_checkpoint(tmp_path / f"e{seed}.pt", {**_checkpoint(model), "epoch": 10 * seed, "optimizer": {}})
+        paths.append(str(tmp_path / f"e{seed}.pt"))
+    assert average([*paths, "--out", str(tmp_path / "avg.pt"), "--weights", "1", "1", "2"]) == 0
+    assert "the mean of 3 checkpoints (epochs 0, 10, 20)" in capsys.readouterr().out
+    inputs = [load_checkpoint(path)["model"] for path in paths]
+    averaged, state = build_model_from_checkpoint(tmp_path / "avg.pt")  # evaluate and the node read it
+    for key in ("head.fuse.1.running_mean", "head.classifier.weight", "encoder.block1.0.attn.q.weight"):
+        assert torch.allclose(averaged.state_dict()[key], (inputs[0][key] + inputs[1][key] + 2 * inputs[2][key]) / 4)
+    assert torch.equal(averaged.state_dict()["head.fuse.1.num_batches_tracked"],
+                       inputs[2]["head.fuse.1.num_batches_tracked"])
+    assert "optimizer" not in state and state["epoch"] == 20
+    assert [entry["epoch"] for entry in state["meta"]["averaged_from"]] == [0, 10, 20]
+    assert state["meta"]["command"].startswith("average_checkpoints ")
+
+    other = build_segmentor("mit_cpu", embed_dim=64)
+    save_checkpoint(tmp_path / "wide.pt", _checkpoint(other))
+    bad = ["--out", str(tmp_path / "bad.pt")]
+    for argv, status, message in (
+            ([paths[0], str(tmp_path / "wide.pt"), *bad], 1, "wide.pt: another architecture than"),
+            ([paths[0], *bad], 2, "give at least two checkpoints"),
+            ([*paths[:2], "--weights", "1", *bad], 2, "--weights: 1 weight(s) for 2 checkpoints"),
+            ([*paths[:2], "--out", paths[0]], 2, "is one of the inputs")):
+        assert average(argv) == status
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+
