@@ -124,6 +124,21 @@ def test_a_camera_that_goes_dark_in_daylight_is_degraded_then_clears_without_fli
     assert [state.degraded for state in back] == [True] * 4 + [False] * 4, "clear 0.5 s after the last bad one (1.9 s)"
 
 
+def test_hysteresis_holds_the_fault_not_the_sensor():
+    # An event flood that ends while the scene calms down (the rate falls to a third of its 5th percentile:
+    # inside the relaxed starved bound, outside the strict one) clears 0.5 s after the flood; a real
+    # starvation later is still called at once.
+    judge = DegradationJudge(QUALITY_RULES["events"])
+    busy = [{"rate": 1e5 * (1.0 + 0.5 * (index % 3))} for index in range(40)]
+    assert not any(judge.record(values, 0.1 * index).degraded for index, values in enumerate(busy))
+    flood = feed(judge, {"rate": 8e5}, 4.0, 8)
+    assert flood[-1].degraded and flood[-1].reasons[0].startswith("flooded")
+    calm = feed(judge, {"rate": 3e4}, 4.8, 20)
+    assert [state.degraded for state in calm] == [True] * 4 + [False] * 16, "cleared 0.5 s after the last flooded one"
+    starved = feed(judge, {"rate": 300.0}, 6.8, 3)
+    assert starved[-1].degraded and starved[-1].reasons[0].startswith("starved")
+
+
 def test_night_from_the_start_is_not_a_fault_but_absolute_bounds_always_hold():
     judge = judge_camera()
     night = {"saturated": 0.0, "black": 0.4, "contrast": 0.03, "noise": 16.0}
