@@ -215,18 +215,18 @@ class DegradationJudge:
         strict = self._broken(values, range(len(self.rules)), relaxed=False)
         held = self._broken(values, sorted(self._held - strict.keys()), relaxed=True)
         self._values = dict(values)
-        if strict:
+        if strict:  # only strict breaks count towards entering DEGRADED
             self._last_strict_break_at = now
-        if strict or held:
             self._consecutive += 1
+        else:
+            self._consecutive = 0
+        if strict or held:
             self._last_broken_at = now
             self._reasons = tuple(reason for _, reason in sorted({**strict, **held}.items()))
             if self._since is None and self._consecutive >= self.config.enter_after:
                 self._since = now
             if self._since is not None:
                 self._held.update(strict)
-        else:
-            self._consecutive = 0
         if self._since is not None and (now - self._last_broken_at >= self.config.clear_s
                                         or now - self._last_strict_break_at >= 2 * self.config.clear_s):
             self._since = None

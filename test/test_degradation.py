@@ -137,6 +137,15 @@ def test_hysteresis_holds_the_fault_not_the_sensor():
     assert [state.degraded for state in calm] == [True] * 4 + [False] * 16, "cleared 0.5 s after the last flooded one"
     starved = feed(judge, {"rate": 300.0}, 6.8, 3)
     assert starved[-1].degraded and starved[-1].reasons[0].startswith("starved")
+    # A level that stays between the strict and the relaxed bound is held for 2 x clear_s after the last
+    # strict break (1.3 s here), then it is sound: it is not hovering at the bound.
+    camera = judge_camera()
+    feed(camera, DAY, 0.0, MIN_HISTORY + 5)
+    assert feed(camera, DARK, 1.0, 4)[-1].degraded
+    between = feed(camera, {**DAY, "contrast": 0.07}, 1.45, 20)
+    assert [state.degraded for state in between[:8]] == [True] * 8, "held up to 2.15 s"
+    assert not any(state.degraded for state in between[9:]), "sound from 2.35 s on"
+    assert camera.baseline(3.4)["contrast"] < 0.1, "the new level enters the baseline (median of 0.12s and 0.07s)"
 
 
 def test_night_from_the_start_is_not_a_fault_but_absolute_bounds_always_hold():
