@@ -48,11 +48,13 @@ def survey_drive(work: Path, seed: int, condition: str) -> dict:
 
 
 def content_faults(metrics: dict, flag_s: float, clear_s: float) -> tuple[int, int, int, list[str]]:
-    """(content faults, flagged in time, cleared in time, names of the others) of one drive."""
+    """(content faults, flagged in time, also cleared in time, "<kind> <sensor> (late flag | late clear)" for
+    the others) of one drive."""
     faults = [fault for fault in metrics["faults"] if fault["kind"] not in ("drop", "freeze")]
     flagged = [f for f in faults if f["degraded_delay_s"] is not None and f["degraded_delay_s"] <= flag_s]
     cleared = [f for f in flagged if f["clear_delay_s"] is not None and f["clear_delay_s"] <= clear_s]
-    late = [f"{f['kind']} {f['sensor']}" for f in faults if f not in cleared]
+    late = [f"{f['kind']} {f['sensor']} ({'late clear' if f in flagged else 'late flag'})"
+            for f in faults if f not in cleared]
     return len(faults), len(flagged), len(cleared), late
 
 
@@ -65,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for drives and reports (default: temporary)")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="health_survey_") as temporary:
-        work = args.work or Path(temporary)
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="health_survey_")))
         work.mkdir(parents=True, exist_ok=True)
         print(f"| condition | seed | {' | '.join(f'{s} false alarms' for s in SENSORS)} | flagged | cleared | not in time |")
         print(f"|---|---:|{'---:|' * len(SENSORS)}---:|---:|---|")
         nominal = {sensor: 0 for sensor in SENSORS}
         alarms = {sensor: 0 for sensor in SENSORS}
         totals = [0, 0, 0]
-        drives_over = []
+        drives_over: dict[str, list[str]] = {}  # "condition seed" -> sensors above the target
         for condition in args.conditions:
             for seed in args.seeds:
                 metrics = survey_drive(work, seed, condition)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     alarms[sensor] += counts["degraded"]
                     cells.append(f"{counts['degraded']}/{counts['nominal_messages']}")
                     if counts["nominal_messages"] and counts["degraded"] / counts["nominal_messages"] > TARGET_FALSE_ALARMS:
-                        drives_over.append(f"{condition} {seed} {sensor}")
+                        drives_over.setdefault(f"{condition} {seed}", []).append(sensor)
                 faults, flagged, cleared, late = content_faults(metrics, args.flag_s, args.clear_s)
                 totals = [totals[0] + faults, totals[1] + flagged, totals[2] + cleared]
                 print(f"| {condition} | {seed} | {' | '.join(cells)} | {flagged}/{faults} | {cleared}/{faults} | "
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     for sensor in SENSORS:
         fraction = alarms[sensor] / max(nominal[sensor], 1)
         print(f"{sensor}: {alarms[sensor]} of {nominal[sensor]} nominal messages DEGRADED ({100 * fraction:.2f} %)")
+    over = ", ".join(f"{drive} {'/'.join(sensors)}" for drive, sensors in drives_over.items())
     print(f"drives with a sensor above {100 * TARGET_FALSE_ALARMS:g} % false alarms: {len(drives_over)} of {drives}"
-          f"{' (' + ', '.join(drives_over) + ')' if drives_over else ''}")
+          f"{' (' + over + ')' if over else ''}")
     print(f"content faults flagged within {args.flag_s:g} s: {totals[1]} of {totals[0]}; "
           f"also cleared within {args.clear_s:g} s of their end: {totals[2]} of {totals[0]}")
     return 0

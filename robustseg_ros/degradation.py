@@ -141,7 +141,8 @@ QUALITY_RULES: dict[str, tuple[QualityRule, ...]] = {
 @dataclass(frozen=True)
 class DegradationConfig:
     """Hysteresis and history of the judgement: ``enter_after`` consecutive bad messages start DEGRADED,
-    ``clear_s`` seconds without one (relaxed test) end it; the baseline covers the last ``history_s`` s."""
+    ``clear_s`` seconds without one (relaxed test), or ``2 * clear_s`` without a strict break, end it; the
+    baseline covers the last ``history_s`` s."""
 
     enter_after: int = 2
     clear_s: float = 0.5
@@ -227,8 +228,9 @@ class DegradationJudge:
                 self._since = now
             if self._since is not None:
                 self._held.update(strict)
-        if self._since is not None and (now - self._last_broken_at >= self.config.clear_s
-                                        or now - self._last_strict_break_at >= 2 * self.config.clear_s):
+        if self._since is not None and (
+                (not (strict or held) and now - self._last_broken_at >= self.config.clear_s)
+                or (not strict and now - self._last_strict_break_at >= 2 * self.config.clear_s)):
             self._since = None
         if self._since is None:
             self._held.clear()
