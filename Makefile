@@ -197,9 +197,11 @@ runs/long/ablation.json:
 
 # One fresh SPCR twice as long (80 epochs, one poly schedule, no warm restart) from a 40-epoch teacher,
 # one run at a time with both cores (docs/results.md, "Eighty epochs").
+# LONG_SEEDS="0 1" adds a second seed's teacher and SPCR next to seed 0's (finished runs are skipped).
 LONGER_STUDENT_EPOCHS ?= 80
+LONG_SEEDS ?= 0
 long-spcr: $(BENCH_DATA)/meta.json
-	$(PY) -m robustseg_core.training.ablation --out runs/long80 --data-root $(BENCH_DATA) --seeds 0 \
+	$(PY) -m robustseg_core.training.ablation --out runs/long80 --data-root $(BENCH_DATA) --seeds $(LONG_SEEDS) \
 		--methods teacher SPCR --jobs 1 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONGER_STUDENT_EPOCHS)
 
