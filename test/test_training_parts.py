@@ -349,9 +349,17 @@ def test_average_checkpoints_is_the_weighted_mean_and_names_what_does_not_fit(tm
 
     other = build_segmentor("mit_cpu", embed_dim=64)
     save_checkpoint(tmp_path / "wide.pt", _checkpoint(other))
+    for name, config in (("student.pt", {"train": {"seed": 0}, "student": {"recipe": "SPCR"}}),
+                         ("seed1.pt", {"train": {"seed": 1}}), ("seed0.pt", {"train": {"seed": 0}})):
+        save_checkpoint(tmp_path / name, {**_checkpoint(model), "meta": checkpoint_meta(config)})
     bad = ["--out", str(tmp_path / "bad.pt")]
     for argv, status, message in (
             ([paths[0], str(tmp_path / "wide.pt"), *bad], 1, "wide.pt: another architecture than"),
+            ([str(tmp_path / "seed0.pt"), str(tmp_path / "student.pt"), *bad], 1,
+             "student.pt: not a checkpoint of the run of"),
+            ([str(tmp_path / "seed0.pt"), str(tmp_path / "student.pt"), *bad], 1,
+             "stage 'student', not 'teacher'; student.recipe 'SPCR', not None"),
+            ([str(tmp_path / "seed0.pt"), str(tmp_path / "seed1.pt"), *bad], 1, "train.seed 1, not 0"),
             ([paths[0], *bad], 2, "give at least two checkpoints"),
             ([*paths[:2], "--weights", "1", *bad], 2, "--weights: 1 weight(s) for 2 checkpoints"),
             ([*paths[:2], "--out", paths[0]], 2, "is one of the inputs")):

@@ -12,7 +12,9 @@ Every floating-point tensor of the state dict is the (optionally ``--weights``-w
 inputs', computed in float64 and stored in the input dtype; integer tensors (BatchNorm's
 ``num_batches_tracked``) come from the last input. BatchNorm running statistics are averaged like the
 weights, not recomputed over the training data: the only BatchNorm of the segmentor is the head's fuse
-layer. The inputs must be checkpoints of one architecture with the same keys and shapes; the output is
+layer. The inputs must be checkpoints of one run: one architecture with the same keys and shapes, and the
+same stage, training seed and student recipe (:func:`run_identity`; a teacher is not averaged with its
+student, nor one seed's run with another's, whose weights lie in other basins). The output is
 a checkpoint that ``evaluate``, ``export_checkpoint`` and the node read like ``best.pt``, with the
 metadata (config, classes, modalities, normalisation) of the last input, its own command line as
 ``command`` and ``averaged_from`` naming each input by path, SHA-256, epoch, weight and the command that
@@ -62,6 +64,15 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequ
     return averaged
 
 
+def run_identity(meta: dict) -> dict[str, object]:
+    """What the checkpoints of one training run share, from a checkpoint's ``meta``: the stage (a config with a
+    ``student`` section is a student's), ``train.seed`` and ``student.recipe`` (None when not recorded)."""
+    config = meta.get("config") or {}
+    student = config.get("student") or {}
+    return {"stage": "student" if student else "teacher", "train.seed": (config.get("train") or {}).get("seed"),
+            "student.recipe": student.get("recipe")}
+
+
 def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None,
                         command: str = "") -> dict:
     """Write the average of the checkpoints at ``paths`` to ``out`` (see the module docstring; ``command``: the
@@ -78,6 +89,13 @@ def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[floa
         differences = architecture_differences(model.architecture, models[0].architecture)
         if differences:
             raise CheckpointError(f"{path}: another architecture than {paths[0]}: " + "; ".join(differences))
+    identities = [run_identity(checkpoint.get("meta") or {}) for checkpoint in checkpoints]
+    for path, identity in zip(paths[1:], identities[1:]):
+        differences = [f"{key} {identity[key]!r}, not {identities[0][key]!r}" for key in identity
+                       if identity[key] != identities[0][key]]
+        if differences:
+            raise CheckpointError(f"{path}: not a checkpoint of the run of {paths[0]} ({'; '.join(differences)}); "
+                                  "average points of one training run")
     states = [model.state_dict() for model in models]
     averaged = average_state_dicts(states, weights, [str(path) for path in paths])
     meta = dict(checkpoints[-1].get("meta") or {})
