@@ -182,22 +182,28 @@ long-schedules: $(BENCH_DATA)/meta.json
 		--methods teacher S SPCR --jobs 2 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONG_STUDENT_EPOCHS)
 
-# $(call continue_spcr,FROM,TO,TEACHERS,EPOCHS): the seed-0 SPCR of ablation folder FROM continued to EPOCHS epochs
-# (a warm restart of its poly schedule) in a copy under TO, distilled from the seed-0 teacher of TEACHERS.
-continue_spcr = $(call copy_run,$(1)/SPCR_seed0,$(2)/SPCR_seed0) && \
-	$(PY) -m robustseg_core.training.ablation --teachers $(3) --out $(2) --data-root $(BENCH_DATA) --seeds 0 \
+# $(call continue_spcr,FROM,TO,TEACHERS,EPOCHS): the SPCR of each seed in LONG_SEEDS in ablation folder FROM
+# continued to EPOCHS epochs (a warm restart of its poly schedule) in a copy under TO, distilled from the same
+# seed's teacher in TEACHERS. Runs already finished under TO are skipped; a killed one resumes.
+continue_spcr = $(foreach seed,$(LONG_SEEDS),$(call copy_run,$(1)/SPCR_seed$(seed),$(2)/SPCR_seed$(seed)) && ) \
+	$(PY) -m robustseg_core.training.ablation --teachers $(3) --out $(2) --data-root $(BENCH_DATA) --seeds $(LONG_SEEDS) \
 		--methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=$(4)
 
+# $(call spcr_results,FOLDER): the test results of the SPCR of each seed in LONG_SEEDS in FOLDER, the marker
+# that a stage of the long chain is done for those seeds.
+spcr_results = $(foreach seed,$(LONG_SEEDS),$(1)/SPCR_seed$(seed)/eval_test.json)
+
 # The 40-epoch SPCR of long-schedules continued to 50 epochs, in a copy.
-long-extended: $(BENCH_DATA)/meta.json runs/long/ablation.json
+long-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long)
 	$(call continue_spcr,runs/long,runs/long50,runs/long,50)
 
-runs/long/ablation.json:
+runs/long/SPCR_seed%/eval_test.json:
 	$(MAKE) long-schedules
 
 # One fresh SPCR twice as long (80 epochs, one poly schedule, no warm restart) from a 40-epoch teacher,
 # one run at a time with both cores (docs/results.md, "Eighty epochs").
-# LONG_SEEDS="0 1" adds a second seed's teacher and SPCR next to seed 0's (finished runs are skipped).
+# LONG_SEEDS="0 1 2" adds more seeds' teachers and SPCRs next to seed 0's (finished runs are skipped); the
+# continuations below take the same LONG_SEEDS and build the stages they need for each seed.
 LONGER_STUDENT_EPOCHS ?= 80
 LONG_SEEDS ?= 0
 long-spcr: $(BENCH_DATA)/meta.json
@@ -206,25 +212,29 @@ long-spcr: $(BENCH_DATA)/meta.json
 		--student-set train.epochs=$(LONGER_STUDENT_EPOCHS)
 
 # The 80-epoch SPCR of long-spcr continued to 120 epochs, in a copy.
-long-spcr-extended: $(BENCH_DATA)/meta.json runs/long80/ablation.json
+long-spcr-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long80)
 	$(call continue_spcr,runs/long80,runs/long120,runs/long80,120)
 
-runs/long80/ablation.json:
+runs/long80/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr
 
 # The 120-epoch SPCR of long-spcr-extended continued to 160 epochs, in a copy.
-long-spcr-160: $(BENCH_DATA)/meta.json runs/long120/ablation.json
+long-spcr-160: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long120)
 	$(call continue_spcr,runs/long120,runs/long160,runs/long80,160)
 
-runs/long120/ablation.json:
+runs/long120/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-extended
 
 # The 160-epoch SPCR of long-spcr-160 continued to 200 epochs, in a copy.
-long-spcr-200: $(BENCH_DATA)/meta.json runs/long160/ablation.json
+long-spcr-200: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long160)
 	$(call continue_spcr,runs/long160,runs/long200,runs/long80,200)
 
-runs/long160/ablation.json:
+runs/long160/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-160
+
+# A stage's results are written by the training runs themselves: make never deletes them.
+.PRECIOUS: runs/long/SPCR_seed%/eval_test.json runs/long80/SPCR_seed%/eval_test.json \
+	runs/long120/SPCR_seed%/eval_test.json runs/long160/SPCR_seed%/eval_test.json
 
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
