@@ -8,6 +8,9 @@ run. The message names the input and the problem; ``robustseg_core.cli`` prints 
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 
 class UserError(Exception):
     """An error in the user's input or environment (a file, a folder, a checkpoint, a bag); exit status 1."""
@@ -34,3 +37,14 @@ def cause(error: BaseException, limit: int = 160) -> str:
     text = lines[0] if lines else ""
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def torch_load_failure(path: Path, error: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, for the parenthesis of a one-line message: in the
+    user's terms rather than torch's advice to retry with an unsafe load."""
+    if not zipfile.is_zipfile(path):
+        return "not the zip archive torch.save writes, or cut short"
+    unpickler_detail = str(error).partition("WeightsUnpickler error:")[2].strip()
+    if unpickler_detail:
+        return f"holds Python objects a weights-only load refuses: {unpickler_detail.splitlines()[0]}"
+    return cause(error)

@@ -124,7 +124,8 @@ CASES = [
     Case("train: resume a best.pt", TEACHER, [*teacher_set(), "--resume", "{run}/best.pt"], 1,
          "{run}/best.pt: not resumable (no optimizer, scheduler, scaler, best); resume from last.pt"),
     Case("train: resume a damaged checkpoint", TEACHER, [*teacher_set(), "--resume", "{truncated_checkpoint}"], 1,
-         "{truncated_checkpoint}: corrupted or not a robustseg checkpoint"),
+         "{truncated_checkpoint}: corrupted or not a robustseg checkpoint (not the zip archive torch.save writes, "
+         "or cut short)"),
     Case("train: resume with another learning rate", TEACHER, [*teacher_set(optim__lr=0.01), "--resume", "auto"], 2,
          "cannot resume with optim.lr changed (optim.lr: 0.001 -> 0.01): that changes what is trained"),
     Case("train: resume with more epochs, no flag", TEACHER, [*teacher_set(train__epochs=2), "--resume", "auto"], 2,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import write_bytes_atomic
-from ..errors import UserError, cause
+from ..errors import UserError, torch_load_failure
 
 #: Name -> file of the encoders shipped in the package (usable as ``model.pretrained``).
 SHIPPED_ENCODERS: dict[str, Path] = {
@@ -69,7 +69,7 @@ def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, Tensor], dict,
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise EncoderFileError(
             f"cannot read pretrained encoder {path}: the file is corrupted, truncated or not a PyTorch weights "
-            f"file ({cause(error)})"
+            f"file ({torch_load_failure(path, error)})"
         ) from error
     meta = checkpoint.get("meta", {}) if isinstance(checkpoint, dict) else {}
     if isinstance(checkpoint, dict):
