@@ -155,6 +155,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "T_cam_lidar, LiDAR frame -> camera optical frame: [x, y, z, qx, qy, qz, qw] (the LiDAR origin "
                   "in the optical frame, m, and a unit quaternion) or 16 values of a row-major 4x4 matrix. "
                   "Default: co-located sensors, LiDAR axes x forward, y left, z up."),
+    ParameterSpec("lidar.frame_id", "", "Frame of the clouds that lidar.transform maps to the camera: a cloud in "
+                                        "another frame is refused (counted as 'frame_id' on /diagnostics) rather "
+                                        "than misprojected. Empty: not checked. Not used with lidar.use_tf."),
     ParameterSpec("lidar.use_tf", False, "Look T_cam_lidar up with tf2 (cloud frame_id -> camera frame) when tf2_ros "
                                          "is installed (offline bag evaluation: in the bag's /tf_static), instead of "
                                          "lidar.transform."),

@@ -334,8 +334,13 @@ class PerceptionPipeline:
                      for modality in self.sync.awaited(stamp, now, self._expected_periods_s))
 
     def _lidar_extrinsic(self, msg: PointCloud2) -> np.ndarray:
-        """T_cam_lidar: the parameter, or the tf2 lookup at the cloud's stamp (``UnusableMessage`` "no transform")."""
+        """T_cam_lidar: the parameter (``UnusableMessage`` "frame_id" for a cloud in another frame than
+        ``lidar.frame_id``), or the tf2 lookup at the cloud's stamp (``UnusableMessage`` "no transform")."""
         if self.lidar_extrinsic_lookup is None:
+            expected = self.params["lidar.frame_id"]
+            if expected and msg.header.frame_id != expected:  # refused: lidar.transform would misproject it
+                raise UnusableMessage("frame_id", f"'{msg.header.frame_id}', but lidar.transform maps lidar.frame_id "
+                                      f"'{expected}' to the camera", topic=self.topic_names["lidar"])
             return self.params.T_cam_lidar
         camera_frame = self.params["lidar.camera_frame"] or self.camera_frame_id
         try:

@@ -399,6 +399,21 @@ def test_a_failed_tf_lookup_counts_the_cloud_as_no_transform(segmenter, drive, f
     assert "lidar" not in pipeline.process(job).fed
 
 
+def test_a_cloud_in_another_frame_than_lidar_frame_id_is_refused_not_misprojected(segmenter, drive, frame):
+    logger = RecordingLogger()
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)
+    messages = drive_messages(frame, 60.0)
+    messages["lidar"].header.frame_id = "rear_lidar"
+    job = feed(pipeline, messages, 60.01)
+    assert pipeline.health["lidar"].error_counts == {"frame_id": 1}
+    assert "lidar" not in pipeline.process(job).fed
+    assert any("'rear_lidar', but lidar.transform maps lidar.frame_id 'lidar'" in text for text in logger.warnings)
+    job = feed(pipeline, drive_messages(frame, 60.1), 60.11)
+    assert "lidar" in pipeline.process(job).fed, "clouds in the configured frame are fused"
+    unchecked = PerceptionPipeline(PerceptionParams({**drive_parameters(drive), "lidar.frame_id": ""}), segmenter)
+    assert "lidar" in unchecked.process(feed(unchecked, messages, 60.01)).fed, "empty lidar.frame_id: any frame"
+
+
 def test_zero_future_and_backwards_stamps(segmenter, drive, frame):
     logger = RecordingLogger()
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter, logger=logger)

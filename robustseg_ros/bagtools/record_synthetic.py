@@ -89,13 +89,15 @@ DEFAULT_TOPICS = {
 
 
 def rig_parameters(drive: Drive) -> dict:
-    """perception_node parameters describing the drive's rig (HHA camera pose, T_cam_lidar, event sensor size)."""
+    """perception_node parameters describing the drive's rig (HHA camera pose, T_cam_lidar and the LiDAR frame
+    it maps, event sensor size)."""
     style = drive.scene.style
     values = {
         "camera.height_m": float(drive.camera_height_m),
         "camera.roll_deg": float(style.camera_roll_deg),
         "camera.pitch_deg": float(style.camera_pitch_deg),
         "lidar.transform": [float(value) for value in drive.T_cam_lidar.reshape(-1)],
+        "lidar.frame_id": LIDAR_FRAME,
     }
     if drive.event_size != (drive.config.width, drive.config.height):
         values["events.sensor_width"], values["events.sensor_height"] = (int(size) for size in drive.event_size)
