@@ -182,20 +182,20 @@ long-schedules: $(BENCH_DATA)/meta.json
 		--methods teacher S SPCR --jobs 2 --teacher-set train.epochs=$(LONG_TEACHER_EPOCHS) \
 		--student-set train.epochs=$(LONG_STUDENT_EPOCHS)
 
-# $(call continue_spcr,FROM,TO,TEACHERS,EPOCHS): the SPCR of each seed in LONG_SEEDS in ablation folder FROM
+# $(call continue_spcr,FROM,TO,TEACHERS,EPOCHS,SEEDS): the SPCR of each seed in SEEDS in ablation folder FROM
 # continued to EPOCHS epochs (a warm restart of its poly schedule) in a copy under TO, distilled from the same
 # seed's teacher in TEACHERS. Runs already finished under TO are skipped; a killed one resumes.
-continue_spcr = $(foreach seed,$(LONG_SEEDS),$(call copy_run,$(1)/SPCR_seed$(seed),$(2)/SPCR_seed$(seed)) && ) \
-	$(PY) -m robustseg_core.training.ablation --teachers $(3) --out $(2) --data-root $(BENCH_DATA) --seeds $(LONG_SEEDS) \
+continue_spcr = $(foreach seed,$(5),$(call copy_run,$(1)/SPCR_seed$(seed),$(2)/SPCR_seed$(seed)) && ) \
+	$(PY) -m robustseg_core.training.ablation --teachers $(3) --out $(2) --data-root $(BENCH_DATA) --seeds $(5) \
 		--methods SPCR --jobs 1 --allow-config-change --student-set train.epochs=$(4)
 
-# $(call spcr_results,FOLDER): the test results of the SPCR of each seed in LONG_SEEDS in FOLDER, the marker
-# that a stage of the long chain is done for those seeds.
-spcr_results = $(foreach seed,$(LONG_SEEDS),$(1)/SPCR_seed$(seed)/eval_test.json)
+# $(call spcr_results,FOLDER,SEEDS): the test results of the SPCR of each seed in SEEDS in FOLDER, the marker
+# that a stage of a long chain is done for those seeds.
+spcr_results = $(foreach seed,$(2),$(1)/SPCR_seed$(seed)/eval_test.json)
 
 # The 40-epoch SPCR of long-schedules continued to 50 epochs, in a copy.
-long-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long)
-	$(call continue_spcr,runs/long,runs/long50,runs/long,50)
+long-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long,0)
+	$(call continue_spcr,runs/long,runs/long50,runs/long,50,0)
 
 runs/long/SPCR_seed%/eval_test.json:
 	$(MAKE) long-schedules
@@ -212,22 +212,22 @@ long-spcr: $(BENCH_DATA)/meta.json
 		--student-set train.epochs=$(LONGER_STUDENT_EPOCHS)
 
 # The 80-epoch SPCR of long-spcr continued to 120 epochs, in a copy.
-long-spcr-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long80)
-	$(call continue_spcr,runs/long80,runs/long120,runs/long80,120)
+long-spcr-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long80,$(LONG_SEEDS))
+	$(call continue_spcr,runs/long80,runs/long120,runs/long80,120,$(LONG_SEEDS))
 
 runs/long80/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr
 
 # The 120-epoch SPCR of long-spcr-extended continued to 160 epochs, in a copy.
-long-spcr-160: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long120)
-	$(call continue_spcr,runs/long120,runs/long160,runs/long80,160)
+long-spcr-160: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long120,$(LONG_SEEDS))
+	$(call continue_spcr,runs/long120,runs/long160,runs/long80,160,$(LONG_SEEDS))
 
 runs/long120/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-extended
 
 # The 160-epoch SPCR of long-spcr-160 continued to 200 epochs, in a copy.
-long-spcr-200: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long160)
-	$(call continue_spcr,runs/long160,runs/long200,runs/long80,200)
+long-spcr-200: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long160,$(LONG_SEEDS))
+	$(call continue_spcr,runs/long160,runs/long200,runs/long80,200,$(LONG_SEEDS))
 
 runs/long160/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-160
