@@ -334,8 +334,7 @@ class PerceptionPipeline:
                      for modality in self.sync.awaited(stamp, now, self._expected_periods_s))
 
     def _lidar_extrinsic(self, msg: PointCloud2) -> np.ndarray:
-        """T_cam_lidar: the parameter (``UnusableMessage`` "frame_id" for a cloud in another frame than
-        ``lidar.frame_id``), or the tf2 lookup at the cloud's stamp (``UnusableMessage`` "no transform")."""
+        """T_cam_lidar: ``lidar.transform`` (for ``lidar.frame_id`` clouds) or the tf2 lookup at the cloud's stamp."""
         if self.lidar_extrinsic_lookup is None:
             expected = self.params["lidar.frame_id"]
             if expected and msg.header.frame_id != expected:  # refused: lidar.transform would misproject it

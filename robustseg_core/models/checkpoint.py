@@ -23,7 +23,7 @@ from torch import nn
 
 from ..atomic import write_bytes_atomic
 from ..classes import CLASS_NAMES, MODALITIES
-from ..errors import UsageError, UserError, cause, torch_load_failure
+from ..errors import UsageError, UserError, torch_load_failure
 from ..sensors.normalization import NORMALIZATION
 from . import build_segmentor
 
@@ -98,7 +98,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: corrupted or not a robustseg checkpoint ({torch_load_failure(path, error)})") from error
+        raise CheckpointError(
+            f"{path}: corrupted or not a robustseg checkpoint ({torch_load_failure(path, error)})") from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "architecture" not in checkpoint:
         raise CheckpointError(f"{path}: not a robustseg checkpoint (expected keys 'model' and 'architecture')")
     return checkpoint
