@@ -63,6 +63,7 @@ setup(
             "train_student = robustseg_core.commands:train_student",
             "export_checkpoint = robustseg_core.commands:export_checkpoint",
             "average_checkpoints = robustseg_core.commands:average_checkpoints",
+            "recalibrate_bn = robustseg_core.commands:recalibrate_bn",
             "export_onnx = robustseg_core.commands:export_onnx",
             "perception_node = robustseg_ros.commands:perception_node",
             "record_synthetic = robustseg_ros.commands:record_synthetic",

@@ -11,5 +11,6 @@ __getattr__ = entry_points({
     "evaluate": "robustseg_core.evaluation.evaluate",
     "export_checkpoint": "robustseg_core.training.export",
     "average_checkpoints": "robustseg_core.training.average",
+    "recalibrate_bn": "robustseg_core.training.recalibrate_bn",
     "export_onnx": "robustseg_core.deploy.export",
 })

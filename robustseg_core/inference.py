@@ -20,6 +20,7 @@ from .classes import MODALITIES
 from .data.transforms import eval_size, resize_modality, resize_nearest
 from .deploy.backends import load_backend
 from .deploy.metadata import ModelMetadata
+from .fusion_policy import check_fusion_policy, fused_subset, left_out_reasons
 from .models import MISSING_CONVENTIONS, apply_missing_convention
 from .sensors.normalization import preprocess_stack
 
@@ -34,6 +35,8 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)  #: preprocess, infer, postprocess
     #: per fed modality, the mean cosine similarity of its deepest features with the fused ones (-1..1)
     agreement: dict[str, float] = field(default_factory=dict)
+    #: per given modality that the fusion policy did not fuse, why (``fusion_policy.left_out_reasons``)
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def labels_and_confidence(logits: torch.Tensor, output_size: tuple[int, int], *,
@@ -108,6 +111,9 @@ class Segmenter:
             model was trained with (its metadata).
         backend: "torch", "onnxruntime", "openvino" or "tensorrt".
         onnx_file: an ``export_onnx`` model for the non-torch backends.
+        fusion: which given modalities are fused (``fusion_policy.FUSION_POLICIES``): "all", or "validated" (the
+            subset the model scored best with on validation, when it beats all given ones by more than
+            ``fusion_min_gain`` mIoU points).
     """
 
     def __init__(
@@ -120,8 +126,11 @@ class Segmenter:
         *,
         backend: str = "torch",
         onnx_file: str | Path | None = None,
+        fusion: str = "all",
+        fusion_min_gain: float = 0.5,
     ) -> None:
-        check_convention(convention)  # before a backend that may take long to load
+        check_convention(convention)  # these two before a backend that may take long to load
+        check_fusion_policy(fusion, fusion_min_gain, (), {}, "")  # the name and min_gain only: no model yet
         self.backend = load_backend(backend, device, fp16, checkpoint=checkpoint, onnx_file=onnx_file)
         self.device: torch.device = self.backend.device
         self.fp16: bool = self.backend.fp16
@@ -132,12 +141,19 @@ class Segmenter:
         if not self.short_side:
             raise ValueError(f"{checkpoint or onnx_file}: no data.eval_size in its metadata; pass short_side")
         self.use_convention(convention)
+        self.use_fusion(fusion, fusion_min_gain)
         self._input_buffer: torch.Tensor | None = None
 
     def use_convention(self, convention: str | None) -> None:
         """Feed missing modalities by ``convention`` ("drop" or "zero"); None or "auto": the model's own."""
         check_convention(convention)
         self.convention: str = self.metadata.missing_convention if convention in (None, "auto") else convention
+
+    def use_fusion(self, policy: str, min_gain: float = 0.5) -> None:
+        """Fuse the given modalities by ``policy`` ("all" or "validated", see ``fusion_policy``); ``ValueError``
+        when the model carries no validation mIoU for some combination the validated policy needs."""
+        check_fusion_policy(policy, min_gain, self.modalities, self.metadata.validation_miou, self.metadata.source)
+        self.fusion, self.fusion_min_gain = policy, min_gain
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (height, width) for a camera frame of (height, width)."""
@@ -207,6 +223,12 @@ class Segmenter:
                     raise ValueError(f"no modality present; expected at least one of {self.modalities}")
                 reference = max(present_images, key=lambda image: image.shape[0] * image.shape[1])
             output_size = tuple(reference.shape[:2])
+        left_out: dict[str, str] = {}
+        if self.fusion == "validated":
+            given = [m for m in self.modalities if images.get(m) is not None]
+            fused = fused_subset(given, self.metadata.validation_miou, self.fusion_min_gain) if given else ()
+            left_out = left_out_reasons(given, fused, self.metadata.validation_miou)
+            images = {m: image for m, image in images.items() if m not in left_out}
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()
         logits, agreement = self.backend.run_with_agreement(tensor, present)
@@ -219,6 +241,7 @@ class Segmenter:
             timings_ms={},
             agreement={} if agreement is None else {m: float(value) for m, value in zip(self.modalities, agreement[0].tolist())
                                                     if images.get(m) is not None},
+            left_out=left_out,
         )
         done = time.perf_counter()
         result.timings_ms = {

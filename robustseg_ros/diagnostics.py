@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
 from robustseg_core.classes import MODALITIES
+from robustseg_core.fusion_policy import LEFT_OUT
 from robustseg_ros.frames import FrameOutput
 from robustseg_ros.health import (
     DIAGNOSTIC_ERROR,
@@ -143,7 +144,8 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
     """``~/sensor_status``: one status per sensor for this frame, with the frame's header.
 
     Level OK with message "fed" when the sensor fed the frame, WARN with "fed; <note>" when it fed it while
-    DEGRADED; otherwise WARN (disabled, nothing within tolerance, not encoded, DEGRADED and not fused),
+    DEGRADED; OK with the reason when the validated fusion policy left a healthy sensor out; otherwise WARN
+    (disabled, nothing within tolerance, not encoded, DEGRADED and not fused),
     STALE (stale, never received, unhealthy) or ERROR (dead), with the reason as message. The value
     ``fed`` says whether it fed the frame, ``feature_agreement`` (fed modalities) how much its deepest features
     agree with the fused ones. ``topic_names``: sensor -> topic, the hardware id.
@@ -229,6 +231,8 @@ def _absence_level(reason: str, health: HealthStatus | None) -> int:
         return DIAGNOSTIC_ERROR
     if reason.startswith(("stale", "never received", "unhealthy")):
         return DIAGNOSTIC_STALE
+    if reason.startswith(LEFT_OUT) and (health is None or health.state is SensorState.OK):
+        return DIAGNOSTIC_OK  # healthy, and the model does better without it
     return DIAGNOSTIC_WARN
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from robustseg_core.deploy.backends import BACKENDS
 from robustseg_core.errors import UsageError
+from robustseg_core.fusion_policy import FUSION_POLICIES
 from robustseg_core.inference import CONVENTION_CHOICES, Segmenter
 from robustseg_core.yaml_file import read_yaml
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
@@ -115,6 +116,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("missing_convention", "auto", "How absent modalities reach the model: auto (as the model was "
                                                 "trained, from its metadata), drop (left out of the fusion) or zero "
                                                 "(zero images, encoded and averaged in) (live).", live=True),
+    ParameterSpec("fusion_policy", "all", "Which fresh, usable inputs are fused: all (as the paper), or validated "
+                                          "(the subset the model scored best with on its validation split, when it "
+                                          "beats all of them by more than fusion_min_gain; the others are reported "
+                                          "as left out, level OK on ~/sensor_status) (live).", live=True),
+    ParameterSpec("fusion_min_gain", 0.5, "mIoU points (validation) a subset must gain over all fresh inputs before "
+                                          "fusion_policy validated leaves the rest out; >= 0 (live).", live=True),
     ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
     ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),
     ParameterSpec("warmup_height", 480, "Image height (px) of the warm-up frames (use the camera's)."),
@@ -363,6 +370,7 @@ class PerceptionParams:
         choices = {f"{sensor}.qos": QOS_CHOICES for sensor in SENSORS}
         choices["events.input_type"] = EVENT_INPUT_TYPES
         choices["missing_convention"] = CONVENTION_CHOICES
+        choices["fusion_policy"] = FUSION_POLICIES
         choices["backend"] = BACKENDS
         choices.update({f"{sensor}.transport": tuple(suffixes) for sensor, suffixes in TRANSPORT_SUFFIXES.items()})
         for name, allowed in choices.items():
@@ -374,7 +382,7 @@ class PerceptionParams:
             if not self.values[name] > 0:
                 raise ParameterError(f"parameter {name}: must be > 0, got {self.values[name]}")
         non_negative = ("short_side", "warmup_iterations", "events.sensor_width", "events.sensor_height",
-                        "sync.camera_wait_s")
+                        "sync.camera_wait_s", "fusion_min_gain")
         at_least_one = ("events.max_buffered_events", "lidar.max_points")
         for name in at_least_one:
             if self.values[name] < 1:
@@ -554,8 +562,8 @@ def resolve_checkpoint(checkpoint: str) -> Path:
 
 def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
     """The model the parameters name and a ``Segmenter`` running it with their backend, device, precision, short
-    side and missing-modality convention (the node and the offline evaluation build it alike); returns the model
-    file (the ONNX file when one is given) and the segmenter. An ``onnx_file`` without a ``checkpoint`` runs on
+    side, missing-modality convention and fusion policy (the node and the offline evaluation build it alike);
+    returns the model file (the ONNX file when one is given) and the segmenter. An ``onnx_file`` without a ``checkpoint`` runs on
     its own metadata; with one, the two must agree."""
     onnx_file = Path(params["onnx_file"]).expanduser() if params["onnx_file"] else None
     if params["backend"] == "torch" and onnx_file is not None:
@@ -564,5 +572,6 @@ def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
     checkpoint = None if onnx_file is not None and not params["checkpoint"] else resolve_checkpoint(params["checkpoint"])
     segmenter = Segmenter(checkpoint, device=params["device"], fp16=None if params["fp16"] else False,
                           short_side=params["short_side"] or None, convention=params["missing_convention"],
-                          backend=params["backend"], onnx_file=onnx_file)
+                          backend=params["backend"], onnx_file=onnx_file, fusion=params["fusion_policy"],
+                          fusion_min_gain=params["fusion_min_gain"])
     return onnx_file or checkpoint, segmenter

@@ -15,9 +15,10 @@ A malformed message never raises: its ``MessageError`` is counted per kind in th
 input limits a message hits (a cloud above ``lidar.max_points``, events past
 ``events.max_buffered_events``) and events that cannot feed any frame (outside the packet's time window or
 the sensor). Every usable message's content is measured (``robustseg_core.sensors.quality``) and judged
-(``robustseg_ros.degradation``): a sensor with poor content is DEGRADED, and unless
-``health.fuse_degraded`` names it, it is left out of the frames it is DEGRADED in. What the pipeline reports about itself (``/diagnostics``, ``~/sensor_status``, frame statistics) is built by
-``robustseg_ros.diagnostics``; its parameters are ``robustseg_ros.params``.
+(``robustseg_ros.degradation``): a sensor with poor content is DEGRADED, and unless ``health.fuse_degraded`` names
+it, it is left out of the frames it is DEGRADED in (``fusion_policy: validated`` also leaves out what the model does
+better without). ``robustseg_ros.diagnostics`` builds what the pipeline reports about itself (``/diagnostics``,
+``~/sensor_status``, frame statistics); its parameters are ``robustseg_ros.params``.
 """
 
 from __future__ import annotations
@@ -520,24 +521,20 @@ class PerceptionPipeline:
         if threshold > 0:
             labels = np.where(result.confidence < threshold, np.uint8(255), labels).astype(np.uint8)
         color = colorize(labels) if with_color or with_overlay else None
-        overlay = None
+        overlay, rgb, alpha = None, encoded.get("rgb"), self.params["output.overlay_alpha"]
         if with_overlay:
-            rgb = encoded.get("rgb")
-            alpha = self.params["output.overlay_alpha"]
-            overlay = (color if rgb is None
-                       else cv2.addWeighted(color, alpha, np.ascontiguousarray(rgb), 1.0 - alpha, 0.0))
+            overlay = color if rgb is None else cv2.addWeighted(color, alpha, np.ascontiguousarray(rgb), 1 - alpha, 0.0)
         done = time.perf_counter()
         segmenter_ms = result.timings_ms
         payloads = [entry.payload for entry in job.frame.entries.values() if entry is not None]
         timings = {
             "convert": sum(payload.convert_ms for payload in payloads),
             "quality": sum(payload.quality_ms for payload in payloads),
-            "encode": (encoded_at - start) * 1e3,
-            "preprocess": segmenter_ms.get("preprocess", 0.0),
+            "encode": (encoded_at - start) * 1e3, "preprocess": segmenter_ms.get("preprocess", 0.0),
             "infer": segmenter_ms.get("infer", 0.0),
-            "postprocess": segmenter_ms.get("postprocess", 0.0) + (done - predicted_at) * 1e3,
-        }
-        fed = tuple(modality for modality in MODALITIES if modality in encoded)
+            "postprocess": segmenter_ms.get("postprocess", 0.0) + (done - predicted_at) * 1e3}
+        reasons.update(result.left_out)
+        fed = tuple(modality for modality in MODALITIES if modality in encoded and modality not in result.left_out)
         return FrameOutput(job, labels, color, result.confidence, overlay, encoded, fed, reasons, timings, notes,
                            result.agreement)
 
@@ -558,6 +555,7 @@ class PerceptionPipeline:
         if not active:
             raise ValueError(f"no enabled input would feed the model (its modalities: "
                              f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
+        self.segmenter.use_fusion(params["fusion_policy"], params["fusion_min_gain"])  # may refuse: before any change
         self.params = params
         self.segmenter.use_convention(params["missing_convention"])
         monitored = {}

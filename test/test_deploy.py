@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import sys
 import warnings
 
@@ -198,6 +199,16 @@ def test_without_an_onnx_file_the_checkpoint_is_exported_once_into_the_cache(che
     modified = cached.stat().st_mtime_ns
     load_backend("onnxruntime", "cpu", checkpoint=checkpoint)
     assert cached.stat().st_mtime_ns == modified and first.metadata.eval_size == 64
+
+    import onnx
+
+    stale = onnx.load(str(cached))  # as an older export would have left it: other metadata, same checkpoint hash
+    prop = next(prop for prop in stale.metadata_props if prop.key == "robustseg")
+    prop.value = json.dumps({**json.loads(prop.value), "validation_miou": {"RDEL": 1.0}})
+    onnx.save(stale, str(cached))
+    assert read_onnx_metadata(cached).validation_miou == {"RDEL": 1.0}
+    assert load_backend("onnxruntime", "cpu", checkpoint=checkpoint).metadata.validation_miou == {}
+    assert read_onnx_metadata(cached).validation_miou == {}, "exported again"
 
 
 def test_unavailable_backends_name_the_extra_to_install(checkpoint, onnx_file, monkeypatch):

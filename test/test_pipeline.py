@@ -229,6 +229,42 @@ def test_absent_modalities_are_reported_with_reasons(segmenter, drive, frame):
     assert pipeline.process(job).fed == ("rgb", "event")
 
 
+def test_the_validated_fusion_policy_leaves_a_healthy_sensor_out_and_says_why(tmp_path, drive, frame):
+    """A student whose validation scores say events lower the mIoU beside the other three: with fusion_policy
+    validated the frame is fused without them, ~/sensor_status says so at level OK, and the policy switches live."""
+    torch.manual_seed(0)
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    scores = {f"miou_{name}": 10.0 * sum(letter in name for letter in "RDL") - 2.0 * ("E" in name and len(name) > 1)
+              for name in ("R", "D", "E", "L", "RD", "RE", "RL", "DE", "DL", "EL", "RDE", "RDL", "REL", "DEL", "RDEL")}
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture,
+                           "meta": checkpoint_meta({"data": {"eval_size": 64}}, scores=scores)})
+    params = PerceptionParams({**drive_parameters(drive), "fusion_policy": "validated"})
+    segmenter = Segmenter(path, device="cpu", fusion=params["fusion_policy"], fusion_min_gain=params["fusion_min_gain"])
+    pipeline = PerceptionPipeline(params, segmenter)
+    output = pipeline.process(feed(pipeline, drive_messages(frame), frame.stamp + LATENCY_S))
+    assert output.fed == ("rgb", "depth", "lidar") and "event" in output.encoded
+    assert output.reasons == {"event": "left out by the validated fusion policy: RDL scored 30.00 % mIoU on "
+                                       "validation, RDEL 28.00 %"}
+    status = {item.name: item for item in pipeline.sensor_status(output).status}
+    assert status["robustseg: events"].level == OK and status["robustseg: events"].message == output.reasons["event"]
+    assert {value.key: value.value for value in status["robustseg: events"].values}["fed"] == "false"
+
+    pipeline.apply_live_params(pipeline.params.with_changes({"fusion_policy": "all"}, configured=True), 1.0)
+    stamp = frame.stamp + 0.1
+    output = pipeline.process(feed(pipeline, drive_messages(frame, stamp), stamp + LATENCY_S))
+    assert output.fed == ("rgb", "depth", "event", "lidar") and output.reasons == {}
+
+
+def test_a_fusion_policy_the_model_cannot_serve_is_refused_with_nothing_changed(segmenter, drive):
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    with pytest.raises(ValueError, match="carries none for R, D, E, L, RD"):
+        pipeline.apply_live_params(pipeline.params.with_changes({"fusion_policy": "validated"}, configured=True), 1.0)
+    assert pipeline.params["fusion_policy"] == "all" and segmenter.fusion == "all"
+    with pytest.raises(ValueError, match="fusion_min_gain: must be >= 0"):
+        pipeline.params.with_changes({"fusion_min_gain": -0.5})
+
+
 def test_a_sensor_that_arrives_but_never_joins_a_frame_is_warn_on_diagnostics(segmenter, drive, frame):
     """Depth stamped 0.25 s behind the camera (a clock offset within max age) is never within tolerance of a
     frame: once that lasts longer than its max age /diagnostics says so, not only ~/sensor_status; it clears

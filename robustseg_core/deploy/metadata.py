@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from ..classes import CLASS_NAMES
 from ..errors import UserError
+from ..fusion_policy import validation_miou
 from ..models import MISSING_CONVENTIONS
 from ..models.checkpoint import normalization_differences
 
@@ -39,8 +40,10 @@ class ModelMetadata:
     ``normalization``: modality -> [mean[3], std[3]] applied after scaling to [0, 1];
     ``missing_convention``: "drop" or "zero", as in training; ``eval_size``: the network input short side
     (px) it was evaluated at, or None; ``architecture``: the checkpoint's architecture dict;
-    ``checkpoint_sha256``: of the checkpoint file an ONNX model was exported from; ``source``: the file this
-    metadata was read from (not stored).
+    ``checkpoint_sha256``: of the checkpoint file an ONNX model was exported from; ``validation_miou``: its mIoU
+    (%) on the validation split per modality combination (``{"RD": 34.0, ...}``, what the ``validated`` fusion
+    policy ranks subsets by; only the full combination for a teacher); ``source``: the file this metadata was
+    read from (not stored).
     """
 
     classes: tuple[str, ...]
@@ -50,6 +53,7 @@ class ModelMetadata:
     eval_size: int | None = None
     architecture: dict = field(default_factory=dict)
     checkpoint_sha256: str = ""
+    validation_miou: dict[str, float] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -66,6 +70,7 @@ class ModelMetadata:
             missing_convention=config.get("student", {}).get("convention", "drop"),
             eval_size=config.get("data", {}).get("eval_size"),
             architecture=architecture,
+            validation_miou=validation_miou(meta.get("scores")),
             source=str(source),
         )
 
@@ -92,7 +97,8 @@ class ModelMetadata:
                            normalization=dict(document["normalization"]),
                            missing_convention=document["missing_convention"], eval_size=document.get("eval_size"),
                            architecture=dict(document.get("architecture", {})),
-                           checkpoint_sha256=document.get("checkpoint_sha256", ""), source=source)
+                           checkpoint_sha256=document.get("checkpoint_sha256", ""),
+                           validation_miou=dict(document.get("validation_miou", {})), source=source)
         except (KeyError, TypeError) as error:
             raise ModelMetadataError(f"{source}: robustseg metadata lacks {error}") from error
         if metadata.missing_convention not in MISSING_CONVENTIONS:

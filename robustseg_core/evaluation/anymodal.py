@@ -14,12 +14,13 @@ Each batch is encoded once per modality; every combination then only re-runs fus
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..classes import MODALITIES, MODALITY_LETTERS, NUM_CLASSES, combination_name
+from ..fusion_policy import fused_subset
 from ..models import MISSING_CONVENTIONS
 from .metrics import ConfusionMatrix
 
@@ -107,4 +108,40 @@ def markdown_table(summary: dict, metric: str = "miou") -> str:
         + f" | {summary[convention]['mean_' + metric]:.2f} |"
         for convention in conventions
     ]
+    return "\n".join([header, rule, *rows])
+
+
+def fused_combinations(validation: Mapping[str, float], min_gain: float) -> dict[str, str]:
+    """Combination given -> combination fused under the validated fusion policy (``fusion_policy.fused_subset``),
+    for each of ``COMBINATIONS``; ``validation``: the model's validation mIoU per combination."""
+    chosen = {}
+    for name in COMBINATIONS:
+        given = [modality for modality, letter in zip(MODALITIES, MODALITY_LETTERS) if letter in name]
+        chosen[name] = combination_name(fused_subset(given, validation, min_gain))
+    return chosen
+
+
+def summarize_fusion_policy(summary: dict, chosen: Mapping[str, str]) -> dict:
+    """Per convention, what each given combination scores when only ``chosen[name]`` of it is fused: ``{"combinations":
+    {name: {"fused": chosen name, "miou": ...}}, "mean_miou": ...}``, read off ``summarize``'s results (which must
+    hold every chosen combination)."""
+    policy = {}
+    for convention, results in summary.items():
+        combinations = {name: {"fused": fused, "miou": results["combinations"][fused]["miou"]}
+                        for name, fused in chosen.items()}
+        policy[convention] = {"combinations": combinations,
+                              "mean_miou": sum(entry["miou"] for entry in combinations.values()) / len(combinations)}
+    return policy
+
+
+def fusion_policy_table(policy: dict) -> str:
+    """``summarize_fusion_policy``'s result as a Markdown table: one row per convention, one column per given
+    combination, with the fused one in brackets where the policy left something out."""
+    first = next(iter(policy.values()))["combinations"]
+    header = "| convention | " + " | ".join(first) + " | mean |"
+    rule = "|---|" + "---:|" * (len(first) + 1)
+    rows = [f"| {convention} | " + " | ".join(
+        f"{entry['miou']:.2f}" + ("" if entry["fused"] == name else f" ({entry['fused']})")
+        for name, entry in result["combinations"].items()) + f" | {result['mean_miou']:.2f} |"
+        for convention, result in policy.items()]
     return "\n".join([header, rule, *rows])

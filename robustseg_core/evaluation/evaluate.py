@@ -24,7 +24,10 @@ from ..models import MISSING_CONVENTIONS
 from ..errors import UsageError
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, resolve_device
 from ..output_folder import check_writable
-from .anymodal import COMBINATIONS, FULL_COMBINATION, evaluate_combinations, markdown_table, summarize
+from ..deploy.metadata import ModelMetadata
+from ..fusion_policy import FUSION_POLICIES, check_fusion_policy
+from .anymodal import (COMBINATIONS, FULL_COMBINATION, evaluate_combinations, fused_combinations, fusion_policy_table,
+                       markdown_table, summarize, summarize_fusion_policy)
 from .robustness import evaluate_robustness, robustness_markdown
 
 
@@ -43,6 +46,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--workers", type=non_negative_int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--fusion-policy", default="all", choices=FUSION_POLICIES,
+                        help="also report each combination as the node's fusion_policy would fuse it: validated = the "
+                             "subset the checkpoint scored best with on validation (needs all 15 combinations)")
+    parser.add_argument("--fusion-min-gain", type=float, default=0.5,
+                        help="validation mIoU points a subset must gain before the validated policy uses it")
     parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the RMM and NM noise")
     parser.add_argument("--json", type=Path, help="write all metrics here")
@@ -79,6 +87,16 @@ def main(argv: list[str] | None = None) -> dict:
             check_writable(output.parent)  # before the evaluation, not after it
     device = resolve_device(args.device)
     model, checkpoint = build_model_from_checkpoint(args.checkpoint, device)
+    chosen = None
+    if args.fusion_policy == "validated":
+        if set(args.combinations) != set(COMBINATIONS):
+            raise UsageError("--fusion-policy validated needs all 15 combinations: drop --combinations")
+        validation = ModelMetadata.from_checkpoint(checkpoint, args.checkpoint).validation_miou
+        try:
+            check_fusion_policy(args.fusion_policy, args.fusion_min_gain, model.modalities, validation, args.checkpoint)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        chosen = fused_combinations(validation, args.fusion_min_gain)
     model.to(device).eval()
     if tuple(model.modalities) != MODALITIES:
         raise CheckpointError(f"{args.checkpoint}: evaluate measures the combinations of {', '.join(MODALITIES)} in "
@@ -99,6 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = report_markdown(summary, title)
     result = {"checkpoint": str(args.checkpoint), "data_root": str(args.data_root), "split": args.split,
               "frames": len(dataset), "eval_size": eval_size, "classes": list(CLASS_NAMES), "results": summary}
+    if chosen is not None:
+        result["fusion_policy"] = {"policy": args.fusion_policy, "min_gain": args.fusion_min_gain,
+                                   "results": summarize_fusion_policy(summary, chosen)}
+        markdown += (f"\nWith the validated fusion policy (min gain {args.fusion_min_gain:g} mIoU points), mIoU (%) per "
+                     "combination given, the combination fused in brackets where it differs:\n\n"
+                     + fusion_policy_table(result["fusion_policy"]["results"]) + "\n")
     if args.robustness:
         result["robustness"] = evaluate_robustness(model, loader, device, seed=args.seed, zero_fill=matrices.get("zero"))
         markdown += "\nRobustness protocols (mIoU %, DELIVER convention):\n\n" + robustness_markdown(result["robustness"]) + "\n"
