@@ -101,6 +101,17 @@ def test_exported_metadata_carries_the_validation_scores(student):
     assert ModelMetadata.from_json(metadata.to_json(), "model.onnx") == metadata
 
 
+def test_an_exported_onnx_model_carries_the_scores_the_policy_needs(student, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the onnx extra")
+    from robustseg_core.deploy.export import export_onnx
+
+    onnx_file = tmp_path / "student.onnx"
+    export_onnx(student, onnx_file)
+    segmenter = Segmenter(None, device="cpu", backend="onnxruntime", onnx_file=onnx_file, fusion="validated")
+    images = {modality: np.full((48, 64, 3), 100, np.uint8) for modality in ALL}
+    assert segmenter.predict(images).present == (True, True, False, True)
+
+
 def test_evaluate_reports_the_validated_policy_next_to_the_model(mini_dataset, student, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert evaluate(["--checkpoint", student, "--data-root", str(mini_dataset), "--split", "test", "--workers", "0",
