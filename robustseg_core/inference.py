@@ -224,9 +224,9 @@ class Segmenter:
                 reference = max(present_images, key=lambda image: image.shape[0] * image.shape[1])
             output_size = tuple(reference.shape[:2])
         left_out: dict[str, str] = {}
-        if self.fusion == "validated":
-            given = [m for m in self.modalities if images.get(m) is not None]
-            fused = fused_subset(given, self.metadata.validation_miou, self.fusion_min_gain) if given else ()
+        given = [m for m in self.modalities if images.get(m) is not None]
+        if self.fusion == "validated" and given:  # none given: prepare says so
+            fused = fused_subset(given, self.metadata.validation_miou, self.fusion_min_gain)
             left_out = left_out_reasons(given, fused, self.metadata.validation_miou)
             images = {m: image for m, image in images.items() if m not in left_out}
         tensor, present = self.prepare(images, *output_size)

@@ -83,6 +83,8 @@ def test_the_segmenter_fuses_the_validated_subset_and_reports_what_it_left_out(s
                                                "validation, RDEL 28.00 %")
     assert "event" not in result.agreement
     assert validated.predict({"depth": images["depth"], "rgb": images["rgb"]}).left_out == {}
+    with pytest.raises(ValueError, match="no modality present"):
+        validated.predict({"rgb": None}, output_size=(48, 64))
     validated.use_fusion("all")
     assert validated.predict(images).present == (True, True, True, True)
 
