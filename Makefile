@@ -95,8 +95,14 @@ student-results: $(BENCH_DATA)/meta.json
 	$(VENV)/bin/evaluate --checkpoint $(STUDENT_RUN)/best.pt --data-root $(BENCH_DATA) --split test --robustness \
 		--json $(STUDENT_RUN)/eval_test.json --markdown $(STUDENT_RUN)/eval_test.md
 
+# The student of student-results with its head BatchNorm statistics recalibrated (recalibrate_bn, as the shipped
+# one), shipped when it beats the shipped one.
 shipped-student: student-results
-	$(MAKE) ship-student STUDENT_RUN=$(STUDENT_RUN)
+	$(MAKE) $(STUDENT_RUN)_bn/eval_test.json
+	$(MAKE) ship-student STUDENT_RUN=$(STUDENT_RUN)_bn
+
+$(STUDENT_RUN)_bn/eval_test.json: $(STUDENT_RUN)/best.pt
+	$(call recalibrate_and_evaluate,$(STUDENT_RUN)/best.pt)
 
 # Ship the evaluated student of STUDENT_RUN when it beats the shipped one on test (RDEL and the mean of 15), e.g.
 # `make ship-student STUDENT_RUN=runs/long/SPCR_seed0` after `make long-schedules`.
