@@ -4,7 +4,8 @@ The segmentor fuses by the mean over the modalities it is given, each with weigh
 trained with modality dropout makes every modality's features usable alone, so a weak modality (events,
 about 12 % mIoU alone on the generated benchmark) enters the mean with the weight of a strong one (depth,
 about 32 %) and can pull the fused features away from what the others agree on: the shipped student scores
-lower with all four modalities than without events (docs/results.md, "Fusing what validation ranks best").
+lower with all four modalities than without events (docs/results.md, "Recalibrated BatchNorm statistics and
+the validated fusion policy").
 
 The ``validated`` policy uses what every trained checkpoint already carries: its mIoU on the validation
 split for each of the 15 combinations (``meta.scores``, ``miou_<letters>``). Given the modalities present
@@ -19,11 +20,18 @@ import itertools
 from collections.abc import Mapping, Sequence
 
 from .classes import combination_name
+from .errors import UserError
 
 #: ``all``: fuse every present modality (the paper's behaviour); ``validated``: the best subset by validation.
 FUSION_POLICIES: tuple[str, ...] = ("all", "validated")
 #: How the reason for a present modality that the policy did not fuse begins.
 LEFT_OUT = "left out by the validated fusion policy"
+#: Validation mIoU points a subset must gain over all present modalities before the policy uses it.
+DEFAULT_MIN_GAIN = 0.5
+
+
+class FusionPolicyError(UserError, ValueError):
+    """A fusion policy that cannot run: an unknown name, a negative gain, or scores the model does not carry."""
 
 
 def validation_miou(scores: Mapping[str, float] | None) -> dict[str, float]:
@@ -42,16 +50,16 @@ def missing_combinations(modalities: Sequence[str], validation: Mapping[str, flo
 
 def check_fusion_policy(policy: str, min_gain: float, modalities: Sequence[str],
                         validation: Mapping[str, float], source: str) -> None:
-    """``ValueError`` naming the problem when ``policy`` cannot run on a model of ``modalities`` whose
+    """``FusionPolicyError`` naming the problem when ``policy`` cannot run on a model of ``modalities`` whose
     validation mIoU per combination is ``validation`` (read from ``source``)."""
     if policy not in FUSION_POLICIES:
-        raise ValueError(f"fusion policy {policy!r}: expected one of {', '.join(FUSION_POLICIES)}")
+        raise FusionPolicyError(f"fusion policy {policy!r}: expected one of {', '.join(FUSION_POLICIES)}")
     if not min_gain >= 0.0:
-        raise ValueError(f"fusion min_gain: must be >= 0 mIoU points, got {min_gain}")
+        raise FusionPolicyError(f"fusion min_gain: must be >= 0 mIoU points, got {min_gain}")
     if policy == "validated":
         missing = missing_combinations(modalities, validation)
         if missing:
-            raise ValueError(
+            raise FusionPolicyError(
                 f"{source}: the validated fusion policy needs the validation mIoU of every modality combination, and "
                 f"the model carries none for {', '.join(missing)} (a teacher, or a file from an older export); use "
                 "the fusion policy 'all'")

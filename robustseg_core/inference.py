@@ -20,7 +20,7 @@ from .classes import MODALITIES
 from .data.transforms import eval_size, resize_modality, resize_nearest
 from .deploy.backends import load_backend
 from .deploy.metadata import ModelMetadata
-from .fusion_policy import check_fusion_policy, fused_subset, left_out_reasons
+from .fusion_policy import DEFAULT_MIN_GAIN, check_fusion_policy, fused_subset, left_out_reasons
 from .models import MISSING_CONVENTIONS, apply_missing_convention
 from .sensors.normalization import preprocess_stack
 
@@ -127,7 +127,7 @@ class Segmenter:
         backend: str = "torch",
         onnx_file: str | Path | None = None,
         fusion: str = "all",
-        fusion_min_gain: float = 0.5,
+        fusion_min_gain: float = DEFAULT_MIN_GAIN,
     ) -> None:
         check_convention(convention)  # these two before a backend that may take long to load
         check_fusion_policy(fusion, fusion_min_gain, (), {}, "")  # the name and min_gain only: no model yet
@@ -149,11 +149,13 @@ class Segmenter:
         check_convention(convention)
         self.convention: str = self.metadata.missing_convention if convention in (None, "auto") else convention
 
-    def use_fusion(self, policy: str, min_gain: float = 0.5) -> None:
-        """Fuse the given modalities by ``policy`` ("all" or "validated", see ``fusion_policy``); ``ValueError``
-        when the model carries no validation mIoU for some combination the validated policy needs."""
+    def use_fusion(self, policy: str, min_gain: float) -> None:
+        """Fuse the given modalities by ``policy`` ("all" or "validated", see ``fusion_policy``) with ``min_gain``
+        (validation mIoU points); ``FusionPolicyError`` (a ``ValueError``), nothing changed, when the model
+        carries no validation mIoU for some combination the validated policy needs. Safe while another thread
+        predicts: both values change at once."""
         check_fusion_policy(policy, min_gain, self.modalities, self.metadata.validation_miou, self.metadata.source)
-        self.fusion, self.fusion_min_gain = policy, min_gain
+        self.fusion = (policy, min_gain)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (height, width) for a camera frame of (height, width)."""
@@ -225,8 +227,9 @@ class Segmenter:
             output_size = tuple(reference.shape[:2])
         left_out: dict[str, str] = {}
         given = [m for m in self.modalities if images.get(m) is not None]
-        if self.fusion == "validated" and given:  # none given: prepare says so
-            fused = fused_subset(given, self.metadata.validation_miou, self.fusion_min_gain)
+        policy, min_gain = self.fusion  # one read: a live change applies to whole frames
+        if policy == "validated" and given:  # none given: prepare says so
+            fused = fused_subset(given, self.metadata.validation_miou, min_gain)
             left_out = left_out_reasons(given, fused, self.metadata.validation_miou)
             images = {m: image for m, image in images.items() if m not in left_out}
         tensor, present = self.prepare(images, *output_size)

@@ -170,6 +170,7 @@ def sensor_status_array(output: FrameOutput, topic_names: Mapping[str, str]) -> 
         else:
             message = output.reasons.get(modality, "absent")
             level = _absence_level(message, health)
+            message += f"; {output.notes[modality]}" if modality in output.notes else ""  # DEGRADED, then left out
         statuses.append(_status(f"{DIAGNOSTIC_PREFIX}{sensor}", level, message, topic_names[sensor], values))
     return DiagnosticArray(header=Header(stamp=output.header.stamp, frame_id=output.header.frame_id), status=statuses)
 

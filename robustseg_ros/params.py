@@ -25,7 +25,7 @@ import yaml
 
 from robustseg_core.deploy.backends import BACKENDS
 from robustseg_core.errors import UsageError
-from robustseg_core.fusion_policy import FUSION_POLICIES
+from robustseg_core.fusion_policy import DEFAULT_MIN_GAIN, FUSION_POLICIES
 from robustseg_core.inference import CONVENTION_CHOICES, Segmenter
 from robustseg_core.yaml_file import read_yaml
 from robustseg_core.sensors import R_BODY_OPTICAL, make_transform, quaternion_to_rotation, rotation_rpy
@@ -120,7 +120,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                           "(the subset the model scored best with on its validation split, when it "
                                           "beats all of them by more than fusion_min_gain; the others are reported "
                                           "as left out, level OK on ~/sensor_status) (live).", live=True),
-    ParameterSpec("fusion_min_gain", 0.5, "mIoU points (validation) a subset must gain over all fresh inputs before "
+    ParameterSpec("fusion_min_gain", DEFAULT_MIN_GAIN, "mIoU points (validation) a subset must gain over all fresh inputs before "
                                           "fusion_policy validated leaves the rest out; >= 0 (live).", live=True),
     ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
     ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),

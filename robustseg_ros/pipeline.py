@@ -108,8 +108,8 @@ def error_kind(error: MessageError, prefix: str = "") -> str:
 class PerceptionPipeline:
     """Sync, health, encoding and inference of the perception node, fed with messages and node-clock times.
 
-    ``segmenter``: a ``robustseg_core.inference.Segmenter`` (or anything with ``predict``,
-    ``modalities``, ``class_names`` and ``device``); ``logger``: anything with ``warning`` and ``info``
+    ``segmenter``: a ``robustseg_core.inference.Segmenter`` (or anything with ``predict``, ``use_fusion``,
+    ``use_convention``, ``modalities``, ``class_names`` and ``device``), set to the parameters' fusion policy; ``logger``: anything with ``warning`` and ``info``
     (rclpy or logging loggers); ``lidar_extrinsic_lookup(lidar_frame, camera_frame, stamp_s)``: when set,
     returns T_cam_lidar (4x4) for a cloud or raises ``LookupError`` (the node sets it to a tf2 lookup);
     ``topic_names``: sensor (and "camera_info") -> resolved topic name for logs and diagnostics (default: the
@@ -125,6 +125,7 @@ class PerceptionPipeline:
         self.params = params
         self.topic_names = {**params.topics(), **(topic_names or {})}
         self.segmenter = segmenter
+        segmenter.use_fusion(params["fusion_policy"], params["fusion_min_gain"])
         self.logger = logger or logging.getLogger("robustseg_ros.pipeline")
         self.lidar_extrinsic_lookup = lidar_extrinsic_lookup
         self.model_modalities = tuple(segmenter.modalities)
@@ -546,10 +547,11 @@ class PerceptionPipeline:
 
     def apply_live_params(self, params: PerceptionParams, now: float) -> None:
         """Take new values of the live parameters (``params.LIVE_PARAMETERS``): the outputs read ``params`` per
-        frame, the segmenter gets ``missing_convention``, each sensor its health thresholds, and a sensor switched
-        on or off joins or leaves sync and health (its health starts afresh), and the content-quality judges
-        follow ``health.quality_checks`` and the ``health.degraded_*`` settings (a judge that stays keeps its
-        history). ``ValueError``, with nothing changed, when no enabled input would feed the model."""
+        frame, the segmenter gets ``missing_convention``, ``fusion_policy`` and ``fusion_min_gain``, each sensor
+        its health thresholds, a sensor switched on or off joins or leaves sync and health (its health starts
+        afresh), and the content-quality judges follow ``health.quality_checks`` and the ``health.degraded_*``
+        settings (a judge that stays keeps its history). ``ValueError``, with nothing changed, when no enabled
+        input would feed the model or the model cannot serve the fusion policy."""
         active = tuple(sensor for sensor in SENSORS
                        if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
         if not active:

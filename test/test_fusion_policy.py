@@ -1,4 +1,4 @@
-"""Fusing what validation ranks best (``fusion_policy``), and the head BatchNorm recalibration (``recalibrate_bn``)."""
+"""The validated fusion policy (``fusion_policy``) and the head BatchNorm recalibration (``recalibrate_bn``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from robustseg_core.deploy.metadata import ModelMetadata
 from robustseg_core.evaluation.anymodal import COMBINATIONS, fused_combinations
 from robustseg_core.evaluation.evaluate import cli as evaluate
-from robustseg_core.fusion_policy import check_fusion_policy, fused_subset, validation_miou
+from robustseg_core.errors import UserError
+from robustseg_core.fusion_policy import FusionPolicyError, check_fusion_policy, fused_subset, validation_miou
 from robustseg_core.inference import Segmenter
 from robustseg_core.models import build_segmentor
 from robustseg_core.models.checkpoint import build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint
@@ -60,6 +61,7 @@ def test_the_validated_subset_leaves_out_what_lowers_the_validation_miou():
 
 
 def test_the_policy_needs_every_combination_and_says_which_are_missing():
+    assert issubclass(FusionPolicyError, UserError) and issubclass(FusionPolicyError, ValueError)
     parsed = validation_miou({"miou_RD": 30.0, "miou_present_RD": 31.0, "score": 20.0})
     assert parsed == {"RD": 30.0}
     with pytest.raises(ValueError, match=r"carries none for R, D, RE"):
@@ -85,16 +87,16 @@ def test_the_segmenter_fuses_the_validated_subset_and_reports_what_it_left_out(s
     assert validated.predict({"depth": images["depth"], "rgb": images["rgb"]}).left_out == {}
     with pytest.raises(ValueError, match="no modality present"):
         validated.predict({"rgb": None}, output_size=(48, 64))
-    validated.use_fusion("all")
+    validated.use_fusion("all", 0.5)
     assert validated.predict(images).present == (True, True, True, True)
 
     teacher = make_student(tmp_path / "teacher.pt", {"RDEL": 40.0})
-    with pytest.raises(ValueError, match="teacher.pt: the validated fusion policy needs .* carries none for R, D"):
-        Segmenter(teacher, device="cpu", fusion="validated")
+    with pytest.raises(FusionPolicyError, match="teacher.pt: the validated fusion policy needs .* carries none for R, D"):
+        Segmenter(teacher, device="cpu", fusion="validated")  # a UserError: commands print it as one line
     segmenter = Segmenter(teacher, device="cpu")
     with pytest.raises(ValueError, match="carries none"):
-        segmenter.use_fusion("validated")
-    assert segmenter.fusion == "all", "a refused policy changes nothing"
+        segmenter.use_fusion("validated", 0.5)
+    assert segmenter.fusion == ("all", 0.5), "a refused policy changes nothing"
 
 
 def test_exported_metadata_carries_the_validation_scores(student):
@@ -156,6 +158,7 @@ def test_recalibrated_statistics_are_those_of_the_complete_inputs_on_the_trainin
     assert set(model.state_dict()) - unchanged == {"head.fuse.1.running_mean", "head.fuse.1.running_var"}
     meta = state["meta"]
     assert set(validation_miou(meta["scores"])) == set(COMBINATIONS), "fresh validation scores for every combination"
+    assert meta["scores"]["score"] == pytest.approx(sum(validation_miou(meta["scores"]).values()) / 15)
     assert meta["recalibrated_from"]["path"] == student and meta["recalibrated_from"]["scores"]["miou_RDEL"] == 28.0
     assert meta["recalibrated_from"]["statistics"]["frames"] == 6 and meta["command"].startswith("recalibrate_bn ")
 

@@ -240,8 +240,7 @@ def test_the_validated_fusion_policy_leaves_a_healthy_sensor_out_and_says_why(tm
     save_checkpoint(path, {"model": model.state_dict(), "architecture": model.architecture,
                            "meta": checkpoint_meta({"data": {"eval_size": 64}}, scores=scores)})
     params = PerceptionParams({**drive_parameters(drive), "fusion_policy": "validated"})
-    segmenter = Segmenter(path, device="cpu", fusion=params["fusion_policy"], fusion_min_gain=params["fusion_min_gain"])
-    pipeline = PerceptionPipeline(params, segmenter)
+    pipeline = PerceptionPipeline(params, Segmenter(path, device="cpu"))  # takes the parameters' policy
     output = pipeline.process(feed(pipeline, drive_messages(frame), frame.stamp + LATENCY_S))
     assert output.fed == ("rgb", "depth", "lidar") and "event" in output.encoded
     assert output.reasons == {"event": "left out by the validated fusion policy: RDL scored 30.00 % mIoU on "
@@ -260,7 +259,7 @@ def test_a_fusion_policy_the_model_cannot_serve_is_refused_with_nothing_changed(
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
     with pytest.raises(ValueError, match="carries none for R, D, E, L, RD"):
         pipeline.apply_live_params(pipeline.params.with_changes({"fusion_policy": "validated"}, configured=True), 1.0)
-    assert pipeline.params["fusion_policy"] == "all" and segmenter.fusion == "all"
+    assert pipeline.params["fusion_policy"] == "all" and segmenter.fusion == ("all", 0.5)
     with pytest.raises(ValueError, match="fusion_min_gain: must be >= 0"):
         pipeline.params.with_changes({"fusion_min_gain": -0.5})
 

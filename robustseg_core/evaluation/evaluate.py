@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, resolve_device
 from ..output_folder import check_writable
 from ..deploy.metadata import ModelMetadata
-from ..fusion_policy import FUSION_POLICIES, check_fusion_policy
+from ..fusion_policy import DEFAULT_MIN_GAIN, FUSION_POLICIES, FusionPolicyError, check_fusion_policy
 from .anymodal import (COMBINATIONS, FULL_COMBINATION, evaluate_combinations, fused_combinations, fusion_policy_table,
                        markdown_table, summarize, summarize_fusion_policy)
 from .robustness import evaluate_robustness, robustness_markdown
@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fusion-policy", default="all", choices=FUSION_POLICIES,
                         help="also report each combination as the node's fusion_policy would fuse it: validated = the "
                              "subset the checkpoint scored best with on validation (needs all 15 combinations)")
-    parser.add_argument("--fusion-min-gain", type=float, default=0.5,
+    parser.add_argument("--fusion-min-gain", type=float, default=DEFAULT_MIN_GAIN,
                         help="validation mIoU points a subset must gain before the validated policy uses it")
     parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the RMM and NM noise")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         validation = ModelMetadata.from_checkpoint(checkpoint, args.checkpoint).validation_miou
         try:
             check_fusion_policy(args.fusion_policy, args.fusion_min_gain, model.modalities, validation, args.checkpoint)
-        except ValueError as error:
+        except FusionPolicyError as error:
             raise UsageError(str(error)) from None
         chosen = fused_combinations(validation, args.fusion_min_gain)
     model.to(device).eval()

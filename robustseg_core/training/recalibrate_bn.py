@@ -1,7 +1,7 @@
 """``recalibrate_bn``: the head's BatchNorm statistics of a trained model, recomputed for complete inputs.
 
     recalibrate_bn --checkpoint runs/long200/SPCR_seed0/best.pt --data-root data/sim128 \\
-        --out runs/long200/SPCR_seed0/best_bn.pt
+        --out runs/long200_bn/SPCR_seed0/best.pt
 
 Why. The segmentor has one BatchNorm, in the head's fuse layer, and it normalises the fused features
 with running statistics (an exponential moving average, momentum 0.1) gathered during training. A
@@ -15,8 +15,9 @@ What. With the weights frozen and the model in eval mode, one pass over ``--spli
 frames by default) at the evaluation transform, with the modalities of ``--combination`` (all four by
 default) present, gives the exact mean and (population) variance over every pixel of the BatchNorm's
 input, per channel, in float64. They replace the running statistics; nothing else changes. The
-validation scores stored in the checkpoint (``meta.scores``, which ``fusion_policy: validated`` and
-``best.pt`` selection read) are measured again on ``--val-split``, and ``meta.recalibrated_from`` names
+validation scores stored in the checkpoint (``meta.scores``, which ``fusion_policy: validated`` reads) are
+measured again on the validation split, for all 15 combinations (``score`` stays the mean over the
+combinations the run validated on, RDEL alone for a teacher), and ``meta.recalibrated_from`` names
 the input (path, SHA-256, epoch, the command that trained it, its validation scores). This is the
 "precise BatchNorm" idea (population statistics after training instead of the moving average), a step
 the paper does not have: docs/method.md lists it with the other departures.
@@ -89,7 +90,7 @@ def input_statistics(model: nn.Module, loader: DataLoader, device: torch.device,
     return mean, variance, frames
 
 
-def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "train", val_split: str = "val",
+def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "train",
                 combination: str = FULL_COMBINATION, batch_size: int = 8, workers: int = 2, device: str = "auto",
                 command: str = "") -> dict:
     """Write ``checkpoint`` with its head BatchNorm statistics recomputed (module docstring) to ``out``; returns
@@ -116,7 +117,9 @@ def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "t
     layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
     layer.running_var.copy_(variance.to(layer.running_var.dtype))
     context = DistributedContext(rank=0, world_size=1, local_rank=0, device=device)
-    scores = validate(model, loader(val_split), context, COMBINATIONS)
+    scores = validate(model, loader("val"), context, COMBINATIONS)
+    validated_on = list(validation_miou(meta.get("scores"))) or list(COMBINATIONS)
+    scores["score"] = sum(scores[f"miou_{name}"] for name in validated_on) / len(validated_on)
     meta["recalibrated_from"] = {
         "path": str(checkpoint), "sha256": file_sha256(checkpoint), "epoch": state.get("epoch", -1),
         "command": meta.get("command", ""), "scores": meta.get("scores", {}),
@@ -146,8 +149,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="the recalibrated checkpoint (written atomically)")
     parser.add_argument("--split", default="train", choices=("train", "val"),
                         help="frames the statistics come from (default: train)")
-    parser.add_argument("--val-split", default="val", choices=("val", "test"),
-                        help="split the stored validation scores are measured on (default: val)")
     parser.add_argument("--combination", default=FULL_COMBINATION, choices=COMBINATIONS, metavar="COMBINATION",
                         help=f"modalities present while gathering the statistics (default: {FULL_COMBINATION})")
     parser.add_argument("--batch-size", type=positive_int, default=8)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UsageError(f"--out {args.out}: is the input checkpoint; write the recalibrated one elsewhere")
     check_writable(args.out.parent)
     command = "recalibrate_bn " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = recalibrate(args.checkpoint, args.data_root, args.out, split=args.split, val_split=args.val_split,
+    result = recalibrate(args.checkpoint, args.data_root, args.out, split=args.split,
                          combination=args.combination, batch_size=args.batch_size, workers=args.workers,
                          device=args.device, command=command)
     before = result["meta"]["recalibrated_from"]["scores"]
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {args.out}: head BatchNorm statistics over {statistics['frames']} {args.split} frames with "
           f"{args.combination}: variance / running variance {statistics['variance_ratio']:.3f} and |mean - running "
           f"mean| {statistics['mean_shift_in_std']:.3f} running std, channel means; "
-          f"{args.val_split} {FULL_COMBINATION} {before.get('miou_' + FULL_COMBINATION, float('nan')):.2f} -> "
+          f"val {FULL_COMBINATION} {before.get('miou_' + FULL_COMBINATION, float('nan')):.2f} -> "
           f"{after['miou_' + FULL_COMBINATION]:.2f}, mean of 15 {mean_of_combinations(before)} -> "
           f"{mean_of_combinations(after)}")
     return result
