@@ -10,8 +10,9 @@ the validated fusion policy").
 The ``validated`` policy uses what every trained checkpoint already carries: its mIoU on the validation
 split for each of the 15 combinations (``meta.scores``, ``miou_<letters>``). Given the modalities present
 in a frame, it fuses the subset of them that scored best on validation, and leaves the present set whole
-unless a subset beats it by more than ``min_gain`` mIoU points (the generated benchmark's
-validation split has 160 frames; smaller differences are noise). The choice depends on the present set only, so it is a lookup per frame.
+unless a subset beats it by more than ``min_gain`` mIoU points (the generated benchmark's validation
+split has 160 frames; smaller differences are noise). The choice depends on the present set only:
+``fusion_table`` makes it once for every set, and serving looks each frame up.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ def validation_miou(scores: Mapping[str, float] | None) -> dict[str, float]:
             if key.startswith("miou_") and not key.startswith("miou_present_")}
 
 
+def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities``, largest first, each in the order of ``modalities``."""
+    return [subset for size in range(len(modalities), 0, -1) for subset in itertools.combinations(modalities, size)]
+
+
 def missing_combinations(modalities: Sequence[str], validation: Mapping[str, float]) -> list[str]:
     """The combinations of ``modalities`` (letters, e.g. ``"RE"``) that ``validation`` has no mIoU for."""
-    subsets = (combination_name(subset) for size in range(1, len(modalities) + 1)
-               for subset in itertools.combinations(modalities, size))
-    return [name for name in subsets if name not in validation]
+    names = [combination_name(subset) for subset in sorted(subsets(modalities), key=len)]  # smallest first
+    return [name for name in names if name not in validation]
 
 
 def check_fusion_policy(policy: str, min_gain: float, modalities: Sequence[str],
@@ -74,11 +79,10 @@ def fused_subset(present: Sequence[str], validation: Mapping[str, float], min_ga
     """
     best, best_score = tuple(present), validation[combination_name(present)]
     threshold = best_score + min_gain
-    for size in range(len(present) - 1, 0, -1):
-        for subset in itertools.combinations(present, size):
-            score = validation[combination_name(subset)]
-            if score > threshold and (best == tuple(present) or score > best_score):
-                best, best_score = subset, score
+    for subset in subsets(present)[1:]:
+        score = validation[combination_name(subset)]
+        if score > threshold and (best == tuple(present) or score > best_score):
+            best, best_score = subset, score
     return best
 
 
@@ -88,3 +92,14 @@ def left_out_reasons(present: Sequence[str], fused: Sequence[str], validation: M
     reason = (f"{LEFT_OUT}: {fused_name} scored {validation[fused_name]:.2f} % mIoU on validation, "
               f"{present_name} {validation[present_name]:.2f} %")
     return {modality: reason for modality in present if modality not in fused}
+
+
+def fusion_table(modalities: Sequence[str], validation: Mapping[str, float],
+                 min_gain: float) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+    """For every combination of ``modalities`` (by name, e.g. ``"RDEL"``): the modalities the validated policy
+    fuses (``fused_subset``) and why each other one is left out (``left_out_reasons``)."""
+    table = {}
+    for present in subsets(modalities):
+        fused = fused_subset(present, validation, min_gain)
+        table[combination_name(present)] = (fused, left_out_reasons(present, fused, validation))
+    return table

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .classes import MODALITIES
+from .classes import MODALITIES, combination_name
 from .data.transforms import eval_size, resize_modality, resize_nearest
 from .deploy.backends import load_backend
 from .deploy.metadata import ModelMetadata
-from .fusion_policy import DEFAULT_MIN_GAIN, check_fusion_policy, fused_subset, left_out_reasons
+from .fusion_policy import DEFAULT_MIN_GAIN, check_fusion_policy, fusion_table
 from .models import MISSING_CONVENTIONS, apply_missing_convention
 from .sensors.normalization import preprocess_stack
 
@@ -154,7 +154,10 @@ class Segmenter:
         (validation mIoU points); ``FusionPolicyError`` (a ``ValueError``), nothing changed, when the model
         carries no validation mIoU for some combination the validated policy needs. Safe while another thread
         predicts: both values change at once."""
-        check_fusion_policy(policy, min_gain, self.modalities, self.metadata.validation_miou, self.metadata.source)
+        validation = self.metadata.validation_miou
+        check_fusion_policy(policy, min_gain, self.modalities, validation, self.metadata.source)
+        #: given combination -> (fused modalities, reasons); None: fuse all. One attribute, read once per frame.
+        self._fusion_table = fusion_table(self.modalities, validation, min_gain) if policy == "validated" else None
         self.fusion = (policy, min_gain)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -227,10 +230,9 @@ class Segmenter:
             output_size = tuple(reference.shape[:2])
         left_out: dict[str, str] = {}
         given = [m for m in self.modalities if images.get(m) is not None]
-        policy, min_gain = self.fusion  # one read: a live change applies to whole frames
-        if policy == "validated" and given:  # none given: prepare says so
-            fused = fused_subset(given, self.metadata.validation_miou, min_gain)
-            left_out = left_out_reasons(given, fused, self.metadata.validation_miou)
+        table = self._fusion_table  # one read: a live change applies to whole frames
+        if table is not None and given:  # none given: prepare says so
+            left_out = table[combination_name(given)][1]
             images = {m: image for m, image in images.items() if m not in left_out}
         tensor, present = self.prepare(images, *output_size)
         prepared = time.perf_counter()

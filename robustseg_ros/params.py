@@ -120,8 +120,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                                           "(the subset the model scored best with on its validation split, when it "
                                           "beats all of them by more than fusion_min_gain; the others are reported "
                                           "as left out, level OK on ~/sensor_status) (live).", live=True),
-    ParameterSpec("fusion_min_gain", DEFAULT_MIN_GAIN, "mIoU points (validation) a subset must gain over all fresh inputs before "
-                                          "fusion_policy validated leaves the rest out; >= 0 (live).", live=True),
+    ParameterSpec("fusion_min_gain", DEFAULT_MIN_GAIN,
+                  "mIoU points (validation) a subset must gain over all fresh inputs before fusion_policy validated "
+                  "leaves the rest out; >= 0 (live).", live=True),
     ParameterSpec("warmup_iterations", 2, "Dummy all-modality frames run at start-up, before subscribing; 0: none."),
     ParameterSpec("warmup_width", 640, "Image width (px) of the warm-up frames (use the camera's)."),
     ParameterSpec("warmup_height", 480, "Image height (px) of the warm-up frames (use the camera's)."),
@@ -563,8 +564,8 @@ def resolve_checkpoint(checkpoint: str) -> Path:
 def load_segmenter(params: PerceptionParams) -> tuple[Path, Segmenter]:
     """The model the parameters name and a ``Segmenter`` running it with their backend, device, precision, short
     side, missing-modality convention and fusion policy (the node and the offline evaluation build it alike);
-    returns the model file (the ONNX file when one is given) and the segmenter. An ``onnx_file`` without a ``checkpoint`` runs on
-    its own metadata; with one, the two must agree."""
+    returns the model file (the ONNX file when one is given) and the segmenter. An ``onnx_file`` without a
+    ``checkpoint`` runs on its own metadata; with one, the two must agree."""
     onnx_file = Path(params["onnx_file"]).expanduser() if params["onnx_file"] else None
     if params["backend"] == "torch" and onnx_file is not None:
         raise ParameterError("parameter onnx_file is set but backend is torch; set backend to onnxruntime, openvino "

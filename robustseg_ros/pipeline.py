@@ -108,9 +108,9 @@ def error_kind(error: MessageError, prefix: str = "") -> str:
 class PerceptionPipeline:
     """Sync, health, encoding and inference of the perception node, fed with messages and node-clock times.
 
-    ``segmenter``: a ``robustseg_core.inference.Segmenter`` (or anything with ``predict``, ``use_fusion``,
-    ``use_convention``, ``modalities``, ``class_names`` and ``device``), set to the parameters' fusion policy; ``logger``: anything with ``warning`` and ``info``
-    (rclpy or logging loggers); ``lidar_extrinsic_lookup(lidar_frame, camera_frame, stamp_s)``: when set,
+    ``segmenter``: a ``robustseg_core.inference.Segmenter`` (or alike: ``predict``, ``use_fusion``, ``use_convention``,
+    ``modalities``, ``class_names``, ``device``), set to the parameters' fusion policy; ``logger``: anything with
+    ``warning`` and ``info`` (rclpy or logging loggers); ``lidar_extrinsic_lookup(lidar_frame, camera_frame, stamp_s)``: when set,
     returns T_cam_lidar (4x4) for a cloud or raises ``LookupError`` (the node sets it to a tf2 lookup);
     ``topic_names``: sensor (and "camera_info") -> resolved topic name for logs and diagnostics (default: the
     parameters).

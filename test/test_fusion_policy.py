@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from robustseg_core.deploy.metadata import ModelMetadata
-from robustseg_core.evaluation.anymodal import COMBINATIONS, fused_combinations
+from robustseg_core.evaluation.anymodal import COMBINATIONS
 from robustseg_core.evaluation.evaluate import cli as evaluate
 from robustseg_core.errors import UserError
-from robustseg_core.fusion_policy import FusionPolicyError, check_fusion_policy, fused_subset, validation_miou
+from robustseg_core.fusion_policy import (FusionPolicyError, check_fusion_policy, fused_subset, fusion_table,
+                                         validation_miou)
 from robustseg_core.inference import Segmenter
 from robustseg_core.models import build_segmentor
 from robustseg_core.models.checkpoint import build_model_from_checkpoint, checkpoint_meta, load_checkpoint, save_checkpoint
@@ -56,8 +57,12 @@ def test_the_validated_subset_leaves_out_what_lowers_the_validation_miou():
     assert fused_subset(ALL, level, 0.0) == ALL, "a tie keeps every modality"
     level["RD"] = level["RL"] = 31.0
     assert fused_subset(ALL, level, 0.0) == ("rgb", "depth"), "among equal subsets the first found"
-    chosen = fused_combinations(scores, 0.5)
-    assert chosen["RDEL"] == "RDL" and chosen["DE"] == "D" and chosen["E"] == "E" and chosen["RD"] == "RD"
+    table = fusion_table(ALL, scores, 0.5)
+    assert set(table) == set(COMBINATIONS)
+    assert table["RDEL"][0] == ("rgb", "depth", "lidar") and table["DE"][0] == ("depth",)
+    assert table["E"] == (("event",), {}) and table["RD"] == (("rgb", "depth"), {})
+    assert table["DE"][1] == {"event": "left out by the validated fusion policy: D scored 10.00 % mIoU on validation, "
+                                       "DE 8.00 %"}
 
 
 def test_the_policy_needs_every_combination_and_says_which_are_missing():

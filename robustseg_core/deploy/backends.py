@@ -230,7 +230,7 @@ def load_backend(name: str, device: str = "auto", fp16: bool | None = None, *,
     expected = ModelMetadata.from_checkpoint(load_checkpoint(checkpoint), checkpoint) if checkpoint else None
     if onnx_file is None:
         require_module(name, "onnxruntime")  # the export is checked against torch on onnxruntime
-        onnx_file = cached_onnx(checkpoint, cache_dir or default_cache_dir())
+        onnx_file = cached_onnx(checkpoint, cache_dir or default_cache_dir(), expected)
     onnx_file = Path(onnx_file)
     metadata = read_onnx_metadata(onnx_file)
     check_metadata(metadata, expected)

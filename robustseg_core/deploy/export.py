@@ -38,7 +38,7 @@ from ..classes import combination_name
 from ..cli import console_script, positive_int
 from ..errors import UsageError, UserError, cause
 from ..models import MultimodalSegmentor
-from ..models.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint, file_sha256
 from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata, ModelMetadataError
 
 #: Tolerance of the post-export check, on every logit: |onnx - torch| <= ATOL + RTOL * |torch|.
@@ -191,16 +191,16 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
     return check
 
 
-def cached_onnx(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+def cached_onnx(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, metadata: ModelMetadata) -> Path:
     """The verified ONNX export of ``checkpoint`` in ``cache_dir`` (``<sha256 prefix>.onnx``), exported now
-    when absent or stale (its stored metadata, checkpoint hash included, differs from the checkpoint's now, as
-    after an upgrade that stores more metadata)."""
+    when absent or stale (its stored metadata differs from ``metadata``, the checkpoint's, with the checkpoint
+    hash: another checkpoint, or an upgrade that stores more metadata)."""
     from .metadata import read_onnx_metadata
 
     sha256 = file_sha256(checkpoint)
     path = Path(cache_dir) / f"{Path(checkpoint).stem}-{sha256[:16]}.onnx"
     if path.is_file():
-        expected = replace(ModelMetadata.from_checkpoint(load_checkpoint(checkpoint), checkpoint), checkpoint_sha256=sha256)
+        expected = replace(metadata, checkpoint_sha256=sha256)
         try:
             if read_onnx_metadata(path) == expected:
                 return path

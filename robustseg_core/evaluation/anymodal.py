@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..classes import MODALITIES, MODALITY_LETTERS, NUM_CLASSES, combination_name
-from ..fusion_policy import fused_subset
 from ..models import MISSING_CONVENTIONS
 from .metrics import ConfusionMatrix
 
@@ -111,24 +110,15 @@ def markdown_table(summary: dict, metric: str = "miou") -> str:
     return "\n".join([header, rule, *rows])
 
 
-def fused_combinations(validation: Mapping[str, float], min_gain: float) -> dict[str, str]:
-    """Combination given -> combination fused under the validated fusion policy (``fusion_policy.fused_subset``),
-    for each of ``COMBINATIONS``; ``validation``: the model's validation mIoU per combination."""
-    chosen = {}
-    for name in COMBINATIONS:
-        given = [modality for modality, letter in zip(MODALITIES, MODALITY_LETTERS) if letter in name]
-        chosen[name] = combination_name(fused_subset(given, validation, min_gain))
-    return chosen
-
-
-def summarize_fusion_policy(summary: dict, chosen: Mapping[str, str]) -> dict:
-    """Per convention, what each given combination scores when only ``chosen[name]`` of it is fused: ``{"combinations":
-    {name: {"fused": chosen name, "miou": ...}}, "mean_miou": ...}``, read off ``summarize``'s results (which must
-    hold every chosen combination)."""
+def summarize_fusion_policy(summary: dict, table: Mapping[str, tuple]) -> dict:
+    """Per convention, what each of ``COMBINATIONS`` scores when only what the validated policy keeps of it is
+    fused (``table``: ``fusion_policy.fusion_table``): ``{"combinations": {name: {"fused": fused name, "miou":
+    ...}}, "mean_miou": ...}``, read off ``summarize``'s results (which must hold all 15 combinations)."""
     policy = {}
     for convention, results in summary.items():
+        fused_names = {name: combination_name(table[name][0]) for name in COMBINATIONS}
         combinations = {name: {"fused": fused, "miou": results["combinations"][fused]["miou"]}
-                        for name, fused in chosen.items()}
+                        for name, fused in fused_names.items()}
         policy[convention] = {"combinations": combinations,
                               "mean_miou": sum(entry["miou"] for entry in combinations.values()) / len(combinations)}
     return policy

@@ -25,9 +25,9 @@ from ..errors import UsageError
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, resolve_device
 from ..output_folder import check_writable
 from ..deploy.metadata import ModelMetadata
-from ..fusion_policy import DEFAULT_MIN_GAIN, FUSION_POLICIES, FusionPolicyError, check_fusion_policy
-from .anymodal import (COMBINATIONS, FULL_COMBINATION, evaluate_combinations, fused_combinations, fusion_policy_table,
-                       markdown_table, summarize, summarize_fusion_policy)
+from ..fusion_policy import DEFAULT_MIN_GAIN, FUSION_POLICIES, FusionPolicyError, check_fusion_policy, fusion_table
+from .anymodal import (COMBINATIONS, FULL_COMBINATION, evaluate_combinations, fusion_policy_table, markdown_table,
+                       summarize, summarize_fusion_policy)
 from .robustness import evaluate_robustness, robustness_markdown
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             check_fusion_policy(args.fusion_policy, args.fusion_min_gain, model.modalities, validation, args.checkpoint)
         except FusionPolicyError as error:
             raise UsageError(str(error)) from None
-        chosen = fused_combinations(validation, args.fusion_min_gain)
+        chosen = fusion_table(model.modalities, validation, args.fusion_min_gain)
     model.to(device).eval()
     if tuple(model.modalities) != MODALITIES:
         raise CheckpointError(f"{args.checkpoint}: evaluate measures the combinations of {', '.join(MODALITIES)} in "

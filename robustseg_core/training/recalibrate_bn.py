@@ -107,13 +107,15 @@ def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "t
         raise CheckpointError(f"{checkpoint}: no data.eval_size in its config")
 
     def loader(name: str) -> DataLoader:
-        dataset = DeliverDataset(data_root, name, modalities=model.modalities, transform=EvalTransform(eval_size, model.modalities))
+        transform = EvalTransform(eval_size, model.modalities)
+        dataset = DeliverDataset(data_root, name, modalities=model.modalities, transform=transform)
         return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
 
     mean, variance, frames = input_statistics(model, loader(split), device, combination)
     layer = head_batchnorm(model)
-    shift = {"variance_ratio": float((variance / layer.running_var.double()).mean()),
-             "mean_shift_in_std": float(((mean - layer.running_mean.double()).abs() / layer.running_var.double().sqrt()).mean())}
+    running_mean, running_var = layer.running_mean.double(), layer.running_var.double()
+    shift = {"variance_ratio": float((variance / running_var).mean()),
+             "mean_shift_in_std": float(((mean - running_mean).abs() / running_var.sqrt()).mean())}
     layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
     layer.running_var.copy_(variance.to(layer.running_var.dtype))
     context = DistributedContext(rank=0, world_size=1, local_rank=0, device=device)
