@@ -242,6 +242,10 @@ runs/long160/SPCR_seed%/eval_test.json:
 long-spcr-240: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long200,$(LONG_SEEDS))
 	$(call continue_spcr,runs/long200,runs/long240,runs/long80,240,$(LONG_SEEDS))
 
+# The 240-epoch SPCR of long-spcr-240 continued to 280 epochs, in a copy.
+long-spcr-280: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long240,$(LONG_SEEDS))
+	$(call continue_spcr,runs/long240,runs/long280,runs/long80,280,$(LONG_SEEDS))
+
 # $(call recalibrate_and_evaluate,CHECKPOINT): the head BatchNorm statistics of CHECKPOINT recomputed over complete
 # inputs on the training frames (recalibrate_bn) into the folder of the target, then the test evaluation (the
 # target) with the validated fusion policy reported beside the model (docs/results.md, "Recalibrated BatchNorm").
@@ -275,10 +279,21 @@ runs/long240_bn/SPCR_seed%/eval_test.json: runs/long240/SPCR_seed%/eval_test.jso
 runs/long240/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-240
 
+# The 280-epoch SPCR of each of LONG_SEEDS, recalibrated and evaluated as above.
+long-spcr-280-bn: $(foreach seed,$(LONG_SEEDS),runs/long280_bn/SPCR_seed$(seed)/eval_test.json \
+	runs/long80_bn/teacher_seed$(seed)/eval_test.json)
+
+runs/long280_bn/SPCR_seed%/eval_test.json: runs/long280/SPCR_seed%/eval_test.json
+	$(call recalibrate_and_evaluate,runs/long280/SPCR_seed$*/best.pt)
+
+runs/long280/SPCR_seed%/eval_test.json:
+	$(MAKE) long-spcr-280
+
 # A stage's results are written by the training runs themselves: make never deletes them.
 .PRECIOUS: runs/long/SPCR_seed%/eval_test.json runs/long80/SPCR_seed%/eval_test.json \
 	runs/long120/SPCR_seed%/eval_test.json runs/long160/SPCR_seed%/eval_test.json \
-	runs/long200/SPCR_seed%/eval_test.json runs/long240/SPCR_seed%/eval_test.json
+	runs/long200/SPCR_seed%/eval_test.json runs/long240/SPCR_seed%/eval_test.json \
+	runs/long280/SPCR_seed%/eval_test.json
 
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
@@ -300,5 +315,6 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-200 long-spcr-200-bn long-spcr-240 long-spcr-240-bn ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-200 long-spcr-200-bn long-spcr-240 long-spcr-240-bn long-spcr-280 \
+	long-spcr-280-bn ablation-from-teacher \
 	distill-variants
