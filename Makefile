@@ -224,27 +224,8 @@ long-spcr-extended: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long80,$(LO
 runs/long80/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr
 
-# The 120-epoch SPCR of long-spcr-extended continued to 160 epochs, in a copy.
-long-spcr-160: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long120,$(LONG_SEEDS))
-	$(call continue_spcr,runs/long120,runs/long160,runs/long80,160,$(LONG_SEEDS))
-
 runs/long120/SPCR_seed%/eval_test.json:
 	$(MAKE) long-spcr-extended
-
-# The 160-epoch SPCR of long-spcr-160 continued to 200 epochs, in a copy.
-long-spcr-200: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long160,$(LONG_SEEDS))
-	$(call continue_spcr,runs/long160,runs/long200,runs/long80,200,$(LONG_SEEDS))
-
-runs/long160/SPCR_seed%/eval_test.json:
-	$(MAKE) long-spcr-160
-
-# The 200-epoch SPCR of long-spcr-200 continued to 240 epochs, in a copy.
-long-spcr-240: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long200,$(LONG_SEEDS))
-	$(call continue_spcr,runs/long200,runs/long240,runs/long80,240,$(LONG_SEEDS))
-
-# The 240-epoch SPCR of long-spcr-240 continued to 280 epochs, in a copy.
-long-spcr-280: $(BENCH_DATA)/meta.json $(call spcr_results,runs/long240,$(LONG_SEEDS))
-	$(call continue_spcr,runs/long240,runs/long280,runs/long80,280,$(LONG_SEEDS))
 
 # $(call recalibrate_and_evaluate,CHECKPOINT): the head BatchNorm statistics of CHECKPOINT recomputed over complete
 # inputs on the training frames (recalibrate_bn) into the folder of the target, then the test evaluation (the
@@ -256,38 +237,28 @@ define recalibrate_and_evaluate
 		--robustness --fusion-policy validated --json $@ --markdown $(@D)/eval_test.md
 endef
 
-# The 200-epoch SPCR of each of LONG_SEEDS and its teacher, recalibrated and evaluated as above.
-long-spcr-200-bn: $(foreach seed,$(LONG_SEEDS),runs/long200_bn/SPCR_seed$(seed)/eval_test.json \
-	runs/long80_bn/teacher_seed$(seed)/eval_test.json)
-
-runs/long200_bn/SPCR_seed%/eval_test.json: runs/long200/SPCR_seed%/eval_test.json
-	$(call recalibrate_and_evaluate,runs/long200/SPCR_seed$*/best.pt)
-
+# The teacher of each seed's chain, recalibrated and evaluated as above (a student's -bn stage lists it beside the student).
 runs/long80_bn/teacher_seed%/eval_test.json: runs/long80/SPCR_seed%/eval_test.json
 	$(call recalibrate_and_evaluate,runs/long80/teacher_seed$*/best.pt)
 
-runs/long200/SPCR_seed%/eval_test.json:
-	$(MAKE) long-spcr-200
+# $(call spcr_stage,EPOCHS,PREVIOUS): long-spcr-EPOCHS continues the PREVIOUS-epoch SPCR of each of LONG_SEEDS to
+# EPOCHS epochs (a warm restart of its poly schedule) in a copy under runs/longEPOCHS; long-spcr-EPOCHS-bn
+# recalibrates those students and their teachers and evaluates them (recalibrate_and_evaluate).
+define spcr_stage
+long-spcr-$(1): $$(BENCH_DATA)/meta.json $$(call spcr_results,runs/long$(2),$$(LONG_SEEDS))
+	$$(call continue_spcr,runs/long$(2),runs/long$(1),runs/long80,$(1),$$(LONG_SEEDS))
 
-# The 240-epoch SPCR of each of LONG_SEEDS, recalibrated and evaluated as above (its teacher as for 200 epochs).
-long-spcr-240-bn: $(foreach seed,$(LONG_SEEDS),runs/long240_bn/SPCR_seed$(seed)/eval_test.json \
-	runs/long80_bn/teacher_seed$(seed)/eval_test.json)
+runs/long$(1)/SPCR_seed%/eval_test.json:
+	$$(MAKE) long-spcr-$(1)
 
-runs/long240_bn/SPCR_seed%/eval_test.json: runs/long240/SPCR_seed%/eval_test.json
-	$(call recalibrate_and_evaluate,runs/long240/SPCR_seed$*/best.pt)
+long-spcr-$(1)-bn: $$(foreach seed,$$(LONG_SEEDS),runs/long$(1)_bn/SPCR_seed$$(seed)/eval_test.json \
+	runs/long80_bn/teacher_seed$$(seed)/eval_test.json)
 
-runs/long240/SPCR_seed%/eval_test.json:
-	$(MAKE) long-spcr-240
-
-# The 280-epoch SPCR of each of LONG_SEEDS, recalibrated and evaluated as above.
-long-spcr-280-bn: $(foreach seed,$(LONG_SEEDS),runs/long280_bn/SPCR_seed$(seed)/eval_test.json \
-	runs/long80_bn/teacher_seed$(seed)/eval_test.json)
-
-runs/long280_bn/SPCR_seed%/eval_test.json: runs/long280/SPCR_seed%/eval_test.json
-	$(call recalibrate_and_evaluate,runs/long280/SPCR_seed$*/best.pt)
-
-runs/long280/SPCR_seed%/eval_test.json:
-	$(MAKE) long-spcr-280
+runs/long$(1)_bn/SPCR_seed%/eval_test.json: runs/long$(1)/SPCR_seed%/eval_test.json
+	$$(call recalibrate_and_evaluate,runs/long$(1)/SPCR_seed$$*/best.pt)
+endef
+LONG_STAGES := 160:120 200:160 240:200 280:240
+$(foreach stage,$(LONG_STAGES),$(eval $(call spcr_stage,$(firstword $(subst :, ,$(stage))),$(lastword $(subst :, ,$(stage))))))
 
 # A stage's results are written by the training runs themselves: make never deletes them.
 .PRECIOUS: runs/long/SPCR_seed%/eval_test.json runs/long80/SPCR_seed%/eval_test.json \
@@ -315,6 +286,6 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-200 long-spcr-200-bn long-spcr-240 long-spcr-240-bn long-spcr-280 \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-160-bn long-spcr-200 long-spcr-200-bn long-spcr-240 long-spcr-240-bn long-spcr-280 \
 	long-spcr-280-bn ablation-from-teacher \
 	distill-variants

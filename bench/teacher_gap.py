@@ -1,7 +1,7 @@
 """Each student against its own teacher on the test split: RDEL and the mean of the 15 combinations (drop
 convention), fusing every present modality and, where the evaluation has it, with the validated fusion
 policy; the gaps beside issue 10's targets (RDEL within 1.5 points of the teacher, mean of 15 at least 8
-above it) and mean ± std over the pairs.
+above it) and mean ± std over the pairs (of the students' scores and of the gaps).
 
     python bench/teacher_gap.py \\
         --pair runs/long80/teacher_seed0/eval_test.json runs/long240_bn/SPCR_seed0/eval_test.json \\
@@ -48,11 +48,10 @@ def load(path: Path) -> dict:
     return result
 
 
-def spread(values: list[float]) -> str:
-    """Mean ± sample std (the mean alone for one value)."""
-    if len(values) == 1:
-        return f"{values[0]:+.2f}"
-    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"
+def spread(values: list[float], signed: bool = True) -> str:
+    """Mean ± sample std (the mean alone for one value), with its sign when ``signed`` (a gap)."""
+    mean = f"{statistics.mean(values):+.2f}" if signed else f"{statistics.mean(values):.2f}"
+    return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| student | teacher RDEL / mean | fusion | student RDEL / mean | RDEL gap (≥ −1.5) | mean gap (≥ +8) |")
     print("|---|---|---|---|---:|---:|")
     gaps: dict[str, list[tuple[float, float]]] = {"all": [], "validated": []}
+    scores: dict[str, list[tuple[float, float]]] = {"all": [], "validated": []}
     for teacher, student_path, student in pairs:
         teacher_rdel, teacher_mean = headline(teacher, policy=False)
         for fusion in gaps:
@@ -72,13 +72,15 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             rdel_gap, mean_gap = measured[0] - teacher_rdel, measured[1] - teacher_mean
             gaps[fusion].append((rdel_gap, mean_gap))
+            scores[fusion].append(measured)
             marks = ["met" if rdel_gap >= RDEL_TARGET else "not met", "met" if mean_gap >= MEAN_TARGET else "not met"]
             print(f"| {student_path} | {teacher_rdel:.2f} / {teacher_mean:.2f} | {fusion} | {measured[0]:.2f} / "
                   f"{measured[1]:.2f} | {rdel_gap:+.2f} ({marks[0]}) | {mean_gap:+.2f} ({marks[1]}) |")
     for fusion, measured_gaps in gaps.items():
         if measured_gaps:
-            print(f"| mean over {len(measured_gaps)} | | {fusion} | | {spread([gap[0] for gap in measured_gaps])} | "
-                  f"{spread([gap[1] for gap in measured_gaps])} |")
+            rdel, mean = (spread([score[i] for score in scores[fusion]], signed=False) for i in (0, 1))
+            print(f"| mean over {len(measured_gaps)} | | {fusion} | {rdel} / {mean} | "
+                  f"{spread([gap[0] for gap in measured_gaps])} | {spread([gap[1] for gap in measured_gaps])} |")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ def test_gaps_per_pair_with_and_without_the_policy_and_their_mean(tmp_path):
     assert "| all | 36.00 / 29.50 | -2.00 (not met) | +8.50 (met) |" in rows[2]
     assert "| validated | 37.00 / 29.00 | -1.00 (met) | +8.00 (met) |" in rows[3]
     assert "| all | 35.00 / 28.50 | -3.00 (not met) | +7.50 (not met) |" in rows[4]
-    assert rows[5] == "| mean over 2 | | all | | -2.50 ± 0.71 | +8.00 ± 0.71 |"
-    assert rows[6] == "| mean over 1 | | validated | | -1.00 | +8.00 |"
+    assert rows[5] == "| mean over 2 | | all | 35.50 ± 0.71 / 29.00 ± 0.71 | -2.50 ± 0.71 | +8.00 ± 0.71 |"
+    assert rows[6] == "| mean over 1 | | validated | 37.00 / 29.00 | -1.00 | +8.00 |"
 
 
 def test_a_result_of_another_split_or_not_a_result_is_named(tmp_path):
