@@ -257,14 +257,15 @@ long-spcr-$(1)-bn: $$(foreach seed,$$(LONG_SEEDS),runs/long$(1)_bn/SPCR_seed$$(s
 runs/long$(1)_bn/SPCR_seed%/eval_test.json: runs/long$(1)/SPCR_seed%/eval_test.json
 	$$(call recalibrate_and_evaluate,runs/long$(1)/SPCR_seed$$*/best.pt)
 endef
-LONG_STAGES := 160:120 200:160 240:200 280:240
+# Each stage is EPOCHS:PREVIOUS; LONG_EPOCHS lists the EPOCHS of every stage.
+LONG_STAGES := 160:120 200:160 240:200 280:240 320:280
 $(foreach stage,$(LONG_STAGES),$(eval $(call spcr_stage,$(firstword $(subst :, ,$(stage))),$(lastword $(subst :, ,$(stage))))))
+LONG_EPOCHS := $(foreach stage,$(LONG_STAGES),$(firstword $(subst :, ,$(stage))))
 
 # A stage's results are written by the training runs themselves: make never deletes them.
 .PRECIOUS: runs/long/SPCR_seed%/eval_test.json runs/long80/SPCR_seed%/eval_test.json \
-	runs/long120/SPCR_seed%/eval_test.json runs/long160/SPCR_seed%/eval_test.json \
-	runs/long200/SPCR_seed%/eval_test.json runs/long240/SPCR_seed%/eval_test.json \
-	runs/long280/SPCR_seed%/eval_test.json
+	runs/long120/SPCR_seed%/eval_test.json \
+	$(foreach epochs,$(LONG_EPOCHS),runs/long$(epochs)/SPCR_seed%/eval_test.json)
 
 # The earlier protocol, kept for its table ("student initialised from the teacher"): teachers from
 # scratch, students from their teacher's weights (a departure from the paper).
@@ -286,6 +287,6 @@ distill-variants: $(BENCH_DATA)/meta.json
 		--student "SPC temperature 4=runs/variants/hpdm_t4/SPC_seed0/best.pt" \
 		$(foreach r,S SPCR,--student "$(r) from scratch=runs/variants/from_scratch/$(r)_seed0/best.pt")
 
-.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr long-spcr-extended long-spcr-160 long-spcr-160-bn long-spcr-200 long-spcr-200-bn long-spcr-240 long-spcr-240-bn long-spcr-280 \
-	long-spcr-280-bn ablation-from-teacher \
+.PHONY: ablation ablation-budget teacher-continued students-continued students-extended long-schedules long-extended long-spcr \
+	long-spcr-extended $(foreach epochs,$(LONG_EPOCHS),long-spcr-$(epochs) long-spcr-$(epochs)-bn) ablation-from-teacher \
 	distill-variants
