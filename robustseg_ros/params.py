@@ -210,7 +210,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "DEGRADED after this many consecutive messages of poor quality (live).", live=True),
     ParameterSpec("health.degraded_clear_s", 0.5,
                   "DEGRADED ends after this long (s) without a message of poor quality (judged more leniently "
-                  "than on entry, so the state does not flicker), or twice this long without one that is poor by "
+                  "than on entry, so the state does not flicker), or 1.5 times this long without one that is poor by "
                   "the entry test (live).", live=True),
     ParameterSpec("health.quality_history_s", 10.0,
                   "Window (s) of a sensor's own sound messages that its quality is compared with; a change that "

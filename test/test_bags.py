@@ -91,15 +91,21 @@ def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
 
 def test_sensors_that_lie_are_degraded_in_time_without_false_alarms(checkpoint, tmp_path):
     """Content faults placed with --fault after a nominal lead: each flagged DEGRADED within 0.3 s of its onset and
-    cleared within 1 s of its end, no false alarm, and the window's mIoU with and without fusing the sensor."""
+    cleared within 1 s of its end, no false alarm, and the window's mIoU with and without fusing the sensor. A fault
+    that lasts to the end of the bag is reported as not cleared by the sensor's last message, not as late."""
     bag = tmp_path / "lying"
     record(bag, "--duration", "5.0", "--faults", "none", "--fault", "underexposure:camera:1.0:1.6",
            "--fault", "jitter:lidar:2.0:2.6", "--fault", "noise:depth:2.5:3.0",
-           "--fault", "flood:events:3.5:4.0")  # event rules wait for 3 s of history
+           "--fault", "flood:events:3.5:4.0",  # event rules wait for 3 s of history
+           "--fault", "overexposure:camera:4.5:5.0")
     assert evaluate(bag, tmp_path / "evaluation", checkpoint, "--no-plots") == 0
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     faults = {fault["kind"]: fault for fault in metrics["faults"]}
-    assert set(faults) == {"underexposure", "flood", "jitter", "noise"}
+    assert set(faults) == {"underexposure", "flood", "jitter", "noise", "overexposure"}
+    at_the_end = faults.pop("overexposure")
+    assert at_the_end["degraded_delay_s"] <= 0.3 and at_the_end["clear_delay_s"] is None
+    assert at_the_end["observed_until_s"] == pytest.approx(at_the_end["end_s"], abs=0.1), "its last message"
+    assert "| not by the sensor's last message (+" in (tmp_path / "evaluation" / "report.md").read_text()
     for fault in faults.values():
         assert fault["worst_state"] == "DEGRADED", fault["name"]
         assert 0.0 <= fault["degraded_delay_s"] <= 0.3 and 0.0 <= fault["clear_delay_s"] <= 1.0, fault["name"]

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from robustseg_core.sensors.quality import camera_quality, depth_quality, event_quality, lidar_quality
-from robustseg_ros.degradation import MIN_HISTORY, QUALITY_RULES, DegradationConfig, DegradationJudge, QualityRule
+from robustseg_ros.degradation import (
+    MIN_HISTORY,
+    QUALITY_RULES,
+    RELAXED_HOLD_FACTOR,
+    DegradationConfig,
+    DegradationJudge,
+    QualityRule,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -119,9 +126,9 @@ def test_a_camera_that_goes_dark_in_daylight_is_degraded_then_clears_without_fli
     assert onset[1].baseline["contrast"] == pytest.approx(0.12), "the dark messages never enter the baseline"
     # Half-way back: the relaxed test (ratio sqrt(2.5)) still holds it, so the state does not flicker.
     halfway = {**DAY, "contrast": 0.07}
-    assert all(state.degraded for state in feed(judge, halfway, 1.4, 6))
-    back = feed(judge, DAY, 2.0, 8)
-    assert [state.degraded for state in back] == [True] * 4 + [False] * 4, "clear 0.5 s after the last bad one (1.9 s)"
+    assert all(state.degraded for state in feed(judge, halfway, 1.4, 2))
+    back = feed(judge, DAY, 1.6, 8)
+    assert [state.degraded for state in back] == [True] * 4 + [False] * 4, "clear 0.5 s after the last bad one (1.5 s)"
 
 
 def test_hysteresis_holds_the_fault_not_the_sensor():
@@ -137,13 +144,15 @@ def test_hysteresis_holds_the_fault_not_the_sensor():
     assert [state.degraded for state in calm] == [True] * 4 + [False] * 16, "cleared 0.5 s after the last flooded one"
     starved = feed(judge, {"rate": 300.0}, 6.8, 3)
     assert starved[-1].degraded and starved[-1].reasons[0].startswith("starved")
-    # A level that stays between the strict and the relaxed bound is held for 2 x clear_s after the last
-    # strict break (1.3 s here: held through 2.25 s), then it is sound: it is not hovering at the bound.
+    # A level that stays between the strict and the relaxed bound is held for RELAXED_HOLD_FACTOR x clear_s
+    # (0.75 s) after the last strict break (1.3 s here: held through 2.0 s), then it is sound: it is not hovering
+    # at the bound.
     camera = judge_camera()
     feed(camera, DAY, 0.0, MIN_HISTORY + 5)
     assert feed(camera, DARK, 1.0, 4)[-1].degraded
-    between = feed(camera, {**DAY, "contrast": 0.07}, 1.45, 20)
-    assert [state.degraded for state in between] == [True] * 9 + [False] * 11, "held through 2.25 s"
+    between = feed(camera, {**DAY, "contrast": 0.07}, 1.5, 20)
+    assert RELAXED_HOLD_FACTOR * 0.5 == 0.75
+    assert [state.degraded for state in between] == [True] * 6 + [False] * 14, "held through 2.0 s"
     assert camera.baseline(3.4)["contrast"] < 0.1, "the new level enters the baseline (median of 0.12s and 0.07s)"
 
 

@@ -167,7 +167,7 @@ def _degradation_lines(result: dict) -> list[str]:
             policies = fault["accuracy_by_policy"] or {}
             miou = {policy: f"{value['miou_present']:.2f}" for policy, value in policies.items()}
             frames = next(iter(policies.values()))["frames"] if policies else "-"
-            lines.append(f"| {fault['name']} | {_text(fault['degraded_delay_s'])} | {_text(fault['clear_delay_s'])} | "
+            lines.append(f"| {fault['name']} | {_text(fault['degraded_delay_s'])} | {_clear_text(fault)} | "
                          f"{fault['worst_state'] or '-'} | {frames} | {miou.get('configured', '-')} | "
                          f"{miou.get('fused', '-')} | {miou.get('not_fused', '-')} |")
         lines.append("")
@@ -199,3 +199,11 @@ def _degradation_lines(result: dict) -> list[str]:
 
 def _text(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _clear_text(fault: dict) -> str:
+    """The delay to clear, or how long after the fault's end the bag still showed the sensor DEGRADED."""
+    observed_until = fault.get("observed_until_s")
+    if fault["clear_delay_s"] is not None or fault["degraded_at_s"] is None or observed_until is None:
+        return _text(fault["clear_delay_s"])
+    return f"not by the sensor's last message (+{observed_until - fault['end_s']:.3f})"

@@ -326,7 +326,8 @@ class Evaluation:
         """Per fault: the sensor's last message before it (drop) or first frozen message (freeze), when the
         pipeline called the sensor STALE and the delay (s), the worst state in the window and recovery; for the
         faults of ``QUALITY_FAULT_KINDS`` also when it was called DEGRADED (and the delay from the onset), when
-        that cleared after the end (and the delay), and the window's accuracy under each of ``POLICIES``."""
+        that cleared after the end (and the delay), the sensor's last message in the bag (``observed_until_s``: a
+        clear later than that cannot be seen) and the window's accuracy under each of ``POLICIES``."""
         results = []
         for fault in self.faults:
             sensor = fault.target
@@ -361,6 +362,7 @@ class Evaluation:
             })
             if fault.kind in QUALITY_FAULT_KINDS:
                 results[-1].update(self._degradation_result(fault, history, horizon))
+                results[-1]["observed_until_s"] = times[-1] if times else None
         return results
 
     def _degradation_result(self, fault: Fault, history: list[dict], horizon: float) -> dict:
