@@ -1,14 +1,10 @@
 """bench/event_packets.py lists a recorded drive's event packets next to the camera's frame-to-frame change."""
 
-import importlib.util
-from pathlib import Path
+from bench_scripts import load_bench_script
 
 from robustseg_ros.bagtools import record_synthetic
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "event_packets.py"
-spec = importlib.util.spec_from_file_location("event_packets", SCRIPT)
-event_packets = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(event_packets)
+event_packets = load_bench_script("event_packets")
 
 
 def test_a_starved_window_shows_in_the_counts_and_bad_topics_are_one_line_errors(tmp_path, capsys):

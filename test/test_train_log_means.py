@@ -1,14 +1,9 @@
 """bench/train_log_means.py averages a run's training or validation log over a step (epoch) range."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_bench_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "train_log_means.py"
-spec = importlib.util.spec_from_file_location("train_log_means", SCRIPT)
-train_log_means = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_log_means)
+train_log_means = load_bench_script("train_log_means")
 
 
 def test_validation_scores_are_averaged_over_the_epoch_range(tmp_path, capsys):
