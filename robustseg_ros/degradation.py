@@ -156,8 +156,8 @@ class DegradationConfig:
     def __post_init__(self) -> None:
         if self.enter_after < 1:
             raise ValueError(f"enter_after must be >= 1, got {self.enter_after}")
-        if not (self.clear_s >= 0 and self.history_s > 0):
-            raise ValueError(f"need clear_s >= 0 and history_s > 0, got {self.clear_s}, {self.history_s}")
+        if not (0 <= self.clear_s < math.inf and 0 < self.history_s < math.inf):  # inf: never cleared, unbounded history
+            raise ValueError(f"need finite clear_s >= 0 and history_s > 0, got {self.clear_s}, {self.history_s}")
 
 
 @dataclass(frozen=True)

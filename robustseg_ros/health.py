@@ -23,8 +23,9 @@ States and their ``diagnostic_msgs/DiagnosticStatus`` level:
   ``max_age_s`` (every one malformed, or without a transform: "unusable: ..."; a sensor that
   publishes is not reported dead). A late message (stamped before the newest one) is a WARN anomaly
   and never makes the sensor STALE: staleness follows the newest stamp.
-* DEAD (level 2, ERROR): no message for ``dead_after_s`` ("dead: no message for ..."), or none
-  at all within ``dead_after_s`` of the start ("dead: never received ...").
+* DEAD (level 2, ERROR): no message, usable or not, for ``dead_after_s`` ("dead: no message for ..."),
+  or none at all within ``dead_after_s`` of the start ("dead: never received ..."). A sensor whose
+  unusable messages stop is STALE "unusable: the last message came X s ago, ..." until then.
 
 Age has one definition for health and synchronisation: ``now - header stamp`` decides whether a
 sensor's data can still be fused (``sync.FrameSynchronizer``) and whether it is STALE here, so a
@@ -57,6 +58,9 @@ FUTURE_STAMP = "future_stamp"
 BACKWARDS_STAMP = "backwards_stamp"
 REPEATED_STAMP = "repeated_stamp"
 STAMP_ANOMALIES = (ZERO_STAMP, FUTURE_STAMP, BACKWARDS_STAMP, REPEATED_STAMP)
+#: Conditions judged from usable messages' stamps and arrivals alone, which the synchroniser's cache shows too;
+#: the others (``"unusable"``, ``"frozen"``) only the health monitor sees.
+AGE_CONDITIONS = frozenset({"never_received", "stale", "dead"})
 
 
 def stale_reason(age_s: float, max_age_s: float) -> str:
@@ -110,7 +114,8 @@ class HealthConfig:
     * ``expected_rate_hz``: nominal publish rate; period = 1 / rate;
     * ``warn_after_periods``: WARN "late" when the last message is older than this many periods;
     * ``max_age_s``: STALE when the last message is older than this;
-    * ``dead_after_s``: DEAD when the last message (or the start, if none came) is older than this;
+    * ``dead_after_s``: DEAD when the last message, usable or not (or the start, if none came), is older
+      than this;
     * ``rate_window_s``: arrivals of the last ``rate_window_s`` give the measured rate;
     * ``min_rate_fraction``: WARN "low rate" below ``min_rate_fraction * expected_rate_hz``;
     * ``frozen_warn_repeats`` / ``frozen_stale_repeats``: WARN / STALE "frozen" when that many
@@ -349,8 +354,8 @@ class SensorHealth:
         return self.should_log(kind)
 
     def record_fusion(self, reason: str | None, now: float) -> bool:
-        """Whether this sensor's data joined the frame built at ``now`` (s): None when it did, else why not (a
-        reason other than its health: nothing within tolerance of the frame, no camera geometry). When no frame
+        """Whether this sensor's data joined the frame built at ``now`` (s): None when it did or was left out for its
+        health (its state says why), else why not (nothing within tolerance of the frame, no camera geometry). When no frame
         took it for longer than ``max_age_s`` (a slower sensor misses frames for less than its period) the
         sensor is WARN "not fused" until a frame takes it again; True the first time: log it then."""
         if reason is None:
@@ -394,23 +399,25 @@ class SensorHealth:
 
     def _age_conditions(self, now: float) -> list[_Condition]:
         config, history = self.config, self._history
-        usable_since = history.last_received_at if history.last_received_at is not None else self.started_at
-        if (history.unusable_run and now - usable_since > config.max_age_s
-                and now - history.last_unusable_at <= config.warn_after_periods * config.period_s):
-            since = ("since start" if history.last_received_at is None
-                     else f"for {now - history.last_received_at:.2f} s")
-            return [_Condition(SensorState.STALE, "unusable",
-                               f"unusable: messages arrive, but none usable {since} ({history.unusable_run} in a "
-                               "row malformed)")]
-        if history.last_received_at is None:
-            waited = now - self.started_at
-            if waited > config.dead_after_s:
-                return [_Condition(SensorState.DEAD, "dead", f"dead: never received ({waited:.2f} s since start)")]
-            return [_Condition(SensorState.STALE, "never_received", f"never received ({waited:.2f} s since start)")]
-        age = now - history.last_received_at
+        arrivals = [time for time in (history.last_received_at, history.last_unusable_at) if time is not None]
+        if not arrivals:
+            return self._never_received(now)
+        age = now - max(arrivals)  # DEAD asks whether the driver still publishes, usable or not
         if age > config.dead_after_s:
             return [_Condition(SensorState.DEAD, "dead",
                                f"dead: no message for {age:.2f} s (> {config.dead_after_s:.2f} s)")]
+        usable_since = history.last_received_at if history.last_received_at is not None else self.started_at
+        if history.unusable_run and now - usable_since > config.max_age_s:
+            since = ("since start" if history.last_received_at is None
+                     else f"for {now - history.last_received_at:.2f} s")
+            arriving = ("messages arrive" if age <= config.warn_after_periods * config.period_s
+                        else f"the last message came {age:.2f} s ago")
+            return [_Condition(SensorState.STALE, "unusable",
+                               f"unusable: {arriving}, but none usable {since} ({history.unusable_run} in a "
+                               "row malformed)")]
+        if history.last_received_at is None:  # only unusable messages, for less than max_age_s
+            return self._never_received(now)
+        age = now - history.last_received_at
         if history.last_nonzero_stamp is None or now - history.last_nonzero_stamp > config.max_age_s:
             text = ("stale: no message with a usable stamp" if history.last_nonzero_stamp is None
                     else stale_reason(now - history.last_nonzero_stamp, config.max_age_s))
@@ -430,6 +437,12 @@ class SensorHealth:
                                          f"low rate: {rate:.2f} Hz < {minimum_rate:.2f} Hz "
                                          f"({config.min_rate_fraction:.0%} of {config.expected_rate_hz:.2f} Hz)"))
         return conditions
+
+    def _never_received(self, now: float) -> list[_Condition]:
+        waited = now - self.started_at
+        if waited > self.config.dead_after_s:
+            return [_Condition(SensorState.DEAD, "dead", f"dead: never received ({waited:.2f} s since start)")]
+        return [_Condition(SensorState.STALE, "never_received", f"never received ({waited:.2f} s since start)")]
 
     def _content_conditions(self, now: float) -> list[_Condition]:
         config, history = self.config, self._history

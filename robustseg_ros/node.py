@@ -26,6 +26,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -52,6 +53,12 @@ from robustseg_ros.params import (
 )
 from robustseg_ros.pipeline import PerceptionPipeline, input_message_types
 from robustseg_ros.worker import InferenceWorker
+
+#: The public lifecycle transitions by id (lifecycle_msgs/Transition), for naming one refused by id.
+TRANSITION_LABELS = {Transition.TRANSITION_CONFIGURE: "configure", Transition.TRANSITION_CLEANUP: "cleanup",
+                     Transition.TRANSITION_ACTIVATE: "activate", Transition.TRANSITION_DEACTIVATE: "deactivate",
+                     Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: "shutdown",
+                     Transition.TRANSITION_INACTIVE_SHUTDOWN: "shutdown", Transition.TRANSITION_ACTIVE_SHUTDOWN: "shutdown"}
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -294,9 +301,11 @@ class PerceptionNode(LifecycleNode):
 
         def checked(request, response):
             available = {label: transition_id for transition_id, label, *_ in self._state_machine.available_transitions}
-            wanted = request.transition.label or request.transition.id
-            if wanted not in available and wanted not in available.values():
-                self._refused = (f"transition {wanted!r} is not allowed in state {self.lifecycle_state!r} (allowed: "
+            label, transition_id = request.transition.label, request.transition.id
+            if not (label in available if label else transition_id in available.values()):
+                wanted = repr(label) if label else (  # by id, as lifecycle managers send it
+                    f"{TRANSITION_LABELS.get(transition_id, 'unknown')!r} (id {transition_id})")
+                self._refused = (f"transition {wanted} is not allowed in state {self.lifecycle_state!r} (allowed: "
                                  f"{', '.join(available) or 'none'})")
                 self.get_logger().warning(f"refused {self._refused}; node unchanged")
                 response.success = False

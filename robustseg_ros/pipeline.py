@@ -281,8 +281,11 @@ class PerceptionPipeline:
         if ZERO_STAMP in anomalies or FUTURE_STAMP in anomalies:
             self.statistics.count_unsynchronised()
             return None
+        sync_stamp = stamp
         if modality == "event" and self.params["events.input_type"] == "packets":
             data = self._buffer_events(data, stamp, now)
+            if len(data):  # a packet stamped at its first event (dt after the stamp) covers up to its newest one
+                sync_stamp = max(stamp, float(data["t"].max()))
         if modality == "depth" and self.camera_frame_id and msg.header.frame_id not in ("", self.camera_frame_id) \
                 and self.health["depth"].should_log("frame_id"):  # used as registered to the camera all the same
             self.logger.warning(f"depth: frame_id '{msg.header.frame_id}' differs from the camera's "
@@ -303,7 +306,7 @@ class PerceptionPipeline:
         if modality == self.sync.pivot:
             return self._on_camera_frame(_PendingCameraFrame(stamp, payload, now + self.params["sync.camera_wait_s"]),
                                          now)
-        self.sync.add(modality, stamp, payload, now)
+        self.sync.add(modality, sync_stamp, payload, now)
         return self._release_camera_frame(now)
 
     def _on_camera_frame(self, pending: _PendingCameraFrame, now: float) -> FrameJob | None:
@@ -469,7 +472,7 @@ class PerceptionPipeline:
             if frame.entries[modality] is not None:
                 reason = f"not encoded: {geometry_problem}" if geometry_problem and modality in ("depth", "lidar") else None
             elif not reason.startswith(NO_MESSAGE_WITHIN):
-                continue  # absent for its health (stale, dead, degraded) or disabled: said elsewhere
+                reason = None  # absent for its health (stale, dead, degraded) or disabled: said elsewhere, ends a run
             if self.health[modality].record_fusion(reason, frame.now):
                 self.logger.warning(f"{SENSOR_OF_MODALITY[modality]}: left out of every frame for more than its max "
                                     f"age: {reason}; WARN on /diagnostics, logged once")

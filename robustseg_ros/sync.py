@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .health import stale_reason
+from .health import AGE_CONDITIONS, stale_reason
 
 #: How the reason of a modality absent because nothing was cached within its tolerance of the frame begins.
 NO_MESSAGE_WITHIN = "no message within"
@@ -306,14 +306,17 @@ class FrameSynchronizer:
         config = self.configs[modality]
         if not self._enabled[modality]:
             return "disabled"
+        unhealthy = self._unhealthy.get(modality)
+        if unhealthy is not None and unhealthy not in AGE_CONDITIONS:  # what the cache of usable messages cannot show
+            return f"unhealthy: {unhealthy}"
         latest = self.caches[modality].latest()
         if latest is None:
             return "never received"
         age = now - latest.stamp
         if age > config.max_age_s:
             return stale_reason(age, config.max_age_s)
-        if modality in self._unhealthy:
-            return f"unhealthy: {self._unhealthy[modality]}"
+        if unhealthy is not None:
+            return f"unhealthy: {unhealthy}"
         return None
 
     def _build_frame(self, stamp: float, now: float, trigger: str) -> SyncedFrame:

@@ -196,7 +196,23 @@ def test_a_sensor_that_publishes_only_unusable_messages_is_stale_not_dead():
         health.record_error("no valid depth", "every pixel is 0", last + 0.1 * (i + 1))
         health.record_unusable(last + 0.1 * (i + 1))
     assert health.status(last + 1.05).message.startswith("unusable: messages arrive, but none usable for 1.05 s")
-    assert health.status(last + 1.0 + CONFIG.dead_after_s + 0.1).state is SensorState.DEAD, "then silent"
+    gap = health.status(last + 1.6)  # a pause in the unusable messages is not death either
+    assert gap.state is SensorState.STALE and gap.message.startswith(
+        "unusable: the last message came 0.60 s ago, but none usable for 1.60 s"), gap.message
+    silent = health.status(last + 1.0 + CONFIG.dead_after_s + 0.1)
+    assert silent.state is SensorState.DEAD and silent.message.startswith(
+        f"dead: no message for {CONFIG.dead_after_s + 0.1:.2f} s"), "then silent"
+
+
+def test_unusable_messages_since_start_then_a_pause_is_not_dead():
+    """A blocked LiDAR (all-NaN clouds) since start, longer than dead_after_s, that skips 0.6 s: still STALE
+    "unusable", not DEAD "never received" (its driver publishes)."""
+    health = SensorHealth(CONFIG, started_at=0.0)
+    for i in range(70):
+        health.record_unusable(0.1 * i)
+    status = health.status(6.9 + 0.6)
+    assert status.state is SensorState.STALE and status.conditions[0] == "unusable", status.message
+    assert status.message.startswith("unusable: the last message came 0.60 s ago, but none usable since start")
 
 
 def test_monitor_and_exclusions():

@@ -45,8 +45,9 @@ def call(harness: Harness, service_type, name: str, request, timeout_s: float = 
         harness.io.destroy_client(client)
 
 
-def transition(harness: Harness, label: str) -> bool:
-    request = ChangeState.Request(transition=Transition(label=label))
+def transition(harness: Harness, label: str = "", transition_id: int = 0) -> bool:
+    """``ros2 lifecycle set`` (by label), or a lifecycle manager (by id)."""
+    request = ChangeState.Request(transition=Transition(label=label, id=transition_id))
     return call(harness, ChangeState, f"{NODE}/change_state", request).success
 
 
@@ -79,6 +80,10 @@ def test_lifecycle_transitions_load_subscribe_publish_and_free(managed):
     assert node.lifecycle_state == "unconfigured" and node.segmenter is None
     wait_for(lambda: "'activate' is not allowed in state 'unconfigured' (allowed: configure, shutdown)"
              in lifecycle_values(managed).get("last_refused_transition", ""), 5.0, "the refusal on /diagnostics")
+
+    assert not transition(managed, transition_id=Transition.TRANSITION_ACTIVATE), "by id, as nav2's manager sends it"
+    wait_for(lambda: "'activate' (id 3) is not allowed in state 'unconfigured'"
+             in lifecycle_values(managed).get("last_refused_transition", ""), 5.0, "the refusal by id, named")
 
     assert transition(managed, "configure")
     assert node.lifecycle_state == "inactive" and node.segmenter is not None

@@ -191,6 +191,24 @@ def test_rendered_event_frames_are_fed_as_they_are(segmenter, drive, frame):
     assert np.array_equal(pipeline.encode(job)[0]["event"], event_image)
 
 
+def test_event_packets_stamped_at_their_first_event_join_the_frame_they_cover(segmenter, drive, frame):
+    """event_camera_msgs' convention: header.stamp at the packet's start, t integer nanoseconds after it. The
+    packet (0.4..0.5 s) is matched to frames by its newest event, not its stamp 0.1 s before the camera's."""
+    messages = drive_messages(frame)
+    t_start = frame.event_window[0]
+    offsets = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<u4"), ("polarity", "i1")])
+    packet = np.empty(len(frame.events), dtype=offsets)
+    for name in ("x", "y", "polarity"):
+        packet[name] = frame.events[name]
+    packet["t"] = np.rint((frame.events["t"] - t_start) * 1e9)
+    messages["events"] = numpy_to_pointcloud2(packet, Header(stamp=seconds_to_stamp(t_start), frame_id="events"))
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    encoded, reasons, _ = pipeline.encode(feed(pipeline, messages, frame.stamp + LATENCY_S))
+    assert "event" in encoded and "event" not in reasons, reasons
+    reference = encode_frame(frame)["event"].astype(int)
+    assert np.abs(encoded["event"].astype(int) - reference).max() <= 1, "the same events as the data set's"
+
+
 def test_16UC1_depth_is_millimetre_quantised_so_hha_is_close_not_equal(segmenter, drive, frame):
     """16UC1 rounds depth to 1 mm and cannot carry more than 65.535 m, so parity is shown with 32FC1; within
     its range, disparity and height move by at most one level and the normal angle rarely (at depth edges)."""
@@ -285,6 +303,16 @@ def test_a_sensor_that_arrives_but_never_joins_a_frame_is_warn_on_diagnostics(se
     assert "depth" in output.fed
     depth = {item.name: item for item in pipeline.diagnostics(stamp + LATENCY_S).status}["robustseg: depth"]
     assert depth.level == OK
+
+    for step in range(12):  # depth misses frames again, then stops: STALE says why, not an old "not fused"
+        stamp += 0.1
+        if step < 6:
+            pipeline.on_depth(drive_messages(drive.frame(12 + step), stamp - 0.08)["depth"], stamp + LATENCY_S)
+        pipeline.process(feed(pipeline, drive_messages(drive.frame(12 + step), stamp), stamp + LATENCY_S,
+                              sensors=("lidar", "events", "camera")))
+    depth = {item.name: item for item in pipeline.diagnostics(stamp + LATENCY_S).status}["robustseg: depth"]
+    assert depth.level == STALE and depth.message.startswith("stale: last message") and "not fused" not in \
+        depth.message, depth.message
 
 
 def test_inputs_that_encode_to_nothing_are_reported_not_fed(segmenter, drive, frame):
@@ -567,6 +595,7 @@ def test_missing_checkpoint_says_how_to_pass_one(tmp_path):
     ("camera.height_m", -2.0, "camera.height_m: must be a finite height > 0 m"),
     ("camera.pitch_deg", float("inf"), r"camera.pitch_deg: must be an angle in \[-180, 180\] deg"),
     ("sync.camera_wait_s", float("nan"), "sync.camera_wait_s: must be a number, got nan"),
+    ("health.degraded_clear_s", float("inf"), "health.degraded_clear_s.*need finite clear_s >= 0"),
 ])
 def test_bad_parameters_are_named(name, value, message):
     with pytest.raises(ParameterError, match=message):  # a one-line error of the console script, not a traceback

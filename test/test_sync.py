@@ -202,7 +202,23 @@ def test_stale_pivot_is_dropped_and_unhealthy_modalities_excluded():
     assert sync.add("rgb", 3.04, "frozen image", received_at=3.05) is None, "an unhealthy pivot drives no frame"
     sync.add("depth", 3.4, "depth", received_at=3.4)
     frame = sync.on_timer(3.41)
-    assert frame.trigger == "timer" and frame.reasons["rgb"].startswith("stale")
+    assert frame.trigger == "timer" and frame.reasons["rgb"] == "unhealthy: frozen", "also stale, but frozen says why"
+
+
+def test_a_sensor_whose_messages_are_all_unusable_is_reported_as_unusable_not_as_silent():
+    """The health monitor sees the unusable messages the cache never holds: "unhealthy: unusable" wins over the
+    cache's "never received" or "stale", which would say the sensor stopped; age conditions keep the cache's
+    text, which has the numbers."""
+    sync = make_sync()
+    sync.set_unhealthy("lidar", "unusable")
+    frame = sync.add("rgb", 1.0, "image", received_at=1.01)
+    assert frame.reasons["lidar"] == "unhealthy: unusable"
+    sync.add("depth", 1.0, "depth", received_at=1.0)
+    sync.set_unhealthy("depth", "unusable")  # it worked, then its messages became unusable
+    frame = sync.add("rgb", 5.0, "image", received_at=5.01)
+    assert frame.reasons["depth"] == "unhealthy: unusable"
+    sync.set_unhealthy("depth", "stale")
+    assert sync.add("rgb", 5.1, "image", received_at=5.11).reasons["depth"].startswith("stale: last message 4.11 s")
 
 
 def test_deterministic_replay():
