@@ -63,7 +63,7 @@ from robustseg_ros.health import (
     excluded_modalities,
     payload_digest,
 )
-from robustseg_ros.params import MODALITY_OF_SENSOR, SENSOR_OF_MODALITY, SENSORS, PerceptionParams
+from robustseg_ros.params import MODALITY_OF_SENSOR, SENSOR_OF_MODALITY, SENSORS, ParameterError, PerceptionParams
 from robustseg_ros.sync import NO_MESSAGE_WITHIN, FrameSynchronizer, SyncedFrame
 
 #: A node clock that goes back by more than this (s) is a restarted replay: caches and health restart.
@@ -131,7 +131,7 @@ class PerceptionPipeline:
         self.model_modalities = tuple(segmenter.modalities)
         self.active_sensors = tuple(sensor for sensor in SENSORS if self.sensor_active(sensor))
         if not self.active_sensors:
-            raise ValueError(f"no enabled input feeds the model (its modalities: {', '.join(self.model_modalities)}); "
+            raise ParameterError(f"no enabled input feeds the model (its modalities: {', '.join(self.model_modalities)}); "
                              "enable at least one of camera, depth, events, lidar")
         configs = {MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].sync for sensor in SENSORS}
         self.sync = FrameSynchronizer(MODALITIES, configs, pivot="rgb", timer_period_s=params["health.check_period_s"])
@@ -558,7 +558,7 @@ class PerceptionPipeline:
         active = tuple(sensor for sensor in SENSORS
                        if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
         if not active:
-            raise ValueError(f"no enabled input would feed the model (its modalities: "
+            raise ParameterError(f"no enabled input would feed the model (its modalities: "
                              f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
         self.segmenter.use_fusion(params["fusion_policy"], params["fusion_min_gain"])  # may refuse: before any change
         self.params = params

@@ -17,7 +17,10 @@ from test_pipeline import make_tiny_checkpoint  # noqa: E402
 
 from robustseg_ros.bagtools import evaluate_bag, record_synthetic  # noqa: E402
 from robustseg_ros.bagtools.bag_io import BagError, BagReader, BagWriter  # noqa: E402
-from robustseg_ros.bagtools.faults import TIMELINE_FILE, default_faults, faults_from_record  # noqa: E402
+from robustseg_ros.bagtools.faults import TIMELINE_FILE, default_faults, faults_from_record, sensor_fault  # noqa: E402
+from robustseg_ros.bagtools.scoring import Evaluation  # noqa: E402
+from robustseg_ros.health import SensorState  # noqa: E402
+from robustseg_ros.params import PerceptionParams  # noqa: E402
 
 SEED = 4
 DURATION_S = 3.0
@@ -89,6 +92,23 @@ def test_offline_evaluation_is_repeatable_and_reports_faults(evaluations):
     assert "![Sample frames](samples.png)" in (report / "report.md").read_text()
 
 
+def test_an_evaluation_cut_short_leaves_the_previous_run_as_it_was(evaluations, bags, checkpoint, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Ctrl-C while the plots are drawn (the longest step after the evaluation): the folder still holds the
+    earlier run only, no new plot next to its old metrics.json."""
+    folder = tmp_path / "report"
+    shutil.copytree(evaluations["folder"] / "first", folder)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_bag, "draw_plots", interrupted)
+    assert evaluate(bags["sqlite3"], folder, checkpoint) == 130
+    assert "evaluate_bag: interrupted" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
 def test_sensors_that_lie_are_degraded_in_time_without_false_alarms(checkpoint, tmp_path):
     """Content faults placed with --fault after a nominal lead: each flagged DEGRADED within 0.3 s of its onset and
     cleared within 1 s of its end, no false alarm, and the window's mIoU with and without fusing the sensor. A fault
@@ -138,6 +158,25 @@ def test_mcap_and_sqlite3_bags_hold_the_same_messages(bags, evaluations):
     assert ({key: value for key, value in evaluations["sqlite3"].items() if key not in ignore}
             == {key: value for key, value in evaluations["second"].items() if key not in ignore})
     assert evaluations["second"]["bag_integrity"]["checked_chunks"] > 0  # every chunk's CRC checked
+
+
+def test_a_fault_that_begins_while_its_sensor_is_still_degraded_is_called_at_its_onset(tmp_path):
+    """Camera over-exposed 0.5-1.0 s, DEGRADED until 1.405 s; night 1.1-1.4 s begins while it still is; an
+    under-exposure at 2.5 s is called at 2.605 s. The night window is DEGRADED at its onset (delay 0), not at the
+    under-exposure's call after it ended."""
+    faults = [sensor_fault("overexposure", "camera", 100.5, 101.0), sensor_fault("night", "camera", 101.1, 101.4),
+              sensor_fault("underexposure", "camera", 102.5, 102.8)]
+    evaluation = Evaluation(tmp_path, PerceptionParams(), ("a", "b"), labels_topic="", faults=faults, sample_count=0)
+    for now, state in ((100.0, SensorState.OK), (100.605, SensorState.DEGRADED), (101.405, SensorState.OK),
+                       (102.605, SensorState.DEGRADED), (103.3, SensorState.OK)):
+        evaluation.note_state(now, "rgb", state, state.value)
+    over, night, under = evaluation.fault_results()
+    assert (over["degraded_at_s"], over["cleared_at_s"]) == (100.605, 101.405)
+    assert (night["degraded_at_s"], night["degraded_delay_s"], night["cleared_at_s"]) == (101.1, 0.0, 101.405)
+    assert (under["degraded_at_s"], under["cleared_at_s"]) == (102.605, 103.3)
+
+    evaluation.transitions = [item for item in evaluation.transitions if item["time_s"] != 100.605]  # missed
+    assert evaluation.fault_results()[0]["degraded_at_s"] is None, "not the next fault's call"
 
 
 def test_fault_timeline_round_trips(bags, tmp_path):
@@ -226,6 +265,11 @@ def test_missing_topics_and_unknown_types_are_named(bags, checkpoint, tmp_path, 
     assert "/camera/image holds sensor_msgs/msg/Image, not sensor_msgs/msg/PointCloud2" in error
     assert "/camera/camera_info holds sensor_msgs/msg/CameraInfo, not sensor_msgs/msg/Image (--labels-topic" in error
     assert "Traceback" not in error
+
+    disabled = [argument for sensor in ("camera", "depth", "events", "lidar") for argument in ("-p", f"{sensor}.enabled:=false")]
+    assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, *disabled) == 2, "a usage error, not a crash"
+    error = capsys.readouterr().err
+    assert "no enabled input feeds the model" in error and "Traceback" not in error
 
     # CameraInfo is needed only by depth and LiDAR: a camera-and-events bag without it is evaluated
     assert evaluate(bags["mcap"], tmp_path / "out", checkpoint, "-p", "camera.info_topic:=/no/info") == 1

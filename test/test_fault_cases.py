@@ -10,9 +10,12 @@ Cases that need a read-only or a tiny file system mount a tmpfs (root only) and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import struct
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,7 +220,14 @@ CASES = [
          "{ro}/e.pt: Read-only file system"),
     # record_synthetic
     Case("record: existing output", RECORD, ["{bag}", "--duration", "0.2"], 1, "bag {bag}: already exists"),
-    Case("record: zero duration", RECORD, ["{tmp}/b1", "--duration", "0"], 2, "--duration and --start-time must be > 0"),
+    Case("record: zero duration", RECORD, ["{tmp}/b1", "--duration", "0"], 2,
+         "argument --duration: expected a finite number > 0, got 0"),
+    Case("record: nan duration", RECORD, ["{tmp}/b1", "--duration", "nan"], 2,
+         "argument --duration: expected a finite number > 0, got nan"),
+    Case("record: one topic for two inputs", RECORD, ["{tmp}/b4", "--camera-topic", "/x", "--depth-topic", "/x"], 2,
+         "--depth-topic '/x': --camera-topic uses it too"),
+    Case("record: not a topic name", RECORD, ["{tmp}/b5", "--camera-topic", "bad topic"], 2,
+         "--camera-topic 'bad topic': not a ROS topic name: token 'bad topic'"),
     Case("record: missing faults file", RECORD, ["{tmp}/b2", "--faults", "{tmp}/none.json"], 1,
          "{tmp}/none.json: No such file or directory"),
     Case("record: faults file of another shape", RECORD, ["{tmp}/b3", "--faults", "{bad_faults}"], 2,
@@ -230,6 +240,10 @@ CASES = [
     Case("replay: damaged index", REPLAY, ["{bag_summary}"], 1, "its summary section (the chunk index"),
     Case("replay: truncated bag", REPLAY, ["{bag_truncated}"], 1, "corrupt or truncated"),
     Case("replay: bad --remap", REPLAY, ["{bag}", "--remap", "/camera/image"], 2, "expected /old:=/new"),
+    Case("replay: --remap to no topic name", REPLAY, ["{bag}", "--remap", "/camera/image:=bad_name!"], 2,
+         "'bad_name!' is not a ROS topic name"),
+    Case("replay: --remap onto a topic of another type", REPLAY, ["{bag}", "--remap", "/camera/image:=/lidar/points"],
+         2, "uses too; choose another name"),
     Case("replay: bad --drop", REPLAY, ["{bag}", "--drop", "/camera/image:2:1"], 2, "END must be after START"),
     Case("replay: zero rate", REPLAY, ["{bag}", "--rate", "0"], 2, "argument -r/--rate: expected a finite number > 0"),
     Case("replay: start past the end", REPLAY, ["{bag}", "--start-offset", "999"], 1,
@@ -451,3 +465,14 @@ def test_a_write_that_fails_names_the_file_and_keeps_the_previous_checkpoint(wor
     assert result.stderr.splitlines()[-1] == f"train_teacher: error: {run / 'last.pt'}: File too large"
     assert load_checkpoint(run / "last.pt")["epoch"] == 0
     assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_ctrl_c_ends_a_replay_without_a_traceback(world, commands):
+    """rclpy's own SIGINT handler used to shut the context down under a publish: "Failed to publish" and a
+    traceback instead of a replay that simply ends."""
+    paths, ros_env = world
+    pid = commands.start(REPLAY, [paths["bag"], "--loop", "--delay", "0"], env=ros_env)
+    time.sleep(2.0)  # looping a 0.6 s bag: publishing when the signal comes
+    os.kill(pid, signal.SIGINT)
+    result = commands.result()
+    assert result.status == 0 and "Traceback" not in result.stderr and "error" not in result.stderr, result.stderr

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
 import torch
 from sensor_msgs.msg import Image
 
-from robustseg_core.atomic import write_text_atomic
 from robustseg_core.cli import console_script, non_negative_float, non_negative_int, positive_float
 from robustseg_core.output_folder import check_writable
 from robustseg_ros.bagtools.bag_io import (
@@ -47,7 +45,7 @@ from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
 from robustseg_ros.bagtools.offline import OfflineEvaluation
 from robustseg_ros.bagtools.recorder import BagRecorder
-from robustseg_ros.bagtools.report import remove_stale_plots, report_markdown, write_plots
+from robustseg_ros.bagtools.report import PLOT_FILES, draw_plots, write_report
 from robustseg_ros.conversions import nanoseconds_to_seconds
 from robustseg_ros.params import (
     PARAMETER_DEFAULTS,
@@ -119,7 +117,7 @@ def evaluate(args) -> dict:
     created = not output.exists()
     recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
     try:
-        result, files = _evaluate(args, bag_path, output, recorder)
+        result, plots = _evaluate(args, bag_path, output, recorder)
     except BaseException:
         if recorder is not None:
             recorder.close(complete=False)
@@ -131,10 +129,9 @@ def evaluate(args) -> dict:
         recorder.close()
         result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
         print(f"evaluate_bag: recorded {recorder.summary()}")
-    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **files}
-    write_text_atomic(output / "report.md", report_markdown(result, files))
-    write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    remove_stale_plots(output, files)
+    result["report_files"] = {"json": "metrics.json", "markdown": "report.md",
+                              **{name: file for name, file in PLOT_FILES.items() if file in plots}}
+    write_report(output, result, plots)  # only now: a run cut short leaves the previous run's files as they were
     return result
 
 
@@ -146,8 +143,9 @@ def output_folder(args) -> Path:
     return bag_path.with_name(bag_path.name + "_evaluation")
 
 
-def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) -> tuple[dict, dict]:
-    """Run the evaluation (offline or live) and draw its plots; returns the result and the plot files."""
+def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) -> tuple[dict, dict[str, bytes]]:
+    """Run the evaluation (offline or live) and draw its plots; returns the result and the plots (file name ->
+    PNG), written by the caller."""
     with BagReader(bag_path, skip_damaged=args.skip_damaged_chunks) as bag:
         for note in bag.notes:
             print(f"evaluate_bag: {note}", file=sys.stderr)
@@ -184,8 +182,8 @@ def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) 
     result = evaluation.results()
     result.update({**extra, "mode": args.mode, "storage": storage, "bag_start_s": round(start_s, 9),
                    "faults_source": record.get("generator", "none"), "bag_integrity": integrity})
-    files = write_plots(evaluation, result, output, start_s) if not args.no_plots else {}
-    return result, files
+    plots = draw_plots(evaluation, result, start_s) if not args.no_plots else {}
+    return result, plots
 
 
 def build_parser() -> argparse.ArgumentParser:

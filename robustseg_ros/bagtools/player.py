@@ -9,7 +9,8 @@ windows in seconds after the bag's start) are applied on the way out.
 Publishers are reliable, keep last 10 (REP-2003: SensorDataQoS subscribers accept them);
 transient-local for ``/tf_static``, the fault timeline and topics recorded as latched, keeping as many
 messages as the bag holds on the topic, so a late subscriber gets every one of them. Topics whose
-message type rclpy cannot import here are skipped with a warning (``/tf_static`` without tf2_msgs). With
+message type rclpy cannot import here, or whose name is not a ROS 2 topic name (``/camera/image-raw``: remap
+it), are skipped with a warning (``/tf_static`` without tf2_msgs). With
 ``clock``, the bag's own ``/clock`` topic is not replayed (the player's clock replaces it; a note says so).
 """
 
@@ -24,9 +25,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
+from robustseg_core.errors import UsageError
 from robustseg_ros.bagtools.bag_io import FAULT_TIMELINE_TOPIC, TF_STATIC_TOPIC, BagError, BagReader, message_class
 from robustseg_ros.bagtools.faults import Fault, MessageFaults
 from robustseg_ros.conversions import nanoseconds_to_seconds, nanoseconds_to_stamp, seconds_to_nanoseconds
+from robustseg_ros.params import topic_name_problem
 
 LATCHED_BY_NAME = (TF_STATIC_TOPIC, FAULT_TIMELINE_TOPIC)
 CLOCK_TOPIC = "/clock"
@@ -100,14 +103,24 @@ class BagPlayer:
         latched = self.bag.latched_topics | set(LATCHED_BY_NAME)
         counts = self.bag.message_counts
         self.publishers = {}
+        sources: dict[str, str] = {}  # published name -> the bag topic published there first
         for topic in selected:
+            name = self.remap.get(topic, topic)
+            problem = topic_name_problem(name)
             try:
+                if problem:
+                    raise LookupError(f"{name!r} is not a ROS 2 topic name ({problem}); --remap it to one")
                 message_type = message_class(present[topic])
             except LookupError as error:
                 self.logger.warning(f"{topic}: skipped, {error}")
                 continue
+            other = sources.setdefault(name, topic)
+            if present[other] != present[topic]:
+                self.close()
+                raise UsageError(f"--remap: {topic} ({present[topic]}) would be published on {name}, which {other} "
+                                 f"({present[other]}) uses too; choose another name")
             qos = latched_qos(counts.get(topic, 1)) if topic in latched else PUBLISH_QOS
-            self.publishers[topic] = self.node.create_publisher(message_type, self.remap.get(topic, topic), qos)
+            self.publishers[topic] = self.node.create_publisher(message_type, name, qos)
         self.clock_publisher = self.node.create_publisher(Clock, CLOCK_TOPIC, PUBLISH_QOS) if clock else None
 
     def stop(self) -> None:

@@ -38,7 +38,7 @@ from std_msgs.msg import Header, String
 
 from robustseg_core.atomic import write_text_atomic
 from robustseg_core.classes import CLASS_NAMES, CONDITIONS
-from robustseg_core.cli import console_script, non_negative_int
+from robustseg_core.cli import console_script, non_negative_int, positive_float
 from robustseg_core.errors import UsageError
 from robustseg_core.output_folder import LOCK_NAME, FolderLock
 from robustseg_core.sensors import rotation_to_quaternion
@@ -71,7 +71,7 @@ from robustseg_ros.conversions import (
     seconds_to_nanoseconds,
     seconds_to_stamp,
 )
-from robustseg_ros.params import PerceptionParams, absolute_topic, params_file_text
+from robustseg_ros.params import PerceptionParams, absolute_topic, params_file_text, topic_name_problem
 
 #: A complete perception_node parameter file for the recorded rig, written next to the bag's data.
 PARAMS_FILE = "perception_params.yaml"
@@ -239,6 +239,20 @@ def check_faults_within_drive(faults: list[Fault], start_s: float, length_s: flo
                   f"end ({length_s:g} s): its recovery is not in the bag", file=sys.stderr)
 
 
+def check_topics(topics: dict[str, str]) -> None:
+    """``UsageError`` naming a ``--*-topic`` that is not a ROS 2 topic name or that another one also uses (a bag
+    holds one message type per topic)."""
+    used: dict[str, str] = {}
+    for key, topic in topics.items():
+        option = f"--{key.replace('_', '-')}-topic"
+        problem = topic_name_problem(topic)
+        if problem:
+            raise UsageError(f"{option} {topic!r}: not a ROS topic name: {problem}")
+        if absolute_topic(topic) in used:
+            raise UsageError(f"{option} {topic!r}: {used[absolute_topic(topic)]} uses it too; each input needs its own topic")
+        used[absolute_topic(topic)] = option
+
+
 def record(args) -> dict:
     """Render and write the bag; returns the timeline record."""
     topics = {key: getattr(args, f"{key}_topic") for key in DEFAULT_TOPICS}
@@ -327,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("output", help="bag folder to create (must not exist)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="drive seed (scene, weather, noise, faults)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of drive")
+    parser.add_argument("--duration", type=positive_float, default=10.0, help="seconds of drive")
     parser.add_argument("--width", type=int, default=128, help="camera width (px)")
     parser.add_argument("--height", type=int, default=128, help="camera height (px)")
     parser.add_argument("--condition", choices=CONDITIONS, default="sun", help="weather / light of the drive")
@@ -339,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault", action="append", default=[], metavar="KIND:SENSOR:START:END",
                         help="one more fault, repeatable: START, END in seconds from the drive start (e.g. "
                              "flood:events:2:3)")
-    parser.add_argument("--start-time", type=float, default=100.0,
+    parser.add_argument("--start-time", type=positive_float, default=100.0,
                         help="header stamp (s) of the drive's time 0; bag time starts here")
     for key, topic in DEFAULT_TOPICS.items():
         parser.add_argument(f"--{key.replace('_', '-')}-topic", dest=f"{key}_topic", default=topic,
@@ -350,8 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Record the bag; returns its timeline record."""
     args = build_parser().parse_args(argv)
-    if args.duration <= 0 or args.start_time <= 0:
-        raise UsageError("--duration and --start-time must be > 0")
+    check_topics({key: getattr(args, f"{key}_topic") for key in DEFAULT_TOPICS})
     try:
         record_ = record(args)
     except ValueError as error:  # a --faults file or fault window that does not parse

@@ -18,20 +18,25 @@ import argparse
 import sys
 
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 
 from robustseg_core.cli import console_script, non_negative_float, positive_float
 from robustseg_core.errors import UsageError
 from robustseg_ros.bagtools.faults import parse_topic_fault
 from robustseg_ros.bagtools.player import BagPlayer
+from robustseg_ros.params import topic_name_problem
 
 
 def parse_remap(items: list[str]) -> dict[str, str]:
-    """``--remap /old:=/new ...`` -> {old: new}; ``ValueError`` naming a malformed item."""
+    """``--remap /old:=/new ...`` -> {old: new}; ``ValueError`` naming a malformed item or an invalid new name."""
     remap = {}
     for item in items:
         old, separator, new = item.partition(":=")
         if not separator or not old or not new:
             raise ValueError(f"--remap {item!r}: expected /old:=/new")
+        problem = topic_name_problem(new)
+        if problem:
+            raise ValueError(f"--remap {item!r}: {new!r} is not a ROS topic name: {problem}")
         remap[old] = new
     return remap
 
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         remap = parse_remap(args.remap)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    rclpy.init(args=["replay_bag", *ros_args])
+    # rclpy's own SIGINT handler would shut the context down under a publish (a traceback, not "interrupted")
+    rclpy.init(args=["replay_bag", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     player, count = None, 0
     try:
         player = BagPlayer(args.bag, rate=args.rate, start_offset_s=args.start_offset, duration_s=args.duration,

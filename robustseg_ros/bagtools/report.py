@@ -1,52 +1,60 @@
 """The bag evaluation's report: ``report.md`` and the plots ``miou_over_time.png``,
 ``latency_histogram.png`` and ``samples.png``, from ``Evaluation.results()`` (docs/bags.md).
 
-Each plot is written atomically; ``remove_stale_plots`` deletes those an earlier run left that this run did not
-draw (``--no-plots``, no sample frames), so the folder shows one run.
+The plots are drawn in memory; ``write_report`` then writes them, ``report.md`` and ``metrics.json`` (each
+atomically, within milliseconds) and deletes the plots an earlier run left that this run did not draw
+(``--no-plots``, no sample frames), so the folder shows one run, and a run cut short while evaluating or drawing
+leaves the previous run's files as they were.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 
-from robustseg_core.atomic import write_bytes_atomic
+from robustseg_core.atomic import write_bytes_atomic, write_text_atomic
 from robustseg_core.classes import colorize
 from robustseg_ros.bagtools.scoring import Evaluation
 
 TIMING_LABELS = {"processing": "processing time per frame (ms)", "latency": "end-to-end latency per frame (ms)"}
-#: Plot name -> file name of every plot ``write_plots`` may draw.
+#: Plot name -> file name of every plot ``draw_plots`` may draw.
 PLOT_FILES = {"miou_over_time": "miou_over_time.png", "latency_histogram": "latency_histogram.png",
               "samples": "samples.png"}
 
 
-def _save(figure, path: Path) -> None:
-    """``figure`` as a PNG (100 dpi) written atomically at ``path``."""
+def _png(figure) -> bytes:
+    """``figure`` as a PNG (100 dpi)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def remove_stale_plots(output: Path, files: dict[str, str]) -> list[Path]:
-    """Delete the plots of ``PLOT_FILES`` in ``output`` that are not among this run's ``files`` (name -> file
-    name); returns them."""
-    stale = [output / name for name in PLOT_FILES.values() if name not in files.values() and (output / name).exists()]
+def write_report(output: Path, result: dict, plots: dict[str, bytes]) -> list[Path]:
+    """This run's ``plots`` (file name -> PNG), ``report.md`` and ``metrics.json`` of ``result`` into ``output``;
+    deletes the plots of ``PLOT_FILES`` an earlier run left that this run did not draw and returns them."""
+    for name, png in plots.items():
+        write_bytes_atomic(output / name, png)
+    files = {name: file for name, file in PLOT_FILES.items() if file in plots}
+    write_text_atomic(output / "report.md", report_markdown(result, files))
+    write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    stale = [output / name for name in PLOT_FILES.values() if name not in plots and (output / name).exists()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
 
 
-def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: float) -> dict[str, str]:
-    """miou_over_time.png, latency_histogram.png and samples.png in ``output`` (times relative to the bag start
-    ``start_s``); returns name -> file name."""
+def draw_plots(evaluation: Evaluation, result: dict, start_s: float) -> dict[str, bytes]:
+    """miou_over_time.png, latency_histogram.png and samples.png (times relative to the bag start ``start_s``),
+    in memory: file name -> PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    files = {}
+    plots = {}
     figure, axis = plt.subplots(figsize=(12, 3.5))
     colors = plt.get_cmap("tab10")
     for index, fault in enumerate(evaluation.faults):
@@ -65,9 +73,8 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axis.set_title("mIoU over time" if result["accuracy"] is not None else "modalities fed over time")
     figure.tight_layout()
-    _save(figure, output / PLOT_FILES["miou_over_time"])
+    plots[PLOT_FILES["miou_over_time"]] = _png(figure)
     plt.close(figure)
-    files["miou_over_time"] = PLOT_FILES["miou_over_time"]
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(result["timing"]["per_frame_ms"] or [0.0], bins=30, color="tab:blue")
@@ -76,9 +83,8 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
     axis.set_ylabel("frames")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    _save(figure, output / PLOT_FILES["latency_histogram"])
+    plots[PLOT_FILES["latency_histogram"]] = _png(figure)
     plt.close(figure)
-    files["latency_histogram"] = PLOT_FILES["latency_histogram"]
 
     if evaluation.samples:
         rows = len(evaluation.samples)
@@ -93,10 +99,9 @@ def write_plots(evaluation: Evaluation, result: dict, output: Path, start_s: flo
                 axes[row][column].set_axis_off()
                 axes[row][column].set_title(f"{name}: {sample.title}" if column == 0 else name, fontsize=7, loc="left")
         figure.tight_layout()
-        _save(figure, output / PLOT_FILES["samples"])
+        plots[PLOT_FILES["samples"]] = _png(figure)
         plt.close(figure)
-        files["samples"] = PLOT_FILES["samples"]
-    return files
+    return plots
 
 
 def report_markdown(result: dict, files: dict[str, str]) -> str:

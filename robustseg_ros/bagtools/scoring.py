@@ -360,16 +360,21 @@ class Evaluation:
                                   if stale_at is not None and reference is not None else None),
                 "worst_state": worst, "recovered_at_s": recovered_at if stale_at is not None else None,
             })
-            if fault.kind in QUALITY_FAULT_KINDS:
-                results[-1].update(self._degradation_result(fault, history, horizon))
+            if fault.kind in QUALITY_FAULT_KINDS:  # a call after the sensor's next fault began is that fault's
+                next_onset = min((other.start_s for other in self.faults
+                                  if other.target == sensor and other.start_s > fault.start_s), default=horizon)
+                results[-1].update(self._degradation_result(fault, history, min(horizon, next_onset)))
                 results[-1]["observed_until_s"] = times[-1] if times else None
         return results
 
     def _degradation_result(self, fault: Fault, history: list[dict], horizon: float) -> dict:
-        """When ``fault``'s sensor was first DEGRADED (or worse) from its onset, and from its end on when it was
+        """When ``fault``'s sensor was first DEGRADED (or worse) from its onset (the onset itself if it already was,
+        say from an earlier fault still clearing; else before ``horizon``, s), and from its end on when it was
         below DEGRADED again; the delays (s) and the window's accuracy under each of ``POLICIES``."""
-        degraded_at = next((item["time_s"] for item in history if fault.start_s <= item["time_s"] <= horizon
-                            and SensorState(item["state"]).severity >= DEGRADED_SEVERITY), None)
+        at_onset = _state_at(history, fault.start_s)
+        degraded_at = (fault.start_s if at_onset is not None and at_onset.severity >= DEGRADED_SEVERITY else
+                       next((item["time_s"] for item in history if fault.start_s <= item["time_s"] < horizon
+                             and SensorState(item["state"]).severity >= DEGRADED_SEVERITY), None))
         cleared_at = None
         if degraded_at is not None:
             at_end = _state_at(history, fault.end_s)
