@@ -87,6 +87,10 @@ def error_line(prog: str, error: BaseException) -> str:
     if isinstance(error, Interrupted):
         return f"{prog}: interrupted: {' '.join(str(error).split())}"
     text = os_error_message(error) if isinstance(error, OSError) else str(error)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        # torch re-raises a DataLoader worker's error with the worker's traceback as its message: its last line is
+        # "module.ErrorType: the message"
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
     return f"{prog}: error: {' '.join(text.split())}"
 
 

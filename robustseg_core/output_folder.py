@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UsageError, UserError
 
 LOCK_NAME = ".lock"
 
@@ -47,6 +47,13 @@ def check_writable(folder: str | os.PathLike) -> Path:
     except OSError as error:
         raise NotWritable(f"output folder {folder} is not writable: {error.strerror or error}") from error
     return folder
+
+
+def check_not_an_input(option: str, output: str | os.PathLike | None, inputs, what: str) -> None:
+    """``UsageError`` when ``output`` (the path of ``option``; None or "": not written) is one of ``inputs``
+    (paths): writing it would destroy ``what`` it is read from."""
+    if output and Path(output).resolve() in {Path(path).resolve() for path in inputs}:
+        raise UsageError(f"{option} {output}: is {what}; write it elsewhere")
 
 
 def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:

@@ -181,6 +181,8 @@ def test_an_onnx_graph_the_runtime_cannot_load_is_a_one_line_error(onnx_file, tm
 def test_export_refuses_a_folder_as_out_and_names_an_unsupported_opset(checkpoint, tmp_path, capsys):
     assert cli(["--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
     assert "is a folder; give the ONNX file to write" in capsys.readouterr().err
+    assert cli(["--checkpoint", str(checkpoint), "--out", str(checkpoint)]) == 2, "the checkpoint stays"
+    assert "is the checkpoint exported; write it elsewhere" in capsys.readouterr().err
     out = tmp_path / "model.onnx"
     assert cli(["--checkpoint", str(checkpoint), "--out", str(out), "--opset", "99"]) == 1
     error = capsys.readouterr().err

@@ -74,6 +74,10 @@ CASES = [
          "already holds this data set; nothing to write"),
     Case("generate: another size into a data set", GENERATE, ["--out", "{data_copy}", *TINY_DATA, "--size", "32"], 2,
          "made with other arguments (width 64 -> 32; height 64 -> 32); pass --overwrite"),
+    Case("generate: infinite frame rate", GENERATE, ["--out", "{tmp}/g_inf", *TINY_DATA, "--frame-rate", "inf"], 2,
+         "--frame-rate must be in [1, 1000] Hz, got inf"),
+    Case("generate: a frame rate of one frame a day", GENERATE,
+         ["--out", "{tmp}/g_slow", *TINY_DATA, "--frame-rate", "1e-5"], 2, "--frame-rate must be in [1, 1000] Hz"),
     Case("generate: a folder with other files", GENERATE, ["--out", "{foreign}", *TINY_DATA], 2,
          "is not empty and holds no data set of generate_dataset (notes.txt)"),
     Case("generate: --overwrite over other files", GENERATE, ["--out", "{foreign}", *TINY_DATA, "--overwrite"], 2,
@@ -181,6 +185,9 @@ CASES = [
           "student.k_probabilities=[1, 2]"], 2, "student.k_probabilities must hold one weight for each k = 1..4"),
     Case("pretrain: unknown inputs", PRETRAIN, [*teacher_set(train__output_dir="{tmp}/p1"), "pretrain.inputs=all"], 2,
          "pretrain.inputs 'all'"),
+    Case("pretrain: encoder_out is a folder", PRETRAIN,
+         [*teacher_set(train__output_dir="{tmp}/p2"), "pretrain.encoder_out={tmp}"], 2,
+         "pretrain.encoder_out {tmp}: is a folder; give the file to write"),
     # evaluate
     Case("evaluate: missing checkpoint", EVALUATE, ["--checkpoint", "{tmp}/none.pt", "--data-root", "{data}"], 1,
          "{tmp}/none.pt: checkpoint file not found"),
@@ -210,6 +217,9 @@ CASES = [
     Case("evaluate: read-only JSON output", EVALUATE,
          ["--checkpoint", "{checkpoint}", "--data-root", "{data}", "--json", "{ro}/eval.json"], 1,
          "output folder {ro} is not writable: Read-only file system"),
+    Case("evaluate: JSON over the checkpoint", EVALUATE,
+         ["--checkpoint", "{checkpoint}", "--data-root", "{data}", "--json", "{checkpoint}"], 2,
+         "--json {checkpoint}: is the checkpoint evaluated; write it elsewhere"),
     # export_checkpoint
     Case("export: missing checkpoint", EXPORT, ["--checkpoint", "{tmp}/none.pt", "--out", "{tmp}/e.pt"], 1,
          "checkpoint file not found"),
@@ -218,6 +228,11 @@ CASES = [
          "not a readable evaluate --json result"),
     Case("export: read-only output", EXPORT, ["--checkpoint", "{checkpoint}", "--out", "{ro}/e.pt"], 1,
          "{ro}/e.pt: Read-only file system"),
+    Case("export: output over its input", EXPORT, ["--checkpoint", "{checkpoint}", "--out", "{checkpoint}"], 2,
+         "--out {checkpoint}: is the checkpoint exported; write it elsewhere"),
+    Case("export: scores of another checkpoint", EXPORT,
+         ["--checkpoint", "{checkpoint}", "--out", "{tmp}/e.pt", "--scores", "{other_scores}"], 2,
+         "evaluates teacher/best.pt, not --checkpoint {checkpoint}"),
     # record_synthetic
     Case("record: existing output", RECORD, ["{bag}", "--duration", "0.2"], 1, "bag {bag}: already exists"),
     Case("record: zero duration", RECORD, ["{tmp}/b1", "--duration", "0"], 2,
@@ -354,6 +369,10 @@ def world(mini_dataset, tmp_path_factory, commands, ros_domain_module):
     (paths["foreign"] / "notes.txt").write_text("mine\n")
     paths["bad_yaml"] = tmp / "bad.yaml"
     paths["bad_yaml"].write_text("a: [1, 2\nb: {\n")
+    paths["other_scores"] = tmp / "other_scores.json"  # evaluate --json of another checkpoint
+    paths["other_scores"].write_text(json.dumps({"checkpoint": "teacher/best.pt", "checkpoint_sha256": "0" * 64,
+                                                 "split": "test", "data_root": "data", "frames": 1, "eval_size": 32,
+                                                 "results": {}}))
     paths["bad_faults"] = tmp / "faults.json"
     paths["bad_faults"].write_text('{"kind": "drop"}')
     paths["not_checkpoint"] = tmp / "notes.pth"

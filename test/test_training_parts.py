@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustseg_core.cli import error_line
+from robustseg_core.dataset_meta import DatasetError
 from robustseg_core.losses import OhemCrossEntropy
 from robustseg_core.models import build_segmentor
 from robustseg_core.models.checkpoint import (
@@ -17,12 +19,14 @@ from robustseg_core.models.checkpoint import (
 )
 from robustseg_core.training.config import ConfigError, load_config
 from robustseg_core.training.distributed import DistributedContext
-from robustseg_core.training.engine import TRAINING_DEFAULTS, build_loaders, seed_everything, set_epoch
+from robustseg_core.training.engine import (
+    TRAINING_DEFAULTS, build_loaders, check_training_config, seed_everything, set_epoch,
+)
 from robustseg_core.training.logger import ScalarLogger
 from robustseg_core.training.optim import WarmupPolyLR, build_optimizer
 from robustseg_core.errors import UsageError
 from robustseg_core.training.run_folder import check_resumed_schedule, ensure_best_checkpoint, resume_checkpoint
-from robustseg_core.training.train_teacher import DEFAULTS
+from robustseg_core.training.train_teacher import DEFAULTS, get_args_parser
 
 
 def test_config_file_and_overrides(tmp_path):
@@ -56,6 +60,38 @@ def test_config_override_errors():
         load_config(DEFAULTS, None, ["epochs=3"])
     with pytest.raises(ConfigError, match="command line: unknown key optim.learning_rate"):
         load_config(DEFAULTS, None, ["optim.learning_rate=3"])
+
+
+def test_repeated_set_options_all_apply():
+    """``--set a=1 --set b=2`` (as the docs write overrides, one per option) keeps both, not only the last."""
+    args = get_args_parser().parse_args(["--set", "train.output_dir=/tmp/wanted", "--set", "train.epochs=1", "optim.lr=1"])
+    assert args.set == ["train.output_dir=/tmp/wanted", "train.epochs=1", "optim.lr=1"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.embed_dim=0", "model.embed_dim must be >= 1, got 0"),
+    ("train.seed=-1", "train.seed must be >= 0"),
+    ("train.seed=18446744073709551616", r"train.seed must be < 2\*\*32"),
+])
+def test_settings_that_only_fail_inside_torch_are_named_before_training(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_training_config(load_config(DEFAULTS, None, [override]))
+
+
+def test_an_error_in_a_data_loader_worker_is_one_line_with_the_original_message():
+    """torch re-raises a worker's DatasetError with the worker's whole traceback as its message."""
+
+    class Damaged(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index):
+            raise DatasetError("data/train/rgb/000001.png: missing or not a readable image")
+
+    with pytest.raises(DatasetError) as info:
+        list(torch.utils.data.DataLoader(Damaged(), num_workers=1))
+    assert "Original Traceback" in str(info.value)
+    assert error_line("evaluate", info.value) == "evaluate: error: data/train/rgb/000001.png: missing or not a readable image"
 
 
 def reference_ohem(logits, labels, thresh=0.7):
@@ -196,7 +232,8 @@ def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figure
 
     def scores(rdel, mean, split="test", combinations=every):
         path = tmp_path / f"eval_{rdel}_{mean}_{split}_{len(combinations)}.json"
-        path.write_text(json.dumps({"split": split, "data_root": "d", "frames": 3, "eval_size": 64, "results": {
+        path.write_text(json.dumps({"checkpoint": str(tmp_path / "best.pt"), "split": split, "data_root": "d",
+                                    "frames": 3, "eval_size": 64, "results": {
             "drop": {"mean_miou": mean, "combinations": {name: {"miou": rdel if name == "RDEL" else 10.0}
                                                          for name in combinations}}}}))
         return ["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "shipped.pt"), "--only-if-better",
@@ -214,7 +251,8 @@ def test_only_if_better_keeps_the_shipped_checkpoint_unless_both_headline_figure
     export(scores(33.0, 26.0, split="val"))
     assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
     zero_only = tmp_path / "zero_only.json"
-    zero_only.write_text(json.dumps({"split": "test", "data_root": "d", "frames": 3, "eval_size": 64, "results": {
+    zero_only.write_text(json.dumps({"checkpoint": str(tmp_path / "best.pt"), "split": "test", "data_root": "d",
+                                     "frames": 3, "eval_size": 64, "results": {
         "zero": {"mean_miou": 30.0, "combinations": {"RDEL": {"miou": 40.0}}}}}))
     export([*scores(33.0, 26.0)[:-1], str(zero_only)])
     assert shipped_figures() == (27.6, 20.5) and "not comparable" in capsys.readouterr().out
@@ -350,7 +388,8 @@ def test_average_checkpoints_is_the_weighted_mean_and_names_what_does_not_fit(tm
     other = build_segmentor("mit_cpu", embed_dim=64)
     save_checkpoint(tmp_path / "wide.pt", _checkpoint(other))
     for name, config in (("student.pt", {"train": {"seed": 0}, "student": {"recipe": "SPCR"}}),
-                         ("seed1.pt", {"train": {"seed": 1}}), ("seed0.pt", {"train": {"seed": 0}})):
+                         ("seed1.pt", {"train": {"seed": 1}}), ("seed0.pt", {"train": {"seed": 0}}),
+                         ("pretrain.pt", {"train": {"seed": 0}, "pretrain": {"inputs": "single"}})):
         save_checkpoint(tmp_path / name, {**_checkpoint(model), "meta": checkpoint_meta(config)})
     bad = ["--out", str(tmp_path / "bad.pt")]
     for argv, status, message in (
@@ -360,6 +399,8 @@ def test_average_checkpoints_is_the_weighted_mean_and_names_what_does_not_fit(tm
             ([str(tmp_path / "seed0.pt"), str(tmp_path / "student.pt"), *bad], 1,
              "stage 'student', not 'teacher'; student.recipe 'SPCR', not None"),
             ([str(tmp_path / "seed0.pt"), str(tmp_path / "seed1.pt"), *bad], 1, "train.seed 1, not 0"),
+            ([str(tmp_path / "seed0.pt"), str(tmp_path / "pretrain.pt"), *bad], 1,
+             "stage 'pretrain_encoder', not 'teacher'"),
             ([paths[0], *bad], 2, "give at least two checkpoints"),
             ([*paths[:2], "--weights", "1", *bad], 2, "--weights: 1 weight(s) for 2 checkpoints"),
             ([*paths[:2], "--out", paths[0]], 2, "is one of the inputs")):

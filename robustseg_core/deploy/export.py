@@ -39,6 +39,7 @@ from ..cli import console_script, positive_int
 from ..errors import UsageError, UserError, cause
 from ..models import MultimodalSegmentor
 from ..models.checkpoint import build_model_from_checkpoint, file_sha256
+from ..output_folder import check_not_an_input
 from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata, ModelMetadataError
 
 #: Tolerance of the post-export check, on every logit: |onnx - torch| <= ATOL + RTOL * |torch|.
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset")
     args = parser.parse_args(argv)
+    check_not_an_input("--out", args.out, [args.checkpoint], "the checkpoint exported")
     check_writable_file(Path(args.out))  # before minutes of export and checking, not after
     try:
         check = export_onnx(args.checkpoint, args.out, args.opset)

@@ -22,8 +22,10 @@ from ..cli import console_script, non_negative_int, positive_int
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
 from ..errors import UsageError
-from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, checkpoint_classes, resolve_device
-from ..output_folder import check_writable
+from ..models.checkpoint import (
+    CheckpointError, build_model_from_checkpoint, checkpoint_classes, file_sha256, resolve_device,
+)
+from ..output_folder import check_not_an_input, check_writable
 from ..deploy.metadata import ModelMetadata
 from ..fusion_policy import DEFAULT_MIN_GAIN, FUSION_POLICIES, FusionPolicyError, check_fusion_policy, fusion_table
 from .anymodal import (COMBINATIONS, FULL_COMBINATION, evaluate_combinations, fusion_policy_table, markdown_table,
@@ -82,7 +84,8 @@ def report_markdown(summary: dict, title: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
-    for output in (args.json, args.markdown):
+    for option, output in (("--json", args.json), ("--markdown", args.markdown)):
+        check_not_an_input(option, output, [args.checkpoint], "the checkpoint evaluated")
         if output is not None:
             check_writable(output.parent)  # before the evaluation, not after it
     device = resolve_device(args.device)
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarize(matrices)
     title = f"{args.checkpoint} on {args.data_root} {args.split} ({len(dataset)} frames, short side {eval_size})"
     markdown = report_markdown(summary, title)
-    result = {"checkpoint": str(args.checkpoint), "data_root": str(args.data_root), "split": args.split,
+    result = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+              "data_root": str(args.data_root), "split": args.split,
               "frames": len(dataset), "eval_size": eval_size, "classes": list(CLASS_NAMES), "results": summary}
     if chosen is not None:
         result["fusion_policy"] = {"policy": args.fusion_policy, "min_gain": args.fusion_min_gain,

@@ -32,6 +32,8 @@ from robustseg_core.sim.sensors_sim import CONDITIONS, FAILURES
 from robustseg_core.sim.writer import SPLITS, SceneJob, scene_name, write_dataset
 
 DEFAULT_HFOV_DEG = DriveConfig.hfov_deg
+#: --frame-rate bounds (Hz): a frame period of 1 ms to 1 s (the events of one period form an event image)
+FRAME_RATE_RANGE_HZ = (1.0, 1000.0)
 
 
 def plan_scenes(seed: int, scenes_per_split: dict[str, int], frames_per_scene: int,
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames-per-scene", type=positive_int, default=10,
                         help="consecutive frames rendered per scene")
     parser.add_argument("--frame-rate", type=float, default=10.0,
-                        help="frames per second (events span one frame interval)")
+                        help="frames per second, 1 to 1000 (events span one frame interval)")
     parser.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                         help="comma- or space-separated subset of " + ", ".join(CONDITIONS))
     parser.add_argument("--failure-fraction", type=float, default=0.25,
@@ -130,8 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"images must be at least 16x16, got {width}x{height}")
     if not 0.0 <= args.failure_fraction <= 1.0:
         parser.error(f"--failure-fraction must be within [0, 1], got {args.failure_fraction}")
-    if not args.frame_rate > 0:
-        parser.error(f"--frame-rate must be positive, got {args.frame_rate}")
+    low, high = FRAME_RATE_RANGE_HZ
+    if not low <= args.frame_rate <= high:  # the event window is one frame period: its events grow with it
+        parser.error(f"--frame-rate must be in [{low:g}, {high:g}] Hz, got {args.frame_rate}")
     hfov = getattr(args, "hfov", None)
     if hfov is not None and args.randomization != "benchmark":
         parser.error(f"--hfov {hfov:g} cannot be combined with --randomization {args.randomization}, which draws "

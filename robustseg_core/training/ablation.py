@@ -214,9 +214,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--teacher-config", type=Path, default=Path("config/teacher_cpu.yaml"))
     parser.add_argument("--student-config", type=Path, default=Path("config/student_cpu.yaml"))
-    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="overrides for every run")
-    parser.add_argument("--teacher-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="teacher-only overrides")
-    parser.add_argument("--student-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="student-only overrides")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help="overrides for every run, repeatable")
+    parser.add_argument("--teacher-set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help="teacher-only overrides, repeatable")
+    parser.add_argument("--student-set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help="student-only overrides, repeatable")
     parser.add_argument("--teachers", type=Path, default=None,
                         help="folder with teacher_seed<N>/best.pt of an earlier run (default: --out)")
     parser.add_argument("--allow-config-change", action="store_true",

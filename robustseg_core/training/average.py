@@ -40,6 +40,7 @@ from ..models.checkpoint import (
     file_sha256,
     save_checkpoint,
 )
+from ..output_folder import check_not_an_input
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float],
@@ -66,10 +67,12 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequ
 
 def run_identity(meta: dict) -> dict[str, object]:
     """What the checkpoints of one training run share, from a checkpoint's ``meta``: the stage (a config with a
-    ``student`` section is a student's), ``train.seed`` and ``student.recipe`` (None when not recorded)."""
+    ``student`` section is a student's, one with a ``pretrain`` section an encoder pretraining's),
+    ``train.seed`` and ``student.recipe`` (None when not recorded)."""
     config = meta.get("config") or {}
     student = config.get("student") or {}
-    return {"stage": "student" if student else "teacher", "train.seed": (config.get("train") or {}).get("seed"),
+    stage = "student" if student else "pretrain_encoder" if config.get("pretrain") else "teacher"
+    return {"stage": stage, "train.seed": (config.get("train") or {}).get("seed"),
             "student.recipe": student.get("recipe")}
 
 
@@ -119,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weights", nargs="+", type=positive_float,
                         help="one weight per checkpoint (default: equal); normalised to sum to 1")
     args = parser.parse_args(argv)
-    if args.out.resolve() in {path.resolve() for path in args.checkpoints}:
-        raise UsageError(f"--out {args.out}: is one of the inputs; write the average elsewhere")
+    check_not_an_input("--out", args.out, args.checkpoints, "one of the inputs")
     command = "average_checkpoints " + " ".join(sys.argv[1:] if argv is None else argv)
     result = average_checkpoints(args.checkpoints, args.out, args.weights, command)
     epochs = ", ".join(str(entry["epoch"]) for entry in result["meta"]["averaged_from"])

@@ -110,11 +110,14 @@ def check_training_config(config: Mapping) -> None:
     unknown preset, AMP type or modality combination), before anything is built."""
     minimum = {"data.batch_size": 1, "data.eval_batch_size": 1, "data.workers": 0, "data.crop_size": 32,
                "data.eval_size": 32, "train.epochs": 1, "train.eval_every": 1, "train.log_every": 1,
-               "train.grad_norm_every": 0, "train.max_steps_per_epoch": 0, "optim.warmup_epochs": 0}
+               "train.grad_norm_every": 0, "train.max_steps_per_epoch": 0, "optim.warmup_epochs": 0,
+               "model.embed_dim": 1, "train.seed": 0}
     for name, lowest in minimum.items():
         section, key = name.split(".")
         if config[section][key] < lowest:
             raise ConfigError(f"{name} must be >= {lowest}, got {config[section][key]}")
+    if config["train"]["seed"] >= SEED_LIMIT:  # torch.manual_seed takes 64 bits; per-epoch seeds add to it
+        raise ConfigError(f"train.seed must be < 2**32, got {config['train']['seed']}")
     check_intervals(config, {"optim.lr": "(0, inf)", "optim.weight_decay": "[0, inf)", "optim.warmup_ratio": "[0, 1]",
                              "optim.poly_power": "[0, inf)", "model.drop_path_rate": "[0, 1)",
                              "loss.ohem_thresh": "(0, 1)"})
@@ -128,6 +131,10 @@ def check_training_config(config: Mapping) -> None:
     if unknown or not combinations:
         raise ConfigError(f"train.val_combinations {config['train']['val_combinations']}: expected some of "
                           f"{', '.join(COMBINATIONS)}")
+
+
+#: train.seed is below this: seeds of later epochs and ranks (seed + 1000 * epoch + rank) stay in torch's 64 bits.
+SEED_LIMIT = 2**32
 
 
 def seed_everything(seed: int) -> None:

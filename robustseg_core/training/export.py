@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..cli import console_script
 from ..errors import UsageError
-from ..models.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from ..models.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from ..output_folder import check_not_an_input
 
 
 def export_checkpoint(checkpoint: Path, out: Path, scores: dict | None = None, note: str = "") -> dict:
@@ -80,6 +81,17 @@ def not_better_reason(scores: dict, current: dict) -> str:
     return f"RDEL {new[0]:.2f} / mean of 15 {new[1]:.2f} against the current {old[0]:.2f} / {old[1]:.2f}"
 
 
+def check_evaluated(evaluation: dict, checkpoint: Path, scores_path: Path) -> None:
+    """``UsageError`` when the ``evaluate --json`` result read from ``scores_path`` is of another checkpoint than
+    ``checkpoint``: by content (its ``checkpoint_sha256``), or by path for results written before it was stored."""
+    recorded = evaluation.get("checkpoint_sha256")
+    same = (recorded == file_sha256(checkpoint) if recorded is not None
+            else Path(evaluation.get("checkpoint", "")).resolve() == checkpoint.resolve())
+    if not same:
+        raise UsageError(f"--scores {scores_path}: evaluates {evaluation.get('checkpoint')}, not --checkpoint "
+                         f"{checkpoint} (another file{' or content' if recorded else ''}); evaluate this checkpoint")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="export_checkpoint", description="Export a deployable checkpoint (weights + metadata).")
     parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (best.pt or last.pt)")
@@ -89,12 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only-if-better", action="store_true",
                         help="keep an existing --out unless these --scores beat the ones it carries (RDEL and mean of 15)")
     args = parser.parse_args(argv)
+    check_not_an_input("--out", args.out, [args.checkpoint], "the checkpoint exported")
     scores = None
     if args.scores:
         try:
-            scores = headline_scores(json.loads(args.scores.read_text()))
+            evaluation = json.loads(args.scores.read_text())
+            scores = headline_scores(evaluation)
         except (OSError, ValueError, KeyError) as error:
             raise UsageError(f"{args.scores}: not a readable evaluate --json result ({error})") from error
+        check_evaluated(evaluation, args.checkpoint, args.scores)
     if args.only_if_better and args.out.exists():
         if scores is None:
             raise UsageError("--only-if-better needs --scores (the evaluation to compare)")

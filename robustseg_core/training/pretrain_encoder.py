@@ -35,6 +35,7 @@ from ..cli import console_script
 from ..losses import OhemCrossEntropy
 from ..models import save_encoder
 from ..models.checkpoint import build_model_from_checkpoint
+from ..output_folder import check_writable
 from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
 from .engine import TRAINING_DEFAULTS, check_training_config, fit, seed_everything
@@ -89,11 +90,25 @@ def data_description(root: str) -> dict:
     }
 
 
+def encoder_path(config: dict) -> Path:
+    """Where the pretrained encoder goes: ``pretrain.encoder_out``, by default ``<output_dir>/encoder.pth``."""
+    return Path(config["pretrain"]["encoder_out"] or Path(config["train"]["output_dir"]) / "encoder.pth")
+
+
+def check_encoder_path(config: dict) -> None:
+    """``ConfigError`` (or ``NotWritable``) before training when the encoder could not be written after it."""
+    out = encoder_path(config)
+    if out.is_dir():
+        raise ConfigError(f"pretrain.encoder_out {out}: is a folder; give the file to write "
+                          f"(e.g. {out / 'encoder.pth'})")
+    check_writable(out.parent)
+
+
 def export_encoder(config: dict, best: dict) -> Path:
     """Write the encoder of ``<output_dir>/best.pt`` with its provenance to ``pretrain.encoder_out``."""
     output_dir = Path(config["train"]["output_dir"])
     model, checkpoint = build_model_from_checkpoint(output_dir / "best.pt")
-    out = Path(config["pretrain"]["encoder_out"] or output_dir / "encoder.pth")
+    out = encoder_path(config)
     train_cfg, data_cfg = config["train"], config["data"]
     meta = {
         "preset": model.architecture["preset"],
@@ -123,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     if config["train"]["val_combinations"] is None:
         config["train"]["val_combinations"] = PRETRAIN_INPUTS[inputs]
     check_training_config(config)
+    check_encoder_path(config)  # before the epochs, not after them
     ctx = setup_distributed(config["train"]["device"])
     try:
         seed_everything(config["train"]["seed"] + ctx.rank)

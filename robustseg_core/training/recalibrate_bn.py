@@ -40,7 +40,7 @@ from ..errors import UsageError
 from ..fusion_policy import validation_miou
 from ..evaluation.anymodal import COMBINATIONS, FULL_COMBINATION, combination_mask
 from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, file_sha256, resolve_device, save_checkpoint
-from ..output_folder import check_writable
+from ..output_folder import check_not_an_input, check_writable
 from .distributed import DistributedContext
 from .engine import validate
 
@@ -161,8 +161,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
-    if args.out.resolve() == args.checkpoint.resolve():
-        raise UsageError(f"--out {args.out}: is the input checkpoint; write the recalibrated one elsewhere")
+    check_not_an_input("--out", args.out, [args.checkpoint], "the input checkpoint")
     check_writable(args.out.parent)
     command = "recalibrate_bn " + " ".join(sys.argv[1:] if argv is None else argv)
     result = recalibrate(args.checkpoint, args.data_root, args.out, split=args.split,

@@ -37,7 +37,8 @@ def get_args_parser(description: str = "Train the RobustSeg multimodal teacher (
     """The training command line; ``config``: the example config that shows every key."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help=f"YAML config; see {config} for every key")
-    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config overrides, repeatable")
     parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for <output_dir>/last.pt if present")
     parser.add_argument("--allow-config-change", action="store_true",
                         help="resume although the config changed in keys safe to change (train.epochs, "
