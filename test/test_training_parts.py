@@ -45,6 +45,7 @@ def test_config_file_and_overrides(tmp_path):
         ("trainer:\n  epochs: 3\n", "unknown section 'trainer'"),
         ("train:\n  epochs: many\n", "train.epochs must be a number"),
         ("train: [1, 2]\n", "must be a mapping"),
+        ("train:\n  epochs: 3\n  epochs: 30\n", "found duplicate key 'epochs'"),
     ],
 )
 def test_config_errors_name_the_key_and_file(tmp_path, text, message):

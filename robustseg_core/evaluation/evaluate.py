@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
 from ..classes import CLASS_NAMES, MODALITIES, list_difference
-from ..cli import console_script, non_negative_int, positive_int
+from ..cli import console_script, non_negative_float, non_negative_int, positive_int
 from ..data import DeliverDataset, EvalTransform, collate
 from ..models import MISSING_CONVENTIONS
 from ..errors import UsageError
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fusion-policy", default="all", choices=FUSION_POLICIES,
                         help="also report each combination as the node's fusion_policy would fuse it: validated = the "
                              "subset the checkpoint scored best with on validation (needs all 15 combinations)")
-    parser.add_argument("--fusion-min-gain", type=float, default=DEFAULT_MIN_GAIN,
+    parser.add_argument("--fusion-min-gain", type=non_negative_float, default=DEFAULT_MIN_GAIN,
                         help="validation mIoU points a subset must gain before the validated policy uses it")
     parser.add_argument("--robustness", action="store_true", help="also run the EMM, RMM and NM protocols")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the RMM and NM noise")
