@@ -7,7 +7,8 @@ every fault window of their sensor and not within ``CLEAR_ALLOWANCE_S`` after on
 ``evaluate_bag`` scores them) that arrived while their sensor was DEGRADED, and how many of the seven
 content faults were called DEGRADED within ``--flag-s`` of their onset and cleared within ``--clear-s``
 of their end ("clear not seen" when the sensor was still DEGRADED at its last message and that came less
-than ``--clear-s`` after the fault's end: the drive ended too early to tell). The summary pools the drives against issue 11's
+than ``--clear-s`` after the fault's end: the drive ended too early to tell). The summary pools the drives
+against issue 11's
 targets (false alarms on at most 1 % of nominal messages; flagged within 0.3 s; cleared within 1 s).
 
     .venv/bin/python bench/health_survey.py --seeds $(seq 0 19) --conditions sun fog night

@@ -156,7 +156,8 @@ class DegradationConfig:
     def __post_init__(self) -> None:
         if self.enter_after < 1:
             raise ValueError(f"enter_after must be >= 1, got {self.enter_after}")
-        if not (0 <= self.clear_s < math.inf and 0 < self.history_s < math.inf):  # inf: never cleared, unbounded history
+        # inf would never clear a state, and keep an unbounded history
+        if not (0 <= self.clear_s < math.inf and 0 < self.history_s < math.inf):
             raise ValueError(f"need finite clear_s >= 0 and history_s > 0, got {self.clear_s}, {self.history_s}")
 
 

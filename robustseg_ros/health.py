@@ -354,10 +354,10 @@ class SensorHealth:
         return self.should_log(kind)
 
     def record_fusion(self, reason: str | None, now: float) -> bool:
-        """Whether this sensor's data joined the frame built at ``now`` (s): None when it did or was left out for its
-        health (its state says why), else why not (nothing within tolerance of the frame, no camera geometry). When no frame
-        took it for longer than ``max_age_s`` (a slower sensor misses frames for less than its period) the
-        sensor is WARN "not fused" until a frame takes it again; True the first time: log it then."""
+        """Whether this sensor's data joined the frame built at ``now`` (s): None when it did or was left out for
+        its health (its state says why), else why not (nothing within tolerance of the frame, no camera geometry).
+        When no frame took it for longer than ``max_age_s`` (a slower sensor misses frames for less than its
+        period) the sensor is WARN "not fused" until a frame takes it again; True the first time: log it then."""
         if reason is None:
             self._not_fused_since = None
             return False

@@ -58,7 +58,8 @@ from robustseg_ros.worker import InferenceWorker
 TRANSITION_LABELS = {Transition.TRANSITION_CONFIGURE: "configure", Transition.TRANSITION_CLEANUP: "cleanup",
                      Transition.TRANSITION_ACTIVATE: "activate", Transition.TRANSITION_DEACTIVATE: "deactivate",
                      Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: "shutdown",
-                     Transition.TRANSITION_INACTIVE_SHUTDOWN: "shutdown", Transition.TRANSITION_ACTIVE_SHUTDOWN: "shutdown"}
+                     Transition.TRANSITION_INACTIVE_SHUTDOWN: "shutdown",
+                     Transition.TRANSITION_ACTIVE_SHUTDOWN: "shutdown"}
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass

@@ -129,15 +129,11 @@ class PerceptionPipeline:
         self.logger = logger or logging.getLogger("robustseg_ros.pipeline")
         self.lidar_extrinsic_lookup = lidar_extrinsic_lookup
         self.model_modalities = tuple(segmenter.modalities)
-        self.active_sensors = tuple(sensor for sensor in SENSORS if self.sensor_active(sensor))
-        if not self.active_sensors:
-            raise ParameterError(f"no enabled input feeds the model (its modalities: {', '.join(self.model_modalities)}); "
-                             "enable at least one of camera, depth, events, lidar")
+        self.active_sensors = self._active_sensors(params)
         configs = {MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].sync for sensor in SENSORS}
         self.sync = FrameSynchronizer(MODALITIES, configs, pivot="rgb", timer_period_s=params["health.check_period_s"])
-        for sensor in SENSORS:
-            if sensor not in self.active_sensors:
-                self.sync.set_enabled(MODALITY_OF_SENSOR[sensor], False)
+        for sensor in (sensor for sensor in SENSORS if sensor not in self.active_sensors):
+            self.sync.set_enabled(MODALITY_OF_SENSOR[sensor], False)
         self.health = HealthMonitor({MODALITY_OF_SENSOR[sensor]: params.inputs[sensor].health
                                      for sensor in self.active_sensors},
                                     judges={MODALITY_OF_SENSOR[sensor]: params.quality_judge(sensor)
@@ -159,9 +155,14 @@ class PerceptionPipeline:
 
     # ------------------------------------------------------------------ inputs
 
-    def sensor_active(self, sensor: str) -> bool:
-        """True when the sensor is enabled and its modality is an input of the model."""
-        return self.params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities
+    def _active_sensors(self, params: PerceptionParams) -> tuple[str, ...]:
+        """The sensors enabled in ``params`` whose modality is an input of the model; ``ParameterError`` if none."""
+        active = tuple(sensor for sensor in SENSORS
+                       if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
+        if not active:
+            raise ParameterError(f"no enabled input would feed the model (its modalities: "
+                                 f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
+        return active
 
     def on_camera(self, msg: Image | CompressedImage, now: float) -> FrameJob | None:
         """A camera image (rgb8, bgr8, mono8, rgba8, bgra8; or jpeg / png compressed): triggers a frame when usable."""
@@ -283,9 +284,7 @@ class PerceptionPipeline:
             return None
         sync_stamp = stamp
         if modality == "event" and self.params["events.input_type"] == "packets":
-            data = self._buffer_events(data, stamp, now)
-            if len(data):  # a packet stamped at its first event (dt after the stamp) covers up to its newest one
-                sync_stamp = max(stamp, float(data["t"].max()))
+            data, sync_stamp = self._buffer_events(data, stamp, now)
         if modality == "depth" and self.camera_frame_id and msg.header.frame_id not in ("", self.camera_frame_id) \
                 and self.health["depth"].should_log("frame_id"):  # used as registered to the camera all the same
             self.logger.warning(f"depth: frame_id '{msg.header.frame_id}' differs from the camera's "
@@ -355,9 +354,11 @@ class PerceptionPipeline:
             raise UnusableMessage("no transform", str(error), topic=self.topic_names["lidar"]) from error
         return check_transform(transform)
 
-    def _buffer_events(self, events: np.ndarray, stamp: float, now: float) -> np.ndarray:
+    def _buffer_events(self, events: np.ndarray, stamp: float, now: float) -> tuple[np.ndarray, float]:
         """A packet's events that can feed frames, into the buffer; those outside its time window or the sensor,
-        and those the buffer's bound costs, are counted. Returns the events kept."""
+        and those the buffer's bound costs, are counted. Returns the events kept and the time (s) the packet
+        covers up to, which it joins frames by: the later of its stamp and its newest event (a packet stamped at
+        its first event, t = dt after the stamp, covers up to its newest one)."""
         checked = check_events(events, stamp, self.event_keep_s, self.params["health.future_tolerance_s"],
                                self._event_sensor_size())
         if checked.outside_time:
@@ -374,7 +375,7 @@ class PerceptionPipeline:
             self._record_limit("event", "event buffer", f"{dropped} events dropped to stay within "
                                                         f"events.max_buffered_events {self.event_buffer.max_events}",
                                now, dropped)
-        return checked.events
+        return checked.events, max(stamp, float(checked.events["t"].max())) if len(checked.events) else stamp
 
     def _event_sensor_size(self) -> tuple[int, int] | None:
         """(width, height) px of the event sensor: the parameters, else the camera image's, else the CameraInfo's;
@@ -555,11 +556,7 @@ class PerceptionPipeline:
         afresh), and the content-quality judges follow ``health.quality_checks`` and the ``health.degraded_*``
         settings (a judge that stays keeps its history). ``ValueError``, with nothing changed, when no enabled
         input would feed the model or the model cannot serve the fusion policy."""
-        active = tuple(sensor for sensor in SENSORS
-                       if params.inputs[sensor].enabled and MODALITY_OF_SENSOR[sensor] in self.model_modalities)
-        if not active:
-            raise ParameterError(f"no enabled input would feed the model (its modalities: "
-                             f"{', '.join(self.model_modalities)}); keep at least one of them enabled")
+        active = self._active_sensors(params)
         self.segmenter.use_fusion(params["fusion_policy"], params["fusion_min_gain"])  # may refuse: before any change
         self.params = params
         self.segmenter.use_convention(params["missing_convention"])

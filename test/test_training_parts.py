@@ -65,7 +65,8 @@ def test_config_override_errors():
 
 def test_repeated_set_options_all_apply():
     """``--set a=1 --set b=2`` (as the docs write overrides, one per option) keeps both, not only the last."""
-    args = get_args_parser().parse_args(["--set", "train.output_dir=/tmp/wanted", "--set", "train.epochs=1", "optim.lr=1"])
+    args = get_args_parser().parse_args(["--set", "train.output_dir=/tmp/wanted", "--set", "train.epochs=1",
+                                         "optim.lr=1"])
     assert args.set == ["train.output_dir=/tmp/wanted", "train.epochs=1", "optim.lr=1"]
 
 
@@ -92,7 +93,8 @@ def test_an_error_in_a_data_loader_worker_is_one_line_with_the_original_message(
     with pytest.raises(DatasetError) as info:
         list(torch.utils.data.DataLoader(Damaged(), num_workers=1))
     assert "Original Traceback" in str(info.value)
-    assert error_line("evaluate", info.value) == "evaluate: error: data/train/rgb/000001.png: missing or not a readable image"
+    assert error_line("evaluate", info.value) == ("evaluate: error: data/train/rgb/000001.png: missing or not a "
+                                                  "readable image")
 
 
 def reference_ohem(logits, labels, thresh=0.7):

@@ -45,7 +45,7 @@ from robustseg_ros.bagtools.faults import faults_from_record, read_fault_record
 from robustseg_ros.bagtools.live import run_live
 from robustseg_ros.bagtools.offline import OfflineEvaluation
 from robustseg_ros.bagtools.recorder import BagRecorder
-from robustseg_ros.bagtools.report import PLOT_FILES, draw_plots, write_report
+from robustseg_ros.bagtools.report import draw_plots, plot_files, write_report
 from robustseg_ros.conversions import nanoseconds_to_seconds
 from robustseg_ros.params import (
     PARAMETER_DEFAULTS,
@@ -129,8 +129,7 @@ def evaluate(args) -> dict:
         recorder.close()
         result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
         print(f"evaluate_bag: recorded {recorder.summary()}")
-    result["report_files"] = {"json": "metrics.json", "markdown": "report.md",
-                              **{name: file for name, file in PLOT_FILES.items() if file in plots}}
+    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **plot_files(plots)}
     write_report(output, result, plots)  # only now: a run cut short leaves the previous run's files as they were
     return result
 

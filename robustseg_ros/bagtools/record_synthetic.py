@@ -249,7 +249,8 @@ def check_topics(topics: dict[str, str]) -> None:
         if problem:
             raise UsageError(f"{option} {topic!r}: not a ROS topic name: {problem}")
         if absolute_topic(topic) in used:
-            raise UsageError(f"{option} {topic!r}: {used[absolute_topic(topic)]} uses it too; each input needs its own topic")
+            raise UsageError(f"{option} {topic!r}: {used[absolute_topic(topic)]} uses it too; each input needs its "
+                             "own topic")
         used[absolute_topic(topic)] = option
 
 

@@ -32,13 +32,17 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def plot_files(plots: dict[str, bytes]) -> dict[str, str]:
+    """Plot name -> file name of the ``PLOT_FILES`` among ``plots`` (file name -> PNG)."""
+    return {name: file for name, file in PLOT_FILES.items() if file in plots}
+
+
 def write_report(output: Path, result: dict, plots: dict[str, bytes]) -> list[Path]:
     """This run's ``plots`` (file name -> PNG), ``report.md`` and ``metrics.json`` of ``result`` into ``output``;
     deletes the plots of ``PLOT_FILES`` an earlier run left that this run did not draw and returns them."""
     for name, png in plots.items():
         write_bytes_atomic(output / name, png)
-    files = {name: file for name, file in PLOT_FILES.items() if file in plots}
-    write_text_atomic(output / "report.md", report_markdown(result, files))
+    write_text_atomic(output / "report.md", report_markdown(result, plot_files(plots)))
     write_text_atomic(output / "metrics.json", json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
     stale = [output / name for name in PLOT_FILES.values() if name not in plots and (output / name).exists()]
     for path in stale:
