@@ -65,7 +65,7 @@ def read_meta(root: str | os.PathLike) -> dict:
         raise DatasetError(f"{path}: unreadable ({error})") from error
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}: not a data set record (a JSON {_json_type(meta)}, not an object)")
-    missing = [key for key in ("width", "height", "splits") if key not in meta]
+    missing = [key for key in ("width", "height", "classes", "splits") if key not in meta]
     if missing:
         raise DatasetError(f"{path}: not a data set record (no {', '.join(missing)})")
     _check_records(path, meta)
@@ -87,6 +87,10 @@ def _check_records(path: Path, meta: Mapping) -> None:
     for key in ("width", "height"):
         if not _is_count(meta[key], 1):
             raise DatasetError(f"{path}: \"{key}\" is {meta[key]!r}, expected a whole number of pixels >= 1")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) and name for name in classes):
+        raise DatasetError(f"{path}: \"classes\" is {classes!r}, expected the class names in class-id order (a "
+                           "non-empty list of names)")
     splits = meta["splits"]
     if not isinstance(splits, dict):
         raise DatasetError(f"{path}: \"splits\" is a JSON {_json_type(splits)}, expected an object of split -> "

@@ -184,6 +184,8 @@ def test_a_scene_name_under_two_conditions_keeps_each_records_event_size(mini_da
      "split 'train', scene '{scene}': field \"frames\" '2', expected a count >= 0"),
     (lambda meta: meta.update(splits=list(meta["splits"].values())), "\"splits\" is a JSON array, expected an object"),
     (lambda meta: meta["splits"].update(val={}), "split 'val' is a JSON object, expected a list of scene records"),
+    (lambda meta: meta.pop("classes"), "not a data set record \\(no classes\\)"),
+    (lambda meta: meta.update(classes="road"), "\"classes\" is 'road', expected the class names in class-id order"),
     (lambda meta: meta["splits"]["train"][1].update(event_size=[32]),
      "split 'train', scene '{scene}': field \"event_size\" is \\[32\\], expected \\[width, height\\]"),
 ])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..classes import CLASS_NAMES, CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
+from ..classes import CONDITIONS, FAILURE_CASES, IGNORE_INDEX, MODALITIES, NUM_CLASSES, SPLITS
 from ..dataset_meta import DatasetError, check_frame_sizes, check_listed, read_meta
 from ..errors import UsageError
 from .transforms import resize_nearest
@@ -185,7 +185,7 @@ class DeliverDataset(Dataset):
         self.modalities = tuple(modalities)
         self.meta = read_meta(root)
         #: Class names in class-id order, as the data set's meta.json lists them.
-        self.classes: tuple[str, ...] = tuple(self.meta.get("classes", CLASS_NAMES))
+        self.classes: tuple[str, ...] = tuple(self.meta["classes"])
         self.samples = scan_split(root, split, self.modalities, conditions, cases, self.meta)
         self.transform = transform
         self._cache: dict[int, dict] | None = {} if cache else None
