@@ -1,12 +1,14 @@
 """Event packets between their arrival and the frames they feed: checked, bounded, cut into windows (pure
 Python, no rclpy).
 
-A packet's events must lie in time near the packet's header stamp and in space on the sensor;
-``check_events`` splits off the others so that they are counted, never buffered: one packet with ``t``
-an hour ahead (or nanoseconds stored as FLOAT64 seconds) would otherwise become the buffer's newest
-time, and pruning by it would discard every good packet or keep every later one. ``EventWindowBuffer``
-holds the recent packets under a hard bound in events (and so in bytes) and cuts the events of a frame's
-window out of them. Times are float seconds on the message clock.
+A packet's events must lie in time near the packet's header stamp; ``check_events`` splits off the
+others on arrival so that they are counted, never buffered: one packet with ``t`` an hour ahead (or
+nanoseconds stored as FLOAT64 seconds) would otherwise become the buffer's newest time, and pruning by
+it would discard every good packet or keep every later one. ``EventWindowBuffer`` holds the recent
+packets under a hard bound in events (and so in bytes) and cuts the events of a frame's window out of
+them, checked in space against the sensor size of that frame: where the sensor size follows the
+camera's, a packet that arrives just before the first image of a new camera resolution belongs to
+frames of the new size. Times are float seconds on the message clock.
 """
 
 from __future__ import annotations
@@ -25,36 +27,32 @@ EVENT_PIXEL_KIND = "event x/y"
 
 @dataclass(frozen=True)
 class EventCheck:
-    """The events of a packet that may be buffered (``events``) and the counts of those split off:
-    ``outside_time`` (t not in [stamp - keep_s, stamp + future_s]) and ``outside_sensor`` (x >= width or
-    y >= height)."""
+    """The events of a packet that may be buffered (``events``) and how many were split off because their
+    ``t`` is not in [stamp - keep_s, stamp + future_s] (``outside_time``)."""
 
     events: np.ndarray
     outside_time: int
-    outside_sensor: int
 
 
-def check_events(events: np.ndarray, stamp: float, keep_s: float, future_s: float,
-                 sensor_size: tuple[int, int] | None) -> EventCheck:
-    """Split a packet's ``EVENT_DTYPE`` events [N] into those that can feed a frame and the malformed ones.
+def check_events(events: np.ndarray, stamp: float, keep_s: float, future_s: float) -> EventCheck:
+    """Split a packet's ``EVENT_DTYPE`` events [N] into those that can feed a frame and those outside its time.
 
     ``stamp``: the packet's header stamp (s); ``keep_s``: how long before it an event can still join a
-    frame; ``future_s``: how far after it an event may lie; ``sensor_size``: (width, height) px of the
-    event sensor, None while unknown (no spatial check then). Time is checked first: an event outside
-    both counts as ``outside_time``.
+    frame; ``future_s``: how far after it an event may lie.
     """
     t = events["t"]
     in_time = (t >= stamp - keep_s) & (t <= stamp + future_s)
-    keep = in_time
-    outside_sensor = 0
-    if sensor_size is not None:
-        on_sensor = (events["x"] < sensor_size[0]) & (events["y"] < sensor_size[1])
-        outside_sensor = int(np.count_nonzero(in_time & ~on_sensor))
-        keep = in_time & on_sensor
     outside_time = len(events) - int(np.count_nonzero(in_time))
-    if outside_time == 0 and outside_sensor == 0:
-        return EventCheck(events, 0, 0)
-    return EventCheck(events[keep], outside_time, outside_sensor)
+    return EventCheck(events if outside_time == 0 else events[in_time], outside_time)
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """The events of a frame's window (``EVENT_DTYPE`` [N], on the sensor) and how many events of its packets
+    this cut found outside the sensor and dropped (``outside_sensor``: x >= width or y >= height)."""
+
+    events: np.ndarray
+    outside_sensor: int
 
 
 class EventWindowBuffer:
@@ -70,7 +68,8 @@ class EventWindowBuffer:
             raise ValueError(f"need keep_s > 0 and max_events >= 1, got {keep_s}, {max_events}")
         self.keep_s = float(keep_s)
         self.max_events = int(max_events)
-        self._packets: deque[tuple[float, float, np.ndarray]] = deque()
+        #: [t_min, t_max, events, the sensor size (width, height) they were last checked against, or None]
+        self._packets: deque[list] = deque()
         self._events = 0
 
     @property
@@ -94,10 +93,10 @@ class EventWindowBuffer:
             dropped = len(events) - len(events[::step])
             events = events[::step]
         t = events["t"]
-        self._packets.append((float(t.min()), float(t.max()), events))
+        self._packets.append([float(t.min()), float(t.max()), events, None])
         self._events += len(events)
-        newest = max(t_max for _, t_max, _ in self._packets)
-        if any(t_max < newest - self.keep_s for _, t_max, _ in self._packets):
+        newest = max(packet[1] for packet in self._packets)
+        if any(packet[1] < newest - self.keep_s for packet in self._packets):
             kept = [packet for packet in self._packets if packet[1] >= newest - self.keep_s]
             self._packets = deque(kept)
             self._events = sum(len(packet[2]) for packet in kept)
@@ -109,12 +108,28 @@ class EventWindowBuffer:
             dropped += len(removed)
         return dropped
 
-    def window(self, t_start: float, t_end: float) -> np.ndarray:
-        """Events of the packets overlapping [t_start, t_end] (``events_to_frame`` trims to the window)."""
-        chosen = [events for t_min, t_max, events in self._packets if t_max >= t_start and t_min <= t_end]
+    def window(self, t_start: float, t_end: float, sensor_size: tuple[int, int]) -> EventWindow:
+        """Events of the packets overlapping [t_start, t_end] (``events_to_frame`` trims to the window) that lie on
+        a ``sensor_size`` (width, height) px sensor. A packet is checked against a size once: its events off
+        the sensor are dropped from the buffer and counted in this cut only."""
+        chosen, outside_sensor = [], 0
+        for packet in self._packets:
+            t_min, t_max, events, checked_size = packet
+            if t_max < t_start or t_min > t_end:
+                continue
+            if checked_size != sensor_size:
+                on_sensor = (events["x"] < sensor_size[0]) & (events["y"] < sensor_size[1])
+                outside = len(events) - int(np.count_nonzero(on_sensor))
+                if outside:
+                    events = events[on_sensor]
+                    outside_sensor += outside
+                    self._events -= outside
+                packet[2], packet[3] = events, sensor_size
+            if len(events):
+                chosen.append(events)
         if not chosen:
-            return np.zeros(0, dtype=EVENT_DTYPE)
-        return chosen[0] if len(chosen) == 1 else np.concatenate(chosen)
+            return EventWindow(np.zeros(0, dtype=EVENT_DTYPE), outside_sensor)
+        return EventWindow(chosen[0] if len(chosen) == 1 else np.concatenate(chosen), outside_sensor)
 
     def clear(self) -> None:
         self._packets.clear()

@@ -31,6 +31,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from std_msgs.msg import Float32, Header, String
@@ -108,6 +109,15 @@ def parameter_type(default) -> int:
     raise TypeError(f"no ROS parameter type for default {default!r}")
 
 
+def wrong_type_reason(parameter: Parameter, expected: Parameter.Type) -> str:
+    """Why a value of another type is refused, as the start-up error says it (rclpy's reason names neither)."""
+    wanted, given = (type_.name.lower().replace("_", " ") for type_ in (expected, parameter.type_))
+    article = "an" if wanted[0] in "aeiou" else "a"
+    integer_for_double = (parameter.type_, expected) == (Parameter.Type.INTEGER, Parameter.Type.DOUBLE)
+    hint = f" (write {float(parameter.value)!r})" if integer_for_double else ""
+    return f"parameter {parameter.name}: expected {article} {wanted}, got the {given} {parameter.value!r}{hint}"
+
+
 def declare_parameter_spec(node: Node, spec: ParameterSpec):
     """Declare one typed, described parameter; returns its value. None is declared read-only (rclpy would then
     refuse it in every state): the node refuses a parameter that is not live unless it is unconfigured."""
@@ -156,6 +166,9 @@ class PerceptionNode(LifecycleNode):
         # on the steady clock: the lifecycle status goes out even while ROS time stands (use_sim_time, no /clock)
         self.create_timer(self.params["health.diagnostics_period_s"], self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._type_errors: list[str] = []
+        if hasattr(self, "add_pre_set_parameters_callback"):  # rclpy of Jazzy and later
+            self.add_pre_set_parameters_callback(self._hold_wrongly_typed)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._explain_refused_transitions()
         self._check_unknown_parameters()
@@ -397,9 +410,27 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
 
+    def _hold_wrongly_typed(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Pre-set callback: a value of another type than its parameter's is swapped for the current value, and
+        ``_on_set_parameters`` then refuses the change with a reason naming the parameter, both types and the
+        value (rclpy's own type check answers "Wrong parameter type, expected '3' got '2'")."""
+        self._type_errors = []
+        checked = []
+        for parameter in parameters:
+            if parameter.name in PARAMETER_DEFAULTS and parameter.type_ != Parameter.Type.NOT_SET:
+                expected = Parameter.Type(self.describe_parameter(parameter.name).type)
+                if parameter.type_ != expected:
+                    self._type_errors.append(wrong_type_reason(parameter, expected))
+                    parameter = self.get_parameter(parameter.name)
+            checked.append(parameter)
+        return checked
+
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """Validate and apply parameter changes: live ones in any state, the others only while unconfigured (the
         next configure reads them)."""
+        type_errors, self._type_errors = self._type_errors, []
+        if type_errors:
+            return SetParametersResult(successful=False, reason="; ".join(type_errors))
         changes = {parameter.name: parameter.value for parameter in parameters if parameter.name in PARAMETER_DEFAULTS}
         if not changes:
             return SetParametersResult(successful=True)

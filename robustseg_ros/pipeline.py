@@ -355,21 +355,15 @@ class PerceptionPipeline:
         return check_transform(transform)
 
     def _buffer_events(self, events: np.ndarray, stamp: float, now: float) -> tuple[np.ndarray, float]:
-        """A packet's events that can feed frames, into the buffer; those outside its time window or the sensor,
-        and those the buffer's bound costs, are counted. Returns the events kept and the time (s) the packet
-        covers up to, which it joins frames by: the later of its stamp and its newest event (a packet stamped at
-        its first event, t = dt after the stamp, covers up to its newest one)."""
-        checked = check_events(events, stamp, self.event_keep_s, self.params["health.future_tolerance_s"],
-                               self._event_sensor_size())
+        """A packet's events that can feed frames, into the buffer (those outside its time window, or the bound,
+        are counted). Returns them and the time (s) the packet covers, which it joins frames by: the later of its
+        stamp and its newest event (a packet stamped at its first event, t = dt after the stamp, covers up to it)."""
+        checked = check_events(events, stamp, self.event_keep_s, self.params["health.future_tolerance_s"])
         if checked.outside_time:
             self._record_error("event", EVENT_TIME_KIND, f"{checked.outside_time} events outside the packet's window "
                                f"{stamp - self.event_keep_s:.3f}..{stamp + self.params['health.future_tolerance_s']:.3f}"
                                " s dropped (event times must be seconds of the message clock)", now,
                                checked.outside_time)
-        if checked.outside_sensor:
-            width, height = self._event_sensor_size()
-            self._record_error("event", EVENT_PIXEL_KIND, f"{checked.outside_sensor} events outside the {width}x"
-                               f"{height} sensor dropped (check events.sensor_width/height)", now, checked.outside_sensor)
         dropped = self.event_buffer.add(checked.events)
         if dropped:
             self._record_limit("event", "event buffer", f"{dropped} events dropped to stay within "
@@ -379,7 +373,7 @@ class PerceptionPipeline:
 
     def _event_sensor_size(self) -> tuple[int, int] | None:
         """(width, height) px of the event sensor: the parameters, else the camera image's, else the CameraInfo's;
-        None while unknown. Events are checked against it when buffered and accumulated in it when encoded."""
+        None while unknown. A frame's events are checked against it and accumulated in it."""
         if self.params["events.sensor_width"]:
             return self.params["events.sensor_width"], self.params["events.sensor_height"]
         if self._camera_size is not None:
@@ -460,9 +454,18 @@ class PerceptionPipeline:
         window = (frame.stamp - self.params["events.window_s"], frame.stamp)
         events = None
         if frame.entries["event"] is not None and self.params["events.input_type"] == "packets":
-            events = self.event_buffer.window(*window)
+            events = self._frame_events(window, frame.now)
         return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses,
                         geometry_problem, self._event_sensor_size())
+
+    def _frame_events(self, window: tuple[float, float], now: float) -> np.ndarray:
+        """The buffered events of a frame's ``window`` (s) on the event sensor of this frame; others are counted."""
+        width, height = self._event_sensor_size()
+        cut = self.event_buffer.window(*window, (width, height))
+        if cut.outside_sensor:
+            self._record_error("event", EVENT_PIXEL_KIND, f"{cut.outside_sensor} events outside the {width}x{height} "
+                               "sensor dropped (check events.sensor_width/height)", now, cut.outside_sensor)
+        return cut.events
 
     def _record_fusion(self, frame: SyncedFrame, geometry_problem: str) -> None:
         """Tell each sensor's health whether ``frame`` can use its data, where that does not follow from its health

@@ -164,6 +164,7 @@ def test_events_outside_the_sensor_are_counted(segmenter, drive, frames):
     off_sensor = np.zeros(7, dtype=EVENT_DTYPE)
     off_sensor["x"], off_sensor["y"], off_sensor["t"], off_sensor["polarity"] = SIZE[0] + 5, 2, 80.15, 1
     pipeline.on_events(events_to_pointcloud2(off_sensor, drive_messages_header(80.2)), 80.21)
+    stream(pipeline, frames, 80.2, 1, sensors=("depth", "lidar", "camera"))  # a frame whose window holds them
     events = diagnostics_of(pipeline, 80.22)["robustseg: events"]
     assert values_of(events)["malformed.event x/y"] == "7"
     assert f"malformed event x/y (7 so far): 7 events outside the {SIZE[0]}x{SIZE[1]} sensor" in events.message
@@ -182,7 +183,19 @@ def test_event_buffer_has_a_hard_bound_in_events_and_bytes():
     huge = np.zeros(5000, dtype=EVENT_DTYPE)
     huge["t"] = 1.0
     assert buffer.add(huge) == 4000 + 800, "subsampled to 1000 (every 5th), and the 800 older events go"
-    assert buffer.events == 1000 and len(buffer.window(0.9, 1.1)) == 1000
+    assert buffer.events == 1000 and len(buffer.window(0.9, 1.1, (64, 64)).events) == 1000
+
+
+def test_event_buffer_counts_events_off_the_sensor_once_in_the_first_cut():
+    buffer = EventWindowBuffer(keep_s=10.0, max_events=1000)
+    packet = np.zeros(10, dtype=EVENT_DTYPE)
+    packet["t"] = 1.0
+    packet["x"][:3] = 100
+    buffer.add(packet)
+    first = buffer.window(0.9, 1.1, (64, 64))
+    assert len(first.events) == 7 and first.outside_sensor == 3 and buffer.events == 7
+    again = buffer.window(0.95, 1.05, (64, 64))
+    assert len(again.events) == 7 and again.outside_sensor == 0, "a frame overlapping the packet again counts nothing"
 
 
 def test_a_camera_info_of_another_size_is_counted_and_rescaled_only_when_the_aspect_matches(segmenter, drive, frames):

@@ -149,8 +149,13 @@ def test_live_parameters_apply_at_once_and_invalid_values_are_refused_with_the_r
         refused = set_parameter(harness, "device", "cuda")
         assert not refused.successful and "read-only while the node is configured" in refused.reason
         refused = set_parameter(harness, "output.overlay_alpha", 1)
-        assert not refused.successful, "an integer where a double is declared"
+        assert not refused.successful and refused.reason == ("parameter output.overlay_alpha: expected a double, "
+                                                             "got the integer 1 (write 1.0)")
+        refused = set_parameter(harness, "lidar.max_age_s", "abc")
+        assert not refused.successful and refused.reason == ("parameter lidar.max_age_s: expected a double, got the "
+                                                             "string 'abc'")
         assert harness.node.params["output.overlay_alpha"] == 0.5
+        assert harness.node.get_parameter("lidar.max_age_s").type_ == Parameter.Type.DOUBLE
 
         assert harness.node.segmenter.convention == "drop", "auto: the convention the model was trained with"
         assert set_parameter(harness, "missing_convention", "zero").successful

@@ -209,6 +209,26 @@ def test_event_packets_stamped_at_their_first_event_join_the_frame_they_cover(se
     assert np.abs(encoded["event"].astype(int) - reference).max() <= 1, "the same events as the data set's"
 
 
+def test_events_sent_before_the_first_image_of_a_new_camera_size_feed_it(segmenter, drive, frame):
+    """With events.sensor_width/height 0 the event sensor has the camera's size: a packet that comes just before
+    the first image of a new camera resolution is checked against the new size, not dropped as off the sensor."""
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    assert pipeline.params["events.sensor_width"] == 0
+    feed(pipeline, drive_messages(frame), frame.stamp + LATENCY_S)
+    width, height = 2 * SIZE[0], 2 * SIZE[1]
+    events = frame.events.copy()
+    events["x"] *= 2
+    events["y"] *= 2
+    doubled = replace(frame, rgb=frame.rgb.repeat(2, 0).repeat(2, 1), depth=frame.depth.repeat(2, 0).repeat(2, 1),
+                      events=events, intrinsics=frame.intrinsics.scaled(width, height))
+    stamp = frame.stamp + 0.1
+    job = feed(pipeline, drive_messages(doubled, stamp), stamp + LATENCY_S,
+               sensors=("events", "depth", "lidar", "camera"))
+    encoded, reasons, _ = pipeline.encode(job)
+    assert job.size == (height, width) and "event" in encoded, reasons
+    assert pipeline.health["event"].error_counts == {}, "no event counted as off the sensor"
+
+
 def test_16UC1_depth_is_millimetre_quantised_so_hha_is_close_not_equal(segmenter, drive, frame):
     """16UC1 rounds depth to 1 mm and cannot carry more than 65.535 m, so parity is shown with 32FC1; within
     its range, disparity and height move by at most one level and the normal angle rarely (at depth edges)."""
