@@ -9,6 +9,7 @@ run. The message names the input and the problem; ``robustseg_core.cli`` prints 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 
@@ -48,3 +49,15 @@ def torch_load_failure(path: Path, error: BaseException) -> str:
     if unpickler_detail:
         return f"holds Python objects a weights-only load refuses: {unpickler_detail.splitlines()[0]}"
     return cause(error)
+
+
+def archive_damage(path: Path) -> str | None:
+    """What is damaged in the zip archive ``torch.save`` wrote at ``path``: the first member whose bytes do not
+    match their CRC-32 (a bit flip on disk, an interrupted copy), which ``torch.load`` does not check and would
+    load as wrong weights. None when intact, or when not such an archive (``torch.load`` then says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+        return None
+    return None if member is None else f"{member} does not match its CRC-32 checksum: damaged on disk or in a copy"

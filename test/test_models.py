@@ -15,6 +15,7 @@ from robustseg_core.models import (
     build_mit,
     build_segmentor,
 )
+from robustseg_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 IMAGE_SIZE = 64
 NUM_MODALITIES = len(MODALITIES)
@@ -250,6 +251,30 @@ def test_corrupted_checkpoint_error_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"truncated.pth.*\(not the zip archive torch.save writes, or cut short\)"):
         build_segmentor("mit_b0", pretrained=path)
+
+
+def flip_middle_bytes(path, count: int = 64) -> None:
+    """Invert ``count`` bytes in the middle of a file, as a bad disk sector or a broken copy does."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(255 - byte for byte in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_not_loaded_as_wrong_weights(tmp_path):
+    """torch.load does not check the archive's CRC-32s: flipped weight bytes loaded silently, as wrong weights."""
+    encoder = tmp_path / "flipped.pth"
+    torch.save(official_checkpoint(official_mit_b0_shapes()), encoder)
+    flip_middle_bytes(encoder)
+    with pytest.raises(ValueError, match=r"flipped.pth: the file is damaged \(.* does not match its CRC-32"):
+        build_segmentor("mit_b0", pretrained=encoder)
+    checkpoint = tmp_path / "student.pt"
+    model = build_segmentor("mit_cpu", embed_dim=32)
+    save_checkpoint(checkpoint, {"model": model.state_dict(), "architecture": model.architecture})
+    load_checkpoint(checkpoint)
+    flip_middle_bytes(checkpoint)
+    with pytest.raises(CheckpointError, match=r"student.pt: a damaged checkpoint \(.* does not match its CRC-32"):
+        load_checkpoint(checkpoint)
 
 
 def test_missing_checkpoint_error_names_the_file(tmp_path):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..atomic import write_bytes_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 from ..classes import combination_name
 from ..cli import console_script, positive_int
 from ..errors import UsageError, UserError, cause
@@ -194,20 +194,23 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
 
 def cached_onnx(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, metadata: ModelMetadata) -> Path:
     """The verified ONNX export of ``checkpoint`` in ``cache_dir`` (``<sha256 prefix>.onnx``), exported now
-    when absent or stale (its stored metadata differs from ``metadata``, the checkpoint's, with the checkpoint
-    hash: another checkpoint, or an upgrade that stores more metadata)."""
+    when absent, damaged (its bytes no longer have the SHA-256 recorded beside it in ``<name>.onnx.sha256``
+    when it was exported) or stale (its stored metadata differs from ``metadata``, the checkpoint's, with
+    the checkpoint hash: another checkpoint, or an upgrade that stores more metadata)."""
     from .metadata import read_onnx_metadata
 
     sha256 = file_sha256(checkpoint)
     path = Path(cache_dir) / f"{Path(checkpoint).stem}-{sha256[:16]}.onnx"
+    digest_file = path.with_name(path.name + ".sha256")
     if path.is_file():
         expected = replace(metadata, checkpoint_sha256=sha256)
         try:
-            if read_onnx_metadata(path) == expected:
+            if digest_file.read_text().strip() == file_sha256(path) and read_onnx_metadata(path) == expected:
                 return path
-        except ModelMetadataError:
+        except (OSError, ModelMetadataError):
             pass
     export_onnx(checkpoint, path)
+    write_text_atomic(digest_file, file_sha256(path) + "\n")
     return path
 
 

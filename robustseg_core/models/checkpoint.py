@@ -23,9 +23,10 @@ from torch import nn
 
 from ..atomic import write_bytes_atomic
 from ..classes import CLASS_NAMES, MODALITIES
-from ..errors import UsageError, UserError, torch_load_failure
+from ..errors import UsageError, UserError, archive_damage, torch_load_failure
 from ..sensors.normalization import NORMALIZATION
 from . import build_segmentor
+from .pretrained import state_dict_differences
 
 
 class DeviceError(UsageError, RuntimeError):
@@ -95,6 +96,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: a folder, not a checkpoint file (a run folder holds best.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    damage = archive_damage(path)
+    if damage:
+        raise CheckpointError(f"{path}: a damaged checkpoint ({damage}); copy or export it again")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
@@ -125,10 +129,11 @@ def load_model_state(model: nn.Module, checkpoint: Mapping, path: str | os.PathL
         differences = architecture_differences(checkpoint["architecture"], architecture)
         if differences:
             raise CheckpointError(f"{path}: checkpoint is of another architecture: " + "; ".join(differences))
-    try:
-        model.load_state_dict(checkpoint["model"], strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the model: {error}") from error
+    problems = state_dict_differences(model.state_dict(), checkpoint["model"])
+    if problems:
+        preset = f" ({architecture['preset']})" if architecture and "preset" in architecture else ""
+        raise CheckpointError(f"{path}: weights do not fit the model{preset}: " + "; ".join(problems))
+    model.load_state_dict(checkpoint["model"], strict=True)
 
 
 def normalization_differences(stored: Mapping | None, modalities: Sequence[str]) -> list[str]:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import write_bytes_atomic
-from ..errors import UserError, torch_load_failure
+from ..errors import UserError, archive_damage, torch_load_failure
 
 #: Name -> file of the encoders shipped in the package (usable as ``model.pretrained``).
 SHIPPED_ENCODERS: dict[str, Path] = {
@@ -64,6 +64,9 @@ def resolve_pretrained(source: str | os.PathLike) -> Path:
 def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, Tensor], dict, Path]:
     """(encoder state dict without ``head.*``, metadata (empty for official files), resolved path)."""
     path = resolve_pretrained(source)
+    damage = archive_damage(path)
+    if damage:
+        raise EncoderFileError(f"cannot read pretrained encoder {path}: the file is damaged ({damage})")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
@@ -110,8 +113,10 @@ def save_encoder(path: str | os.PathLike, encoder: nn.Module, meta: Mapping) -> 
     write_bytes_atomic(path, buffer.getbuffer())
 
 
-def _check_keys(encoder: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
-    expected = encoder.state_dict()
+def state_dict_differences(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> list[str]:
+    """How the weights ``state`` differ from a module's ``expected`` state dict: "N missing keys: a, b, ...",
+    "N unexpected keys: ...", "N shape mismatches: key: file (...) vs model (...)", the first few keys of each
+    (a whole list for another preset runs to thousands of characters). Empty when they fit."""
     problems = []
     for label, entries in (
         ("missing keys", [key for key in expected if key not in state]),
@@ -123,6 +128,11 @@ def _check_keys(encoder: nn.Module, state: Mapping[str, Tensor], path: Path) -> 
             more = len(entries) - _KEYS_SHOWN
             problems.append(f"{len(entries)} {label}: {', '.join(entries[:_KEYS_SHOWN])}"
                             + (f", ... ({more} more)" if more > 0 else ""))
+    return problems
+
+
+def _check_keys(encoder: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
+    problems = state_dict_differences(encoder.state_dict(), state)
     if problems:
         raise EncoderFileError(
             f"pretrained encoder {path} does not match the encoder ({type(encoder).__name__}, dims "
