@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from test_pipeline import make_tiny_checkpoint  # noqa: E402
 from robustseg_ros.bagtools import evaluate_bag, record_synthetic  # noqa: E402
 from robustseg_ros.bagtools.bag_io import BagError, BagReader, BagWriter  # noqa: E402
 from robustseg_ros.bagtools.faults import TIMELINE_FILE, default_faults, faults_from_record, sensor_fault  # noqa: E402
+from robustseg_ros.bagtools.player import BagPlayer  # noqa: E402
 from robustseg_ros.bagtools.scoring import Evaluation  # noqa: E402
 from robustseg_ros.health import SensorState  # noqa: E402
 from robustseg_ros.params import PerceptionParams  # noqa: E402
@@ -217,7 +219,9 @@ def test_a_malformed_fault_timeline_or_seed_is_named(tmp_path, capsys):
     for text, problem in (("{not json", "Expecting property name"), ("[]", "expected a JSON object, got list"),
                           ('{"faults": [{"kind": "drop", "sensor": "lidar"}]}', "a fault lacks 'start_s'"),
                           ('{"faults": [{"kind": "drop", "sensor": "radar", "start_s": 1, "end_s": 2}]}',
-                           "fault sensor 'radar'")):
+                           "fault sensor 'radar'"),
+                          ('{"classes": "Building"}', "\"classes\" is 'Building', expected a list of class names"),
+                          ('{"rig_parameters": []}', "\"rig_parameters\" is not an object")):
         (path / TIMELINE_FILE).write_text(text)
         with BagReader(path) as bag, pytest.raises(BagError, match=f"fault timeline .*{TIMELINE_FILE}.*{problem}"):
             read_fault_record(bag, "/robustseg/fault_timeline")
@@ -225,6 +229,8 @@ def test_a_malformed_fault_timeline_or_seed_is_named(tmp_path, capsys):
         record_synthetic.cli([str(tmp_path / "negative"), "--seed", "-1"])
     assert exit_info.value.code == 2
     assert "argument --seed: expected an integer >= 0, got -1" in capsys.readouterr().err
+    assert record_synthetic.cli([str(tmp_path / "early"), "--fault", "drop:events:-1:0.5"]) == 2
+    assert "fault drop:events at -1..0.5 s starts before the drive" in capsys.readouterr().err
 
 
 def test_missing_path_and_corrupt_or_truncated_bags_are_named(bags, checkpoint, tmp_path, capsys):
@@ -288,6 +294,80 @@ def test_missing_topics_and_unknown_types_are_named(bags, checkpoint, tmp_path, 
         with pytest.raises(BagError, match=r"unknown message type\(s\) on /tf_static \(tf2_msgs/msg/TFMessage\)"):
             list(bag.messages(["/tf_static"]))
         assert len(list(bag.messages(["/tf_static"], raw=True))) == 1
+
+
+def rewritten(bag, out, change) -> Path:
+    """A copy of ``bag`` with every message passed through ``change(topic, timestamp_ns, message)`` ->
+    (timestamp_ns, message); /tf_static (of a type not installed here) is copied as it is, first."""
+    with BagReader(bag) as reader, BagWriter(out) as writer:
+        for topic, msgtype in reader.topics.items():
+            writer.add_topic(topic, msgtype)
+        for topic, timestamp_ns, data in reader.messages(["/tf_static"], raw=True):
+            writer.write_raw(topic, timestamp_ns, data)
+        for topic, timestamp_ns, message in reader.messages(set(reader.topics) - {"/tf_static"}):
+            writer.write(topic, *change(topic, timestamp_ns, message))
+    return out
+
+
+def test_what_would_silently_give_no_result_is_named(bags, checkpoint, tmp_path, capsys):
+    """Found by an outside review: each of these ran to the end with exit 0 and no word, or lost the run."""
+    report = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(bags["mcap"], report, checkpoint, "--spawn-node")
+    assert exit_info.value.code == 2 and "--spawn-node: runs a node for --mode live" in capsys.readouterr().err
+    assert evaluate(bags["mcap"], report, checkpoint, "--record-outputs", str(report)) == 2
+    assert f"--record-outputs {report}: is the report folder (--output)" in capsys.readouterr().err
+    assert not report.exists()
+
+    def labels_1_ms_late(topic, timestamp_ns, message):
+        if topic == "/ground_truth/labels":
+            message.header.stamp.nanosec = (message.header.stamp.nanosec + 1_000_000) % 1_000_000_000
+        return timestamp_ns, message
+
+    late = rewritten(bags["mcap"], tmp_path / "late_labels", labels_1_ms_late)
+    assert evaluate(late, report, checkpoint, "--no-plots") == 0
+    error = capsys.readouterr().err
+    assert "warning: none of the 30 frames has a ground-truth label of its header stamp, though /ground_truth/labels " \
+           "holds 30 labels" in error
+
+    def recorded_on_another_clock(topic, timestamp_ns, message):
+        return timestamp_ns + 1000 * 10**9, message
+
+    shifted = rewritten(bags["mcap"], tmp_path / "shifted", recorded_on_another_clock)
+    assert evaluate(shifted, tmp_path / "shifted_out", checkpoint, "--no-plots") == 1
+    error = capsys.readouterr().err
+    assert "no frame was segmented from its 30 camera messages; the sensors' last states: depth, lidar, events, " \
+           "camera STALE (stale: last message 1000.00 s old > max age 0.50 s (messages still arrive: clock offset " \
+           "or delay))" in error
+    assert (tmp_path / "shifted_out" / "metrics.json").is_file(), "the report is there to read"
+
+    def bad_rig(topic, timestamp_ns, message):
+        if topic == "/robustseg/fault_timeline":
+            record = json.loads(message.data)
+            record["rig_parameters"]["lidar.transform"] = [1, 2, 3]
+            message.data = json.dumps(record)
+        return timestamp_ns, message
+
+    odd_rig = rewritten(bags["mcap"], tmp_path / "odd_rig", bad_rig)
+    assert evaluate(odd_rig, report, checkpoint, "--no-plots") == 1
+    error = capsys.readouterr().err
+    assert f"bag {odd_rig}: the rig_parameters of its fault timeline" in error and "--ignore-rig" in error
+    assert evaluate(odd_rig, report, checkpoint, "--no-plots", "--ignore-rig") == 0
+
+    unindexed = tmp_path / "unindexed"
+    shutil.copytree(bags["mcap"], unindexed)
+    (unindexed / "metadata.yaml").unlink()
+    assert evaluate(unindexed, report, checkpoint) == 1
+    storage_file = next(unindexed.glob("*.mcap"))
+    assert f"bag {unindexed}: a folder without metadata.yaml (a recording cut short leaves it so: pass its file " \
+           f"({storage_file}) instead)" in capsys.readouterr().err
+    assert evaluate(storage_file, report, checkpoint, "--no-plots") == 0
+
+    empty = tmp_path / "empty"
+    with BagWriter(empty) as writer:
+        writer.add_topic("/camera/image", "sensor_msgs/msg/Image")
+    with pytest.raises(BagError, match=f"^bag {empty}: holds no message; nothing to play$"):
+        BagPlayer(empty)
 
 
 def test_bag_without_ground_truth_reports_everything_but_accuracy(bags, checkpoint, tmp_path):

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..atomic import write_bytes_atomic, write_text_atomic
 from ..classes import combination_name
-from ..cli import console_script, positive_int
+from ..cli import console_script
 from ..errors import UsageError, UserError, cause
 from ..models import MultimodalSegmentor
 from ..models.checkpoint import build_model_from_checkpoint, file_sha256
@@ -46,6 +46,9 @@ from .metadata import ONNX_INPUTS, ONNX_METADATA_KEY, ONNX_OUTPUT, ModelMetadata
 ATOL = 1e-3
 RTOL = 1e-3
 OPSET = 17
+#: Opsets the export supports: attention (``aten::scaled_dot_product_attention``) needs 14, and 20 is the newest
+#: torch's TorchScript exporter writes (torch 2.13).
+OPSETS = range(14, 21)
 #: Input sizes (height, width) of the trace and of the check: different, so dynamic sizes are exercised.
 TRACE_SIZE = (64, 64)
 CHECK_SIZE = (96, 128)
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="robustseg checkpoint (.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset")
+    parser.add_argument("--opset", type=int, choices=OPSETS, default=OPSET, metavar="OPSET",
+                        help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1}")
     args = parser.parse_args(argv)
     check_not_an_input("--out", args.out, [args.checkpoint], "the checkpoint exported")
     check_writable_file(Path(args.out))  # before minutes of export and checking, not after

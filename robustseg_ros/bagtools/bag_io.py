@@ -88,6 +88,11 @@ class BagReader:
     def open(self) -> None:
         if not self.path.exists():
             raise BagError(f"bag {self.path}: no such file or folder")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            files = sorted(path.name for path in self.path.glob("*") if path.suffix in (".mcap", ".db3"))
+            hint = (f"a recording cut short leaves it so: pass its file ({self.path / files[0]}) instead"
+                    if files else "no .mcap or .db3 file in it either")
+            raise BagError(f"bag {self.path}: a folder without metadata.yaml ({hint})")
         report = self._verify()
         try:
             reader = Reader(self.path)

@@ -37,7 +37,7 @@ import torch
 from sensor_msgs.msg import Image
 
 from robustseg_core.cli import console_script, non_negative_float, non_negative_int, positive_float
-from robustseg_core.output_folder import check_writable
+from robustseg_core.output_folder import FolderLock, check_not_an_input
 from robustseg_ros.bagtools.bag_io import (
     FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader, message_type_name,
 )
@@ -49,6 +49,7 @@ from robustseg_ros.bagtools.report import draw_plots, plot_files, write_report
 from robustseg_ros.conversions import nanoseconds_to_seconds
 from robustseg_ros.params import (
     PARAMETER_DEFAULTS,
+    SENSOR_OF_MODALITY,
     SENSORS,
     PerceptionParams,
     absolute_topic,
@@ -66,8 +67,14 @@ def resolve_parameters(args, record: dict) -> PerceptionParams:
     if args.params_file:
         values.update(read_params_file(args.params_file))
     if not args.ignore_rig:
-        values.update({name: tuple(value) if isinstance(value, list) else value
-                       for name, value in record.get("rig_parameters", {}).items()})
+        rig = {name: tuple(value) if isinstance(value, list) else value
+               for name, value in record.get("rig_parameters", {}).items()}
+        try:
+            PerceptionParams({**PARAMETER_DEFAULTS, **rig})
+        except ValueError as error:  # the bag's, not the user's: status 1, and the way round it
+            raise BagError(f"bag {args.bag}: the rig_parameters of its fault timeline ({args.timeline_topic}) are "
+                           f"refused: {error}; evaluate without them with --ignore-rig") from error
+        values.update(rig)
     for text in args.param:
         name, value = parse_override(text)
         values[name] = value
@@ -114,23 +121,30 @@ def evaluate(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     bag_path = Path(args.bag)
     output = output_folder(args)
+    check_not_an_input("--record-outputs", args.record_outputs, [output, bag_path],
+                       "the report folder (--output) or the bag evaluated")
     created = not output.exists()
-    recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
+    lock = FolderLock(output)  # before minutes of evaluation: writable, and no other evaluation writing there
+    lock.acquire()
+    recorder = None
     try:
-        result, plots = _evaluate(args, bag_path, output, recorder)
+        recorder = BagRecorder(args.record_outputs) if args.record_outputs else None
+        result, plots = _evaluate(args, bag_path, recorder)
+        if recorder is not None:
+            recorder.close()
+            result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
+            print(f"evaluate_bag: recorded {recorder.summary()}")
+        result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **plot_files(plots)}
+        write_report(output, result, plots)  # only now: a run cut short leaves the previous run's files as they were
     except BaseException:
         if recorder is not None:
             recorder.close(complete=False)
+        lock.release()
         if created:  # a failed first evaluation leaves no empty output folder behind
             with contextlib.suppress(OSError):
                 output.rmdir()
         raise
-    if recorder is not None:
-        recorder.close()
-        result["recording"] = {"bag": str(recorder.path), "messages": dict(sorted(recorder.counts.items()))}
-        print(f"evaluate_bag: recorded {recorder.summary()}")
-    result["report_files"] = {"json": "metrics.json", "markdown": "report.md", **plot_files(plots)}
-    write_report(output, result, plots)  # only now: a run cut short leaves the previous run's files as they were
+    lock.release()
     return result
 
 
@@ -142,7 +156,7 @@ def output_folder(args) -> Path:
     return bag_path.with_name(bag_path.name + "_evaluation")
 
 
-def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) -> tuple[dict, dict[str, bytes]]:
+def _evaluate(args, bag_path: Path, recorder: BagRecorder | None) -> tuple[dict, dict[str, bytes]]:
     """Run the evaluation (offline or live) and draw its plots; returns the result and the plots (file name ->
     PNG), written by the caller."""
     with BagReader(bag_path, skip_damaged=args.skip_damaged_chunks) as bag:
@@ -150,7 +164,6 @@ def _evaluate(args, bag_path: Path, output: Path, recorder: BagRecorder | None) 
             print(f"evaluate_bag: {note}", file=sys.stderr)
         record = read_fault_record(bag, args.timeline_topic)
         params = resolve_parameters(args, record)
-        check_writable(output)  # before minutes of evaluation, not after
         options = {"faults": faults_from_record(record), "sample_count": args.samples,
                    "labels_topic": args.labels_topic if args.labels_topic in bag.topics else "",
                    "bag_classes": record.get("classes")}
@@ -229,12 +242,36 @@ def main(argv: list[str] | None = None) -> dict:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown and unknown[0] != "--ros-args":
         build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.spawn_node and args.mode != "live":
+        build_parser().error("--spawn-node: runs a node for --mode live; offline, the pipeline runs in this process")
     args.ros_args = unknown
     result = evaluate(args)
-    accuracy = result["accuracy"]
-    summary = f"mIoU {accuracy['miou']:.2f} %" if accuracy else "no ground truth"
-    print(f"evaluate_bag: {result['frames']['total']} frames, {summary}; report in {output_folder(args)}")
+    frames, accuracy = result["frames"], result["accuracy"]
+    labels_topic = result["ground_truth_topic"]
+    labels = result["message_counts"].get(labels_topic, 0) if labels_topic else 0
+    if accuracy:
+        summary = f"mIoU {accuracy['miou']:.2f} %"
+    elif labels and frames["total"]:
+        summary = "no accuracy"
+        print(f"evaluate_bag: warning: none of the {frames['total']} frames has a ground-truth label of its header "
+              f"stamp, though {labels_topic} holds {labels} labels: a label must carry its camera image's stamp "
+              "exactly", file=sys.stderr)
+    else:
+        summary = "no ground truth"
+    print(f"evaluate_bag: {frames['total']} frames, {summary}; report in {output_folder(args)}")
+    if frames["total"] == 0:
+        raise BagError(f"bag {result['bag']}: no frame was segmented from its {frames['camera_messages']} camera "
+                       f"messages; the sensors' last states: {last_states(result['state_transitions'])}")
     return result
+
+
+def last_states(transitions: list[dict]) -> str:
+    """"depth, camera STALE (stale: ...); lidar OK" from the ``state_transitions`` of ``metrics.json``."""
+    sensors_by_state: dict[str, list[str]] = {}
+    for modality, item in {item["modality"]: item for item in transitions}.items():
+        state = item["state"] + (f" ({item['message']})" if item["message"] else "")
+        sensors_by_state.setdefault(state, []).append(SENSOR_OF_MODALITY[modality])
+    return "; ".join(f"{', '.join(sensors)} {state}" for state, sensors in sensors_by_state.items()) or "none recorded"
 
 
 cli = console_script(main, "evaluate_bag")

@@ -158,6 +158,11 @@ def read_fault_record(bag: BagReader, timeline_topic: str) -> dict:
         record = json.loads(text)
         if not isinstance(record, dict):
             raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        classes = record.get("classes", [])
+        if not (isinstance(classes, list) and all(isinstance(name, str) for name in classes)):
+            raise ValueError(f"\"classes\" is {classes!r}, expected a list of class names")
+        if not isinstance(record.get("rig_parameters", {}), dict):
+            raise ValueError("\"rig_parameters\" is not an object of parameter name -> value")
         faults_from_record(record)
     except (ValueError, TypeError, KeyError) as error:
         problem = f"a fault lacks {error}" if isinstance(error, KeyError) else str(error)

@@ -83,6 +83,9 @@ class BagPlayer:
         self.rate, self.loop, self.clock, self.delay_s = rate, loop, clock, delay_s
         self.observer = observer
         self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else None
+        if self.bag.end_ns < self.bag.start_ns:  # rosbags' times of a bag without messages
+            self.bag.close()
+            raise BagError(f"bag {bag_path}: holds no message; nothing to play")
         self.start_ns = self.bag.start_ns + seconds_to_nanoseconds(start_offset_s)
         if self.start_ns > self.bag.end_ns:
             length_s = (self.bag.end_ns - self.bag.start_ns) / 1e9

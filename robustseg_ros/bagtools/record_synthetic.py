@@ -227,10 +227,13 @@ def timeline_record(args, drive: Drive, faults: list[Fault], topics: dict, frame
 
 
 def check_faults_within_drive(faults: list[Fault], start_s: float, length_s: float) -> None:
-    """``ValueError`` naming a fault that starts after the drive's last frame (it would never happen); a note on
-    stderr for one that lasts past it (the recovery after it cannot be measured)."""
+    """``ValueError`` naming a fault that starts before the drive or after its last frame (it would never happen,
+    or in part); a note on stderr for one that lasts past it (the recovery after it cannot be measured)."""
     for fault in faults:
         offsets = f"{fault.start_s - start_s:g}..{fault.end_s - start_s:g} s"
+        if fault.start_s < start_s:
+            raise ValueError(f"fault {fault.kind}:{fault.target} at {offsets} starts before the drive (offsets are "
+                             "seconds from the drive's start, >= 0)")
         if fault.start_s - start_s >= length_s:
             raise ValueError(f"fault {fault.kind}:{fault.target} at {offsets} starts after the drive's end "
                              f"({length_s:g} s, --duration); it would never happen")
