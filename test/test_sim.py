@@ -394,3 +394,51 @@ def test_wide_randomisation_draws_the_fov_so_an_explicit_one_is_refused(tmp_path
     assert len({scene["hfov_deg"] for scene in scenes}) == 2, "each scene's own field of view"
     benchmark = generate_main(tiny_arguments(tmp_path / "benchmark", "--hfov", "70"))
     assert benchmark["intrinsics"]["fx"] == pytest.approx(8 / math.tan(math.radians(35)))
+
+
+def test_scene_writers_end_with_a_generate_dataset_killed_with_sigkill(tmp_path):
+    """Workers outlived a killed parent and went on writing into a folder no longer locked."""
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def command_line(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    command = [sys.executable, "-m", "robustseg_core.sim.generate",
+               *tiny_arguments(tmp_path / "data", "--workers", "2"), "--train-scenes", "6", "--frames-per-scene", "8",
+               "--size", "64"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        workers = [pid for pid in children(parent.pid) if b"multiprocessing" in command_line(pid)]
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the two scene writers started"
+    time.sleep(1.0)  # past their initialiser
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), "no scene writer outlives generate_dataset"

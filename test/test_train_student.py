@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from robustseg_core.errors import UsageError
 from robustseg_core.models import build_segmentor
 from robustseg_core.models.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
 from robustseg_core.training.config import ConfigError
@@ -135,6 +136,45 @@ def test_teacher_mismatches_are_named(mini_dataset, tmp_path, teacher):
     with pytest.raises(CheckpointError, match="encoder must match the teacher's"):
         train_student(["--set", *student_overrides(mini_dataset, tmp_path, teacher), "model.preset=mit_b0"])
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_checkpoints_of_another_stage_or_data_set_are_refused(mini_dataset, tmp_path, teacher):
+    """Found by an outside review: each of these ran to the end with exit 0 and a wrong result."""
+    from robustseg_core.training.average import average_checkpoints
+    from robustseg_core.training.export import export_checkpoint
+    from robustseg_core.training.recalibrate_bn import recalibrate
+    from robustseg_core.training.train_teacher import main as train_teacher
+
+    run = tmp_path / "student"
+    train_student(["--set", *student_overrides(mini_dataset, run, teacher, "S")])
+    with pytest.raises(CheckpointError, match=r"student/best.pt: a student checkpoint \(made by train_student\), not "
+                                              r"a teacher's: teacher.checkpoint must be the stage-1 teacher"):
+        train_student(["--set", *student_overrides(mini_dataset, tmp_path / "second", run / "best.pt")])
+    with pytest.raises(CheckpointError, match=r"student/last.pt: a student checkpoint \(made by train_student\), not "
+                                              r"a teacher's: a run continues with the command that started it"):
+        train_teacher(["--set", *tiny_overrides(mini_dataset, tmp_path / "as_teacher", 2), "--resume",
+                       str(run / "last.pt")])
+
+    other_data = tmp_path / "other_data"
+    shutil.copytree(mini_dataset, other_data)
+    meta = json.loads((other_data / "meta.json").read_text())
+    (other_data / "meta.json").write_text(json.dumps({**meta, "seed": meta["seed"] + 1}))
+    with pytest.raises(UsageError, match=f"--data-root {other_data}: not the data set .*student/best.pt was "
+                                         "trained on"):
+        recalibrate(run / "best.pt", other_data, tmp_path / "recalibrated.pt", workers=0)
+    other_run = load_checkpoint(run / "best.pt")
+    other_run["meta"]["input_sha256"] = {**other_run["meta"]["input_sha256"], "data.root": "0" * 64}
+    save_checkpoint(tmp_path / "other_run.pt", other_run)
+    with pytest.raises(CheckpointError, match=r"other_run.pt: not a checkpoint of the run of .* \(data set '0000"):
+        average_checkpoints([run / "best.pt", tmp_path / "other_run.pt"], tmp_path / "mean.pt")
+
+    pretrained = load_checkpoint(teacher)
+    pretrained["meta"]["config"] = {"pretrain": {"modalities": ["rgb"]}}
+    save_checkpoint(tmp_path / "pretrain.pt", pretrained)
+    with pytest.raises(CheckpointError, match="pretrain.pt: an encoder pretraining checkpoint"):
+        export_checkpoint(tmp_path / "pretrain.pt", tmp_path / "deployable.pt")
+    with pytest.raises(ConfigError, match=f"train.output_dir {mini_dataset}/run: inside the data set data.root"):
+        train_teacher(["--set", *tiny_overrides(mini_dataset, mini_dataset / "run", 1)])
 
 
 def test_student_ddp_with_two_cpu_processes(mini_dataset, tmp_path, teacher):

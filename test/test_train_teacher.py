@@ -117,6 +117,19 @@ def test_kills_at_any_instant_and_resumes_end_with_the_uninterrupted_weights(min
     assert not temporaries(run) and not (run / ".lock").exists()
 
 
+def test_ctrl_c_before_the_first_epoch_prints_the_command_to_run_again(mini_dataset, tmp_path, monkeypatch, capsys):
+    from robustseg_core.training import engine
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "resume_checkpoint", interrupted)  # Ctrl-C while a resumed run loads
+    assert train_teacher_cli(["--set", *tiny_overrides(mini_dataset, tmp_path, 1)]) == 130
+    error = capsys.readouterr().err
+    assert "training stopped before its first epoch began; nothing partial was written" in error
+    assert "run it again with: train_teacher --set" in error and "--resume auto" in error
+
+
 def test_non_finite_loss_names_step_term_and_a_finite_checkpoint(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"x")  # not loadable: not a good checkpoint
     with pytest.raises(TrainingDiverged, match=r"step 7: loss term 'ohem_ce' is nan; last good checkpoint: none"):

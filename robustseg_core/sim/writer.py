@@ -21,9 +21,13 @@ and a re-run of the same command resumes an interrupted run (``dataset_folder``)
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -149,8 +153,18 @@ def _write_scene_task(args: tuple[str, SceneJob, DriveConfig]) -> dict:
     return write_scene(*args)
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(parent_pid: int) -> None:
+    """A scene writer process: one OpenCV thread (one process per core already), and killed with its parent
+    (Linux), so that a ``generate_dataset`` killed with SIGKILL leaves no writer in a folder it no longer locks."""
+    cv2.setNumThreads(1)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        os._exit(1)
 
 
 def write_dataset(root: str, jobs: list[SceneJob], config: DriveConfig, *, seed: int, workers: int = 1,
@@ -232,7 +246,7 @@ def _written_scenes(root: str, jobs: list[SceneJob], config: DriveConfig, worker
         yield from map(_write_scene_task, tasks)
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     try:
         for future in as_completed([pool.submit(_write_scene_task, task) for task in tasks]):
             yield future.result()

@@ -41,6 +41,7 @@ from ..models.checkpoint import (
     save_checkpoint,
 )
 from ..output_folder import check_not_an_input
+from .run_folder import run_stage
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float],
@@ -66,14 +67,13 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequ
 
 
 def run_identity(meta: dict) -> dict[str, object]:
-    """What the checkpoints of one training run share, from a checkpoint's ``meta``: the stage (a config with a
-    ``student`` section is a student's, one with a ``pretrain`` section an encoder pretraining's),
-    ``train.seed`` and ``student.recipe`` (None when not recorded)."""
+    """What the checkpoints of one training run share, from a checkpoint's ``meta``: the stage (``run_stage``),
+    ``train.seed``, ``student.recipe`` and the data set's digest (of its ``meta.json``); None when not recorded
+    (checkpoints of older versions record no digest: their data set is not compared)."""
     config = meta.get("config") or {}
-    student = config.get("student") or {}
-    stage = "student" if student else "pretrain_encoder" if config.get("pretrain") else "teacher"
-    return {"stage": stage, "train.seed": (config.get("train") or {}).get("seed"),
-            "student.recipe": student.get("recipe")}
+    return {"stage": run_stage(config), "train.seed": (config.get("train") or {}).get("seed"),
+            "student.recipe": (config.get("student") or {}).get("recipe"),
+            "data set": (meta.get("input_sha256") or {}).get("data.root")}
 
 
 def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None,
@@ -95,7 +95,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[floa
     identities = [run_identity(checkpoint.get("meta") or {}) for checkpoint in checkpoints]
     for path, identity in zip(paths[1:], identities[1:]):
         differences = [f"{key} {identity[key]!r}, not {identities[0][key]!r}" for key in identity
-                       if identity[key] != identities[0][key]]
+                       if identity[key] != identities[0][key]
+                       and not (key == "data set" and None in (identity[key], identities[0][key]))]
         if differences:
             raise CheckpointError(f"{path}: not a checkpoint of the run of {paths[0]} ({'; '.join(differences)}); "
                                   "average points of one training run")

@@ -131,6 +131,11 @@ def check_training_config(config: Mapping) -> None:
     if unknown or not combinations:
         raise ConfigError(f"train.val_combinations {config['train']['val_combinations']}: expected some of "
                           f"{', '.join(COMBINATIONS)}")
+    output, data = (Path(config[section][key]).resolve()
+                    for section, key in (("train", "output_dir"), ("data", "root")))
+    if output == data or data in output.parents:
+        raise ConfigError(f"train.output_dir {config['train']['output_dir']}: inside the data set data.root "
+                          f"{config['data']['root']}, whose folder holds the data set only; choose another folder")
 
 
 #: train.seed is below this: seeds of later epochs and ranks (seed + 1000 * epoch + rank) stay in torch's 64 bits.
@@ -379,8 +384,12 @@ def fit(
         if ctx.is_main:
             for path in remove_stale_temporaries(output_dir):
                 print(f"removed {path}, left by a write that was killed", file=sys.stderr, flush=True)
-        return _fit(config, ctx, segmentor, step_function, resume, description, allow_config_change, command,
-                    command_line)
+        try:
+            return _fit(config, ctx, segmentor, step_function, resume, description, allow_config_change, command,
+                        command_line)
+        except KeyboardInterrupt:  # before the epochs (loading, checks, the config written atomically)
+            raise TrainingInterrupted(f"training stopped before its first epoch began; nothing partial was written in "
+                                      f"{output_dir}; run it again with: {command or 'the same command'}") from None
 
 
 def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step_function: StepFunction,
@@ -458,7 +467,8 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
             train_seconds += time.perf_counter() - epoch_start
             if ctx.is_main:
                 state = save_epoch(segmentor, epoch, {
-                    "meta": checkpoint_meta(config, metrics, segmentor.modalities, command_line),
+                    "meta": {**checkpoint_meta(config, metrics, segmentor.modalities, command_line),
+                             "input_sha256": input_digests},  # in best.pt too: the run's teacher and data set
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
                     "steps_per_epoch": steps_per_epoch, "input_sha256": input_digests,

@@ -21,14 +21,19 @@ from pathlib import Path
 
 from ..cli import console_script
 from ..errors import UsageError
-from ..models.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from ..models.checkpoint import (CheckpointError, build_model_from_checkpoint, file_sha256, load_checkpoint,
+                                 save_checkpoint)
 from ..output_folder import check_not_an_input
+from .run_folder import run_stage
 
 
 def export_checkpoint(checkpoint: Path, out: Path, scores: dict | None = None, note: str = "") -> dict:
     """Write the deployable form of ``checkpoint`` to ``out``; returns what was written."""
     model, state = build_model_from_checkpoint(checkpoint)
     meta = dict(state.get("meta") or {})
+    if run_stage(meta.get("config") or {}) == "pretrain_encoder":
+        raise CheckpointError(f"{checkpoint}: an encoder pretraining checkpoint (pretrain_encoder), whose head only "
+                              "served the pretraining; export a teacher or a student")
     meta["trained_command"] = meta.pop("command", "")
     meta["source_checkpoint"] = str(checkpoint)
     meta["evaluation"] = scores or {}

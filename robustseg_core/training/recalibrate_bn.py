@@ -43,6 +43,7 @@ from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, fi
 from ..output_folder import check_not_an_input, check_writable
 from .distributed import DistributedContext
 from .engine import validate
+from .run_folder import input_file_digests
 
 
 def head_batchnorm(model: nn.Module) -> nn.BatchNorm2d:
@@ -102,6 +103,12 @@ def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "t
         raise CheckpointError(f"{checkpoint}: recalibrate_bn uses the combinations of {', '.join(MODALITIES)}; this "
                               f"model takes {', '.join(model.modalities)}")
     meta = dict(state.get("meta") or {})
+    trained_on = (meta.get("input_sha256") or state.get("input_sha256") or {}).get("data.root")
+    found = input_file_digests({"data": {"root": str(data_root)}}).get("data.root")
+    if trained_on and found and found != trained_on:
+        raise UsageError(f"--data-root {data_root}: not the data set {checkpoint} was trained on (its meta.json has "
+                         f"sha256 {found[:12]}, the run's {trained_on[:12]}); statistics and scores of another data "
+                         "set would not be the model's")
     eval_size = (meta.get("config") or {}).get("data", {}).get("eval_size")
     if not eval_size:
         raise CheckpointError(f"{checkpoint}: no data.eval_size in its config")

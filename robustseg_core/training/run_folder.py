@@ -85,6 +85,23 @@ def resume_command(prog: str, argv: Sequence[str]) -> str:
     return shlex.join([prog, *kept, "--resume", "auto"])
 
 
+def run_stage(config: Mapping) -> str:
+    """The stage a training config is of: "student" (it has a ``student`` section), "pretrain_encoder" (a
+    ``pretrain`` section) or "teacher"."""
+    return "student" if config.get("student") else "pretrain_encoder" if config.get("pretrain") else "teacher"
+
+
+def check_stage(checkpoint: Mapping, path: Path, expected: str, use: str) -> None:
+    """``CheckpointError`` when the checkpoint at ``path`` records the config of another stage than ``expected``
+    (the training command that made it: ``train_teacher``, ``train_student``, ``pretrain_encoder``); a checkpoint
+    without a config (of an older version, or made elsewhere) passes. ``use``: what it was given for."""
+    config = (checkpoint.get("meta") or {}).get("config")
+    if config and run_stage(config) != expected:
+        made_by = {"student": "train_student", "pretrain_encoder": "pretrain_encoder", "teacher": "train_teacher"}
+        raise CheckpointError(f"{path}: a {run_stage(config)} checkpoint (made by {made_by[run_stage(config)]}), "
+                              f"not a {expected}'s: {use}")
+
+
 def _input_digest(name: str, value: object) -> str | None:
     """The digest of input ``name`` with value ``value``; None when there is nothing to read."""
     return INPUT_FILES[name](value) if isinstance(value, (str, Path)) else None
@@ -174,6 +191,7 @@ def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, all
     missing = [key for key in RESUMABLE_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not resumable (no {', '.join(missing)}); resume from last.pt")
+    check_stage(checkpoint, path, run_stage(config), "a run continues with the command that started it")
     if last_path.exists() and path.resolve() != last_path.resolve():
         raise UsageError(f"{output_dir} already holds a run ({last_path}): resuming {path} there would overwrite it; "
                          "choose another train.output_dir, or continue that run with --resume auto")

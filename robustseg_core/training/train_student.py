@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 
 import torch
 
@@ -38,6 +39,7 @@ from .config import ConfigError, load_config
 from .distributed import cleanup_distributed, setup_distributed
 from .engine import TRAINING_DEFAULTS, check_intervals, check_training_config, fit, seed_everything
 from .modality_dropout import apply_modality_dropout, validated_k_probabilities
+from .run_folder import check_stage
 from .train_teacher import build_model, fit_options, get_args_parser
 
 #: Which distillation terms each recipe of the ablation uses (CE is always on).
@@ -104,6 +106,7 @@ def check_student_config(config: dict) -> None:
 def load_teacher(path: str, student: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The frozen teacher, checked to predict the student's classes from the same modality order."""
     teacher, checkpoint = build_model_from_checkpoint(path, device)
+    check_stage(checkpoint, Path(path), "teacher", "teacher.checkpoint must be the stage-1 teacher (train_teacher)")
     difference = list_difference(checkpoint_classes(checkpoint, path), CLASS_NAMES, ("teacher", "student"))
     difference = difference or list_difference(teacher.modalities, student.modalities, ("teacher", "student"),
                                                "modality")
