@@ -73,6 +73,15 @@ def split_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
     return [item for index, item in enumerate(argv) if index >= end or item != DEBUG_FLAG], debug
 
 
+def split_ros_args(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(the command's own arguments, the rclpy arguments from ``--ros-args`` on) of ``argv`` (default
+    ``sys.argv[1:]``): the command's parser never sees the second part, whose ``-p name:=value`` or
+    ``-r from:=to`` it would take for options of its own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    return argv[:end], argv[end:]
+
+
 def os_error_message(error: OSError) -> str:
     """``<path>: <reason>`` (both paths of a rename), or the error's text when it names no path."""
     reason = error.strerror or str(error)

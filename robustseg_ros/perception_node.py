@@ -15,6 +15,7 @@ is the ROS context shut down. The node's own lifecycle *shutdown* transition end
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -23,7 +24,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
-from robustseg_core.cli import console_script
+from robustseg_core.cli import console_script, split_ros_args
 from robustseg_ros.node import PerceptionNode
 from robustseg_ros.params import NODE_NAME, ParameterError, load_params_document
 from robustseg_ros.shutdown import spin_until, stop_on_signals
@@ -42,10 +43,22 @@ def params_files(argv: list[str]) -> list[str]:
     return [argv[index + 1] for index, item in enumerate(argv[:-1]) if item == "--params-file"]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The node's own command line: nothing but ``--help``; everything else is ROS arguments."""
+    return argparse.ArgumentParser(
+        prog="perception_node", usage="perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE] ...]",
+        description="The robustseg perception node: camera, depth, LiDAR and event topics in, segmentation, sensor "
+                    "health and /diagnostics out.",
+        epilog="Parameters: config/perception.yaml (every one, with its default and meaning) and "
+               "docs/perception_node.md; ros2 launch robustseg_ros perception.launch.py takes the same.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT, SIGTERM or its lifecycle shutdown (``argv``: the command line without the
     program name); returns 0. A node that cannot start raises the error that stopped it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    own, ros_args = split_ros_args(argv)
+    build_parser().parse_args(own)  # --help, or an argument that belongs after --ros-args: exit 2 naming it
+    argv = ros_args
     for path in params_files(argv):
         load_params_document(path)  # one ParameterError naming a missing or malformed file, before rcl parses it
     with stop_on_signals() as stop:

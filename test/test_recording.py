@@ -145,6 +145,13 @@ def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["failed.partial", "outputs"]
 
 
+def test_arguments_after_ros_args_go_to_rclpy_not_to_the_command(tmp_path, ros_domain, capsys):
+    """``--ros-args -p use_sim_time:=true`` was taken for record_outputs' own -p (an unknown node parameter)."""
+    assert record_outputs.cli([str(tmp_path / "sim_time"), "--duration", "0.2", "--ros-args", "-p",
+                               "use_sim_time:=true", "-r", "__ns:=/robot1"]) == 0
+    assert (tmp_path / "sim_time").is_dir() and "error" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["bad name", "/robot//perception", "/perception/", "~/perception", ""])
 def test_record_outputs_refuses_a_node_name_that_is_not_one(name, tmp_path, capsys):
     """A mistyped --node is one line naming it (exit 2) before any bag or partial is created."""

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from sensor_msgs.msg import Image
 
-from robustseg_core.cli import console_script, non_negative_float, non_negative_int, positive_float
+from robustseg_core.cli import (console_script, non_negative_float, non_negative_int, positive_float,
+                                split_ros_args)
 from robustseg_core.output_folder import FolderLock, check_not_an_input
 from robustseg_ros.bagtools.bag_io import (
     FAULT_TIMELINE_TOPIC, GROUND_TRUTH_TOPIC, BagError, BagReader, message_type_name,
@@ -239,12 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate the bag; returns the ``metrics.json`` dict."""
-    args, unknown = build_parser().parse_known_args(argv)
-    if unknown and unknown[0] != "--ros-args":
-        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+    own, ros_args = split_ros_args(argv)
+    args = build_parser().parse_args(own)
     if args.spawn_node and args.mode != "live":
         build_parser().error("--spawn-node: runs a node for --mode live; offline, the pipeline runs in this process")
-    args.ros_args = unknown
+    args.ros_args = ros_args
     result = evaluate(args)
     frames, accuracy = result["frames"], result["accuracy"]
     labels_topic = result["ground_truth_topic"]

@@ -25,7 +25,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from robustseg_core.cli import console_script, non_negative_float
+from robustseg_core.cli import console_script, non_negative_float, split_ros_args
 from robustseg_ros.bagtools.recorder import DEFAULT_NODE, BagRecorder, output_topics, subscribe_outputs
 from robustseg_ros.params import (PARAMETER_DEFAULTS, PerceptionParams, absolute_topic, parse_override,
                                   read_params_file, topic_name_problem)
@@ -68,16 +68,15 @@ def main(argv: list[str] | None = None) -> Path:
                         help="node parameter override for the input topics, repeatable")
     parser.add_argument("--no-inputs", action="store_true", help="record the outputs only")
     parser.add_argument("--duration", type=non_negative_float, default=0.0, help="seconds to record; 0: until Ctrl-C")
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and unknown[0] != "--ros-args":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    own, ros_args = split_ros_args(argv)
+    args = parser.parse_args(own)
     values = dict(PARAMETER_DEFAULTS)
     if args.params_file:
         values.update(read_params_file(args.params_file))
     values.update(parse_override(text) for text in args.param)
     topics, inputs = recorded_topics(PerceptionParams(values), args.node, not args.no_inputs)
     with stop_on_signals() as stop:
-        rclpy.init(args=[PROG, *unknown], signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=[PROG, *ros_args], signal_handler_options=SignalHandlerOptions.NO)
         recorder, node = None, None
         try:
             recorder = BagRecorder(args.out)

@@ -20,7 +20,7 @@ import sys
 import rclpy
 from rclpy.signals import SignalHandlerOptions
 
-from robustseg_core.cli import console_script, non_negative_float, positive_float
+from robustseg_core.cli import console_script, non_negative_float, positive_float, split_ros_args
 from robustseg_core.errors import UsageError
 from robustseg_ros.bagtools.faults import parse_topic_fault
 from robustseg_ros.bagtools.player import BagPlayer
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Play the bag; returns the number of messages published (0 when stopped before the first)."""
-    args, ros_args = build_parser().parse_known_args(argv)
+    own, ros_args = split_ros_args(argv)
+    args = build_parser().parse_args(own)
     try:
         faults = ([parse_topic_fault("drop", text) for text in args.drop]
                   + [parse_topic_fault("freeze", text) for text in args.freeze])
