@@ -63,6 +63,11 @@ class MessageError(ValueError):
             where.append(f"field '{field}'")
         super().__init__(f"{': '.join(where)}: {problem}" if where else problem)
 
+    def counted_as(self, prefix: str = "") -> str:
+        """Short kind for counting: the faulty field ("step", "data", "encoding"...) or an ``UnusableMessage``'s
+        kind ("empty cloud", "no valid depth")."""
+        return prefix + (getattr(self, "kind", None) or self.field or "message")
+
 
 @dataclass(frozen=True)
 class ImageEncoding:

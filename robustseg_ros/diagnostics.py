@@ -60,7 +60,8 @@ class FrameStatistics:
         self._stage_ms: deque[dict[str, float]] = deque(maxlen=STATISTICS_WINDOW)
 
     def count_dropped(self) -> None:
-        """A pending frame was replaced by a newer one before the worker took it."""
+        """A pending frame was replaced by a newer one before the worker took it, or built before the clock
+        jumped back (a restarted replay)."""
         with self._lock:
             self.frames_dropped += 1
 

@@ -41,7 +41,7 @@ class FrameJob:
     are unknown, ``geometry_problem`` saying why; ``events``/``event_window``: the events of the window (s)
     ending at the frame stamp (packets input); ``statuses``: sensor health when the frame was built;
     ``event_sensor_size``: (width, height) px of the event sensor the events were checked against (None:
-    unknown, the output size).
+    unknown, the output size); ``generation``: the pipeline's restarts when it was built.
     """
 
     frame: SyncedFrame
@@ -53,6 +53,7 @@ class FrameJob:
     statuses: dict[str, HealthStatus]
     geometry_problem: str = ""
     event_sensor_size: tuple[int, int] | None = None
+    generation: int = 0
 
     @property
     def newest_input_stamp(self) -> float:

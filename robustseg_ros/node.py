@@ -73,6 +73,8 @@ LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=R
 DIAGNOSTICS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 RELIABLE_INPUT_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 WORKER_STOP_TIMEOUT_S = 5.0
+#: How often (s) the node looks for a transient-local CameraInfo publisher while no CameraInfo has come.
+LATCHED_CHECK_PERIOD_S = 1.0
 FAILURE_LOG_THROTTLE_S = 5.0
 #: glibc mallopt options (malloc.h): never give freed heap memory back, and never serve a block with its own mmap.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -155,6 +157,8 @@ class PerceptionNode(LifecycleNode):
         self._outputs: dict = {}
         self._sensor_subscriptions: list = []
         self._health_timer = None
+        self._latched_camera_info = False  # subscribed to a transient-local CameraInfo publisher
+        self._latched_check_at = -LATCHED_CHECK_PERIOD_S  # time.monotonic() of the last look for one
         self._worker: InferenceWorker | None = None
         self._finishing_worker: InferenceWorker | None = None  # one that outlived its deactivation in a slow frame
         self._publishing = False
@@ -398,6 +402,7 @@ class PerceptionNode(LifecycleNode):
         self._sensor_subscriptions = [self.create_subscription(
             types["camera_info"], topics["camera_info"], lambda msg: pipeline.on_camera_info(msg, self._now()),
             subscription_qos(self.params["camera.qos"]))]
+        self._latched_camera_info = False
         for sensor, handler in handlers.items():
             if sensor not in pipeline.active_sensors:
                 if self.params[f"{sensor}.enabled"]:
@@ -458,7 +463,31 @@ class PerceptionNode(LifecycleNode):
         if job is not None and self._worker is not None:
             self._worker.submit(job)
 
+    def _subscribe_latched_camera_info(self) -> None:
+        """While no CameraInfo has come, subscribe to it once more, transient local, when a publisher offers it so:
+        a CameraInfo latched before the node started (published once) reaches only a subscription that asks for
+        it, and asking every publisher would make the volatile ones (camera drivers) warn of incompatible QoS.
+        A CameraInfo that comes through both subscriptions is taken once (``PerceptionPipeline.on_camera_info``)."""
+        if self._latched_camera_info or self.pipeline.camera_intrinsics is not None or \
+                time.monotonic() < self._latched_check_at + LATCHED_CHECK_PERIOD_S:
+            return
+        self._latched_check_at = time.monotonic()
+        topic = self.params.topics(self.resolve_topic_name)["camera_info"]
+        offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)
+                   if info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL]
+        if not offered:
+            return
+        reliable = all(qos.reliability == ReliabilityPolicy.RELIABLE for qos in offered)
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        pipeline = self.pipeline
+        self._sensor_subscriptions.append(self.create_subscription(
+            input_message_types(self.params)["camera_info"], topic,
+            lambda msg: pipeline.on_camera_info(msg, self._now()), qos))
+        self._latched_camera_info = True
+
     def _on_check(self) -> None:
+        self._subscribe_latched_camera_info()
         now = self._now()
         job = self.pipeline.on_timer(now)
         if job is not None and self._worker is not None:

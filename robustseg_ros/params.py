@@ -451,9 +451,10 @@ def transform_from_parameter(values) -> np.ndarray:
                      f"got {len(values)}")
 
 
-def absolute_topic(name: str) -> str:
-    """A topic name as resolved in the root namespace: a leading "/" added to a relative name."""
-    return name if name.startswith("/") else "/" + name
+def absolute_topic(name: str, namespace: str = "/") -> str:
+    """A topic name as a node in ``namespace`` resolves it: an absolute name as it is, a relative one under the
+    namespace (the root namespace by default: a leading "/" added)."""
+    return name if name.startswith("/") else f"{namespace.rstrip('/')}/{name}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,30 +39,15 @@ from robustseg_core.sensors import CameraIntrinsics
 from robustseg_core.sensors.camera import check_transform
 from robustseg_core.sensors.quality import camera_quality, depth_quality, event_quality, lidar_quality
 from robustseg_ros.compressed import camera_message_to_rgb, compressed_depth_to_metres
-from robustseg_ros.conversions import (
-    MessageError,
-    camera_image_to_rgb,
-    camera_info_to_intrinsics,
-    depth_image_to_metres,
-    pointcloud2_to_events,
-    pointcloud2_to_xyzi,
-    seconds_to_stamp,
-    stamp_to_seconds,
-)
+from robustseg_ros.conversions import (MessageError, camera_image_to_rgb, camera_info_to_intrinsics,
+                                       depth_image_to_metres, pointcloud2_to_events, pointcloud2_to_xyzi,
+                                       seconds_to_stamp, stamp_to_seconds)
 from robustseg_ros.diagnostics import FrameStatistics, sensor_health_statuses, sensor_status_array
 from robustseg_ros.event_buffer import EVENT_PIXEL_KIND, EVENT_TIME_KIND, EventWindowBuffer, check_events
 from robustseg_ros.encoding import NO_CAMERA_INFO, encode_frame
 from robustseg_ros.frames import FrameJob, FrameOutput, SensorPayload
-from robustseg_ros.health import (
-    FUTURE_STAMP,
-    ZERO_STAMP,
-    HealthMonitor,
-    HealthStatus,
-    SensorHealth,
-    SensorState,
-    excluded_modalities,
-    payload_digest,
-)
+from robustseg_ros.health import (FUTURE_STAMP, ZERO_STAMP, HealthMonitor, HealthStatus, SensorHealth, SensorState,
+                                  excluded_modalities, payload_digest)
 from robustseg_ros.params import MODALITY_OF_SENSOR, SENSOR_OF_MODALITY, SENSORS, ParameterError, PerceptionParams
 from robustseg_ros.sync import NO_MESSAGE_WITHIN, FrameSynchronizer, SyncedFrame
 
@@ -97,12 +82,6 @@ class UnusableMessage(MessageError):
     def __init__(self, kind: str, problem: str, *, topic: str | None = None) -> None:
         super().__init__(f"{kind}: {problem}", topic=topic)
         self.kind = kind
-
-
-def error_kind(error: MessageError, prefix: str = "") -> str:
-    """Short kind of a conversion error for counting: the faulty field ("step", "data", "encoding"...) or
-    the ``UnusableMessage`` kind ("empty cloud", "no valid depth")."""
-    return prefix + (getattr(error, "kind", None) or error.field or "message")
 
 
 class PerceptionPipeline:
@@ -146,6 +125,8 @@ class PerceptionPipeline:
         self._camera_info_key: tuple | None = None
         self._started = False
         self._last_now: float | None = None
+        self._jumped_from: float | None = None  # the node time the clock last jumped back from, until it is reached
+        self.generation = 0  # restarts so far: a frame built before the last one is not processed
         self._published_states: dict[str, SensorState] = {}
         self._logged_once: set[str] = set()
         self.statistics = FrameStatistics()
@@ -183,9 +164,9 @@ class PerceptionPipeline:
             self.camera_intrinsics = camera_info_to_intrinsics(msg, topic=self.topic_names["camera_info"])
         except MessageError as error:
             if "rgb" in self.health.modalities:
-                self._record_error("rgb", error_kind(error, "camera_info "), str(error), now)
+                self._record_error("rgb", error.counted_as("camera_info "), str(error), now)
             else:
-                self._log_once(f"camera_info {error_kind(error)}", f"camera_info: malformed message: {error}")
+                self._log_once(f"camera_info {error.counted_as()}", f"camera_info: malformed message: {error}")
             return
         self.camera_frame_id = msg.header.frame_id
         self._camera_info_key = key
@@ -268,11 +249,14 @@ class PerceptionPipeline:
             data = convert()
             T_cam_lidar = self._lidar_extrinsic(msg) if extrinsic else None
         except MessageError as error:  # the message arrived but cannot be used
-            self._record_error(modality, error_kind(error), str(error), now)
+            self._record_error(modality, error.counted_as(), str(error), now)
             self.health[modality].record_unusable(now)
             return None
         convert_ms = (time.perf_counter() - start) * 1e3
         stamp = stamp_to_seconds(msg.header.stamp)
+        if self._jumped_from is not None and now + self.params["health.future_tolerance_s"] < stamp <= \
+                self._jumped_from + self.params["health.future_tolerance_s"]:
+            return None  # sent before the clock jumped back (a looped replay's last messages): not this timeline's
         digest = payload_digest(msg.data) if frozen_check else None
         anomalies = self.health.record_message(modality, stamp, now, digest)
         for kind in anomalies:
@@ -401,7 +385,9 @@ class PerceptionPipeline:
         return statuses
 
     def restart(self, now: float) -> None:
-        """Forget all inputs (sync, health, events, waiting frame); health restarts at ``now`` (s), or later if 0."""
+        """Forget all inputs (sync, health, events, waiting frame); health restarts at ``now`` (s), or later if 0.
+        Frames built before are not processed (``FrameJob.generation``)."""
+        self.generation += 1
         self.sync.reset()
         self.event_buffer.clear()
         self._pending_camera = None
@@ -420,7 +406,11 @@ class PerceptionPipeline:
         elif self._last_now is not None and now < self._last_now - CLOCK_JUMP_BACK_S:
             self.logger.warning(f"node clock jumped back from {self._last_now:.3f} s to {now:.3f} s "
                                 "(replay restarted?): synchronisation and health restart")
+            jumped_from = self._last_now
             self.restart(now)
+            self._jumped_from = jumped_from
+        if self._jumped_from is not None and now >= self._jumped_from:
+            self._jumped_from = None
         self._last_now = now
         return True
 
@@ -456,7 +446,7 @@ class PerceptionPipeline:
         if frame.entries["event"] is not None and self.params["events.input_type"] == "packets":
             events = self._frame_events(window, frame.now)
         return FrameJob(frame, header, (int(size[0]), int(size[1])), intrinsics, events, window, statuses,
-                        geometry_problem, self._event_sensor_size())
+                        geometry_problem, self._event_sensor_size(), self.generation)
 
     def _frame_events(self, window: tuple[float, float], now: float) -> np.ndarray:
         """The buffered events of a frame's ``window`` (s) on the event sensor of this frame; others are counted."""
@@ -511,7 +501,10 @@ class PerceptionPipeline:
         """Encode and segment one frame, with the colour mask, the overlay and the confidence when asked (the node
         asks only when they have subscribers); None when no modality could be encoded (counted).
         ``fuse_degraded``: the modalities fused while DEGRADED (default those ``health.fuse_degraded`` names; the
-        bag evaluation asks for other choices too)."""
+        bag evaluation asks for other choices too). A frame built before the clock jumped back is dropped."""
+        if job.generation != self.generation:
+            self.statistics.count_dropped()
+            return None
         start = time.perf_counter()
         if fuse_degraded is None:
             fuse_degraded = self.params.fused_degraded

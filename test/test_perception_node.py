@@ -285,3 +285,20 @@ def test_frozen_out_of_order_and_malformed_inputs_are_reported_and_survived(harn
     assert "stamp went backwards" in lidar.message and "malformed empty cloud" in lidar.message
     wait_for(lambda: harness.count("segmentation") >= frames_before + 3, 3.0, "frames after the bad messages")
     assert harness.node.pipeline.health["rgb"].error_counts == {"step": 1, "encoding": 1}
+
+
+def test_a_camera_info_latched_before_the_node_started_is_received(context, checkpoint, drive_and_frames):
+    """A static CameraInfo publisher sends once, transient local: a volatile subscription never got it, so depth
+    and LiDAR were never fused."""
+    _, frames = drive_and_frames
+    latched = Node("latched_camera_info", context=context)
+    publisher = latched.create_publisher(CameraInfo, SENSOR_TOPICS["camera_info"], QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    publisher.publish(drive_messages(frames[0])["camera_info"])
+    harness = Harness(context, checkpoint, drive_and_frames)  # started after the only CameraInfo, streams nothing
+    try:
+        wait_for(lambda: harness.node.pipeline.camera_intrinsics is not None, 10.0, "the latched CameraInfo")
+        assert harness.node.pipeline.camera_frame_id == CAMERA_FRAME
+    finally:
+        harness.close()
+        latched.destroy_node()

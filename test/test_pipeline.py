@@ -545,6 +545,22 @@ def test_clock_not_started_and_clock_jump_back(segmenter, drive, frame):
     assert pipeline.health["rgb"].messages_received == 1
 
 
+def test_a_looped_replay_drops_what_was_sent_before_the_clock_jumped_back(segmenter, drive, frame):
+    """The last messages of a loop arrived after /clock went back: they were counted as stamps in the future for
+    2 s, and a frame built before the jump was published after it with a latency of -10 s."""
+    pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
+    before_the_jump = feed(pipeline, drive_messages(frame, 109.9), 109.91)
+    assert before_the_jump is not None
+    assert feed(pipeline, drive_messages(frame, 100.0), 100.01) is not None, "the replay looped"
+    assert pipeline.process(before_the_jump) is None and pipeline.statistics.frames_dropped == 1
+    assert feed(pipeline, drive_messages(frame, 110.0), 100.02) is None, "the old loop's last frame"
+    assert not any(count for health in pipeline.health.sensors.values() for count in health.anomaly_counts.values()), \
+        "no future stamp counted"
+    assert pipeline.process(feed(pipeline, drive_messages(frame, 100.1), 100.11)) is not None
+    assert feed(pipeline, drive_messages(frame, 110.3), 100.12) is None
+    assert pipeline.health["rgb"].anomaly_counts["future_stamp"] == 1, "past the old loop's end: a future stamp"
+
+
 def test_a_failure_before_the_clock_jumped_back_does_not_hold_the_model_in_error(segmenter, drive, frame):
     pipeline = PerceptionPipeline(PerceptionParams(drive_parameters(drive)), segmenter)
     pipeline.statistics.count_failure(RuntimeError("boom"), 40.0)

@@ -20,6 +20,7 @@ from test_perception_node import Harness, context, drive_and_frames, wait_for  #
 
 from robustseg_ros.bagtools import record_outputs  # noqa: E402
 from robustseg_ros.bagtools.bag_io import BagReader  # noqa: E402
+from robustseg_ros.params import PARAMETER_DEFAULTS, PerceptionParams  # noqa: E402
 
 LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
 NODE_OUTPUTS = {"segmentation": "sensor_msgs/msg/Image", "segmentation_color": "sensor_msgs/msg/Image",
@@ -143,6 +144,29 @@ def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "failed").exists() and (tmp_path / "failed.partial").is_dir()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["failed.partial", "outputs"]
+
+
+def test_messages_before_the_first_clock_take_the_time_of_the_next_one(tmp_path):
+    """A recorder on sim time wrote what came before /clock at 0: a replay then waited 100 s before the drive."""
+    from std_msgs.msg import String
+
+    from robustseg_ros.bagtools.recorder import BagRecorder
+
+    recorder = BagRecorder(tmp_path / "sim_time")
+    recorder.write("/perception_node/class_names", 0, String(data="road"))
+    recorder.write("/diagnostics_note", 0, String(data="before /clock"))
+    recorder.write("/note", 100_000_000_000, String(data="first with a time"))
+    recorder.close()
+    with BagReader(tmp_path / "sim_time") as bag:
+        assert {timestamp for _, timestamp, _ in bag.messages(raw=True)} == {100_000_000_000}
+        assert bag.message_counts == {"/perception_node/class_names": 1, "/diagnostics_note": 1, "/note": 1}
+
+
+def test_the_inputs_of_a_namespaced_node_are_recorded_in_its_namespace():
+    params = PerceptionParams({**PARAMETER_DEFAULTS, "lidar.topic": "/velodyne_points"})
+    topics, inputs = record_outputs.recorded_topics(params, "/robot1/perception_node", True)
+    assert {"/robot1/camera/image", "/robot1/camera/camera_info", "/velodyne_points"} <= inputs
+    assert "/robot1/perception_node/segmentation" in topics and "/camera/image" not in topics
 
 
 def test_arguments_after_ros_args_go_to_rclpy_not_to_the_command(tmp_path, ros_domain, capsys):

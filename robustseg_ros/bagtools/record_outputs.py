@@ -36,10 +36,12 @@ PROG = "record_outputs"
 
 
 def recorded_topics(params: PerceptionParams, node_name: str, with_inputs: bool) -> tuple[dict[str, type], frozenset]:
-    """Topic -> type of everything to record, and the input topics among them (subscribed best effort)."""
+    """Topic -> type of everything to record, and the input topics among them (subscribed best effort): relative
+    input topics resolved, as the node does, in the namespace of ``node_name``."""
     inputs = {}
     if with_inputs:
-        types, topics = input_message_types(params), params.topics(absolute_topic)
+        namespace = node_name.rsplit("/", 1)[0] or "/"
+        types, topics = input_message_types(params), params.topics(lambda name: absolute_topic(name, namespace))
         inputs = {topics[name]: kind for name, kind in types.items()
                   if name == "camera_info" or params[f"{name}.enabled"]}
     return {**inputs, **output_topics(node_name)}, frozenset(inputs)

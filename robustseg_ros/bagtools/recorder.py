@@ -81,18 +81,33 @@ class BagRecorder:
         self._lock = threading.Lock()
         self._declared: set[str] = set()
         self.counts: Counter[str] = Counter()
+        self._held: list[tuple[str, object]] = []  # messages at time 0, waiting for a time
         self._closed = False
 
     def write(self, topic: str, timestamp_ns: int, message) -> None:
-        """Write ``message`` on ``topic`` at ``timestamp_ns`` (the bag's time line); ignored once closed."""
+        """Write ``message`` on ``topic`` at ``timestamp_ns`` (the bag's time line); ignored once closed. A
+        message at time 0 (a recorder on sim time before the first /clock) is held and written at the time of
+        the next one that has a time (at 0 if none comes), so the bag's time line does not start 0 s in."""
         with self._lock:
             if self._closed:
                 return
-            if topic not in self._declared:
-                self._writer.add_topic(topic, type(message))
-                self._declared.add(topic)
-            self._writer.write(topic, timestamp_ns, message)
-            self.counts[topic] += 1
+            if timestamp_ns == 0:
+                self._held.append((topic, message))
+                return
+            self._write_held(timestamp_ns)
+            self._write(topic, timestamp_ns, message)
+
+    def _write(self, topic: str, timestamp_ns: int, message) -> None:
+        if topic not in self._declared:
+            self._writer.add_topic(topic, type(message))
+            self._declared.add(topic)
+        self._writer.write(topic, timestamp_ns, message)
+        self.counts[topic] += 1
+
+    def _write_held(self, timestamp_ns: int) -> None:
+        for topic, message in self._held:
+            self._write(topic, timestamp_ns, message)
+        self._held.clear()
 
     def close(self, complete: bool = True) -> None:
         """Finish the bag (its index and metadata.yaml) and, when ``complete``, move it to ``path``; later
@@ -102,6 +117,7 @@ class BagRecorder:
                 return
             self._closed = True
             try:
+                self._write_held(0)
                 self._writer.__exit__(None, None, None)
                 if complete and self.path.exists():
                     self.staging_path.rename(self.partial_path)
