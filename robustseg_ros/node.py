@@ -24,6 +24,7 @@ import ctypes.util
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -142,10 +143,13 @@ class PerceptionNode(LifecycleNode):
     """Multimodal segmentation node; ``node_kwargs`` go to ``rclpy.node.Node`` (context, parameter_overrides...).
 
     ``segmenter`` and ``pipeline`` exist from configure to cleanup; ``finished`` turns True on shutdown.
+    ``interrupted()``: True once the process was asked to end (SIGINT, SIGTERM): the warm-up stops and
+    ``start`` does not activate.
     """
 
-    def __init__(self, **node_kwargs) -> None:
+    def __init__(self, *, interrupted: Callable[[], bool] = lambda: False, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._interrupted = interrupted
         if not keep_freed_memory():
             self.get_logger().info("malloc is not glibc's: freed memory is given back between frames")
         self.segmenter = None
@@ -198,6 +202,8 @@ class PerceptionNode(LifecycleNode):
             if isinstance(error, (UserError, OSError)):
                 raise error
             raise UserError(f"configure failed: {error}") from error  # a one-line error, not a traceback
+        if self._interrupted():  # a signal while the model loaded: the process ends, nothing is subscribed
+            return
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f"activate failed; state {self.lifecycle_state}")
 
@@ -351,7 +357,11 @@ class PerceptionNode(LifecycleNode):
         if iterations == 0:
             return
         start = time.perf_counter()
-        segmenter.warmup(self.params["warmup_height"], self.params["warmup_width"], iterations)
+        for done in range(iterations):
+            if self._interrupted():
+                iterations = done
+                break
+            segmenter.warmup(self.params["warmup_height"], self.params["warmup_width"], 1)
         self.get_logger().info(f"warm-up: {iterations} frames of {self.params['warmup_width']}x"
                                f"{self.params['warmup_height']} in {time.perf_counter() - start:.2f} s")
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError(" ".join(str(error).split())) from error
         try:
             try:
-                node = PerceptionNode()
+                node = PerceptionNode(interrupted=stop.is_set)
             except ParameterException as error:
                 raise ParameterError(str(error)) from error
             executor = SingleThreadedExecutor()

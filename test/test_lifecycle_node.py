@@ -215,3 +215,24 @@ def test_the_onnxruntime_backend_runs_in_the_node(context, checkpoint, drive_and
             and int(values_of(s["robustseg: model"]).get("frames_processed", 0)) > 0), 5.0, "the backend on /diagnostics")
     finally:
         harness.close()
+
+
+def test_a_signal_while_the_node_starts_stops_the_warm_up_and_leaves_it_inactive(context, checkpoint):  # noqa: F811
+    """SIGTERM during a long warm-up waited for it to end, and the node then activated and subscribed."""
+    from robustseg_ros.node import PerceptionNode
+
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(True)
+        return len(asked) > 2  # the signal comes during the third warm-up frame
+
+    overrides = {"checkpoint": checkpoint, "device": "cpu", "warmup_iterations": 100, "warmup_width": 64,
+                 "warmup_height": 48}
+    node = PerceptionNode(interrupted=interrupted, context=context,
+                          parameter_overrides=[Parameter(name, value=value) for name, value in overrides.items()])
+    try:
+        assert node.lifecycle_state == "inactive", "configured, never activated: nothing subscribed"
+        assert len(asked) == 4, "two warm-up frames, the check that stopped it, the one before activating"
+    finally:
+        node.destroy_node()
