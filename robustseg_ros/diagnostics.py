@@ -1,8 +1,8 @@
 """What the perception node reports about itself: ``/diagnostics``, ``~/sensor_status`` and the frame
 statistics behind the model's status (docs/perception_node.md lists every key).
 
-Statuses are named ``"robustseg: <sensor>"`` (camera, depth, events, lidar) and ``"robustseg: model"``;
-levels are ``diagnostic_msgs/DiagnosticStatus`` levels (``robustseg_ros.health``). Building them needs
+Statuses are named ``"robustseg: <sensor>"`` (camera, depth, events, lidar) and ``"robustseg: model"``, or
+``"robustseg /robot1/camera_node: ..."`` for a node of another name or namespace (``status_prefix``); levels are ``diagnostic_msgs/DiagnosticStatus`` levels (``robustseg_ros.health``). Building them needs
 no rclpy node: ``PerceptionPipeline`` calls these builders, the node publishes the result, and the bag
 evaluation reads the model's counters back with ``counters_from_diagnostics``.
 """
@@ -28,10 +28,18 @@ from robustseg_ros.health import (
     HealthStatus,
     SensorState,
 )
-from robustseg_ros.params import MODALITY_OF_SENSOR, SENSOR_OF_MODALITY, SENSORS
+from robustseg_ros.params import MODALITY_OF_SENSOR, NODE_NAME, SENSOR_OF_MODALITY, SENSORS
 from robustseg_ros.sync import SyncCounters
 
 DIAGNOSTIC_PREFIX = "robustseg: "
+
+
+def status_prefix(node_name: str) -> str:
+    """The start of the /diagnostics status names of the node ``node_name`` (fully qualified): ``"robustseg: "``
+    for ``/perception_node``, ``"robustseg <node_name>: "`` for any other, so that the statuses of nodes in
+    two namespaces (one per camera) do not share names."""
+    return DIAGNOSTIC_PREFIX if node_name == f"/{NODE_NAME}" else f"robustseg {node_name}: "
+
 #: Recent frames kept for the latency and stage-time statistics on /diagnostics.
 STATISTICS_WINDOW = 100
 #: Integer counters of the model status that the bag evaluation reports.

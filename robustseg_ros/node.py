@@ -39,7 +39,7 @@ from std_msgs.msg import Float32, Header, String
 
 from robustseg_core.errors import UserError
 from robustseg_ros.conversions import nanoseconds_to_seconds, seconds_to_nanoseconds, seconds_to_stamp
-from robustseg_ros.diagnostics import lifecycle_status
+from robustseg_ros.diagnostics import DIAGNOSTIC_PREFIX, lifecycle_status, status_prefix
 from robustseg_ros.frames import FrameJob
 from robustseg_ros.outputs import OUTPUT_TOPICS, image_messages
 from robustseg_ros.params import (
@@ -514,6 +514,9 @@ class PerceptionNode(LifecycleNode):
             array = DiagnosticArray(header=Header(stamp=seconds_to_stamp(max(now, 0.0))))
         values = {"backend": self.params["backend"], "last_refused_transition": self._refused or "none"}
         array.status.append(lifecycle_status(self.lifecycle_state, self.get_fully_qualified_name(), values))
+        prefix = status_prefix(self.get_fully_qualified_name())
+        for status in array.status:
+            status.name = prefix + status.name.removeprefix(DIAGNOSTIC_PREFIX)
         self._diagnostics_pub.publish(array)
 
     # ------------------------------------------------------------------ inference worker thread

@@ -236,3 +236,33 @@ def test_a_signal_while_the_node_starts_stops_the_warm_up_and_leaves_it_inactive
         assert len(asked) == 4, "two warm-up frames, the check that stopped it, the one before activating"
     finally:
         node.destroy_node()
+
+
+def test_a_node_in_a_namespace_names_its_diagnostics_after_itself(context, checkpoint):  # noqa: F811
+    """Two nodes (one per camera, each in its namespace) published identical status names on /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from robustseg_ros.node import PerceptionNode
+
+    node = PerceptionNode(namespace="/robot1", context=context,
+                          parameter_overrides=[Parameter("checkpoint", value=checkpoint),
+                                               Parameter("device", value="cpu"), Parameter("warmup_iterations", value=0)])
+    listener = Node("diagnostics_listener", context=context)
+    received = []
+    listener.create_subscription(DiagnosticArray, "/diagnostics", received.append, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(listener)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not any(len(message.status) > 1 for message in received) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        names = {status.name for message in received for status in message.status}
+        assert {"robustseg /robot1/perception_node: model", "robustseg /robot1/perception_node: camera",
+                "robustseg /robot1/perception_node: lifecycle"} <= names, names
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        listener.destroy_node()

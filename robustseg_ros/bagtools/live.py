@@ -37,7 +37,7 @@ from robustseg_ros.conversions import (
     stamp_to_nanoseconds,
     stamp_to_seconds,
 )
-from robustseg_ros.diagnostics import counters_from_diagnostics
+from robustseg_ros.diagnostics import counters_from_diagnostics, status_prefix
 from robustseg_ros.health import SensorState
 from robustseg_ros.node import PerceptionNode
 from robustseg_ros.params import PARAMETER_DEFAULTS, SENSORS, PerceptionParams, absolute_topic, resolve_checkpoint
@@ -76,6 +76,7 @@ class LiveEvaluation(Evaluation):
         self._camera_rgb: dict[int, np.ndarray] = {}
         self._camera_stamps: set[int] = set()
         self._model_diagnostics = None
+        self._status_prefix = status_prefix(absolute_topic(node_name).rstrip("/"))
         prefix = absolute_topic(node_name).rstrip("/")
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for name, message_type in (("segmentation", Image), ("confidence", Image), ("sensor_status", DiagnosticArray)):
@@ -153,6 +154,8 @@ class LiveEvaluation(Evaluation):
         now = stamp_to_seconds(message.header.stamp)
         with self._lock:
             for status in message.status:
+                if not status.name.startswith(self._status_prefix):  # another node's, or another package's
+                    continue
                 if status.name.endswith("model"):
                     self._model_diagnostics = message
                     continue
