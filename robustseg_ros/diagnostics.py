@@ -2,9 +2,10 @@
 statistics behind the model's status (docs/perception_node.md lists every key).
 
 Statuses are named ``"robustseg: <sensor>"`` (camera, depth, events, lidar) and ``"robustseg: model"``, or
-``"robustseg /robot1/camera_node: ..."`` for a node of another name or namespace (``status_prefix``); levels are ``diagnostic_msgs/DiagnosticStatus`` levels (``robustseg_ros.health``). Building them needs
-no rclpy node: ``PerceptionPipeline`` calls these builders, the node publishes the result, and the bag
-evaluation reads the model's counters back with ``counters_from_diagnostics``.
+``"robustseg /robot1/camera_node: ..."`` for a node of another name or namespace (``status_prefix``); levels
+are ``diagnostic_msgs/DiagnosticStatus`` levels (``robustseg_ros.health``). Building them needs no rclpy node:
+``PerceptionPipeline`` calls these builders, the node publishes the result, and the bag evaluation reads the
+model's counters back with ``counters_from_diagnostics``.
 """
 
 from __future__ import annotations

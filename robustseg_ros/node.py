@@ -535,7 +535,7 @@ class PerceptionNode(LifecycleNode):
             messages = image_messages(output)  # built outside the lock: a deactivation waits only for publish()
             status = pipeline.sensor_status(output)
             with self._publish_lock:
-                if not self._publishing:
+                if not self._publishing or job.generation != pipeline.generation:  # the clock jumped back meanwhile
                     return
                 for name, message in messages.items():
                     outputs[name].publish(message)

@@ -125,7 +125,7 @@ class PerceptionPipeline:
         self._camera_info_key: tuple | None = None
         self._started = False
         self._last_now: float | None = None
-        self._jumped_from: float | None = None  # the node time the clock last jumped back from, until it is reached
+        self._stragglers: tuple[float, float, float] | None = None  # (low, high stamp, until): see _clock_running
         self.generation = 0  # restarts so far: a frame built before the last one is not processed
         self._published_states: dict[str, SensorState] = {}
         self._logged_once: set[str] = set()
@@ -254,9 +254,9 @@ class PerceptionPipeline:
             return None
         convert_ms = (time.perf_counter() - start) * 1e3
         stamp = stamp_to_seconds(msg.header.stamp)
-        if self._jumped_from is not None and now + self.params["health.future_tolerance_s"] < stamp <= \
-                self._jumped_from + self.params["health.future_tolerance_s"]:
-            return None  # sent before the clock jumped back (a looped replay's last messages): not this timeline's
+        if self._stragglers is not None and now < self._stragglers[2] and \
+                max(self._stragglers[0], now + self.params["health.future_tolerance_s"]) < stamp <= self._stragglers[1]:
+            return None  # sent just before the clock jumped back (a looped replay's last messages): not this timeline's
         digest = payload_digest(msg.data) if frozen_check else None
         anomalies = self.health.record_message(modality, stamp, now, digest)
         for kind in anomalies:
@@ -388,6 +388,7 @@ class PerceptionPipeline:
         """Forget all inputs (sync, health, events, waiting frame); health restarts at ``now`` (s), or later if 0.
         Frames built before are not processed (``FrameJob.generation``)."""
         self.generation += 1
+        self._stragglers = None
         self.sync.reset()
         self.event_buffer.clear()
         self._pending_camera = None
@@ -406,11 +407,9 @@ class PerceptionPipeline:
         elif self._last_now is not None and now < self._last_now - CLOCK_JUMP_BACK_S:
             self.logger.warning(f"node clock jumped back from {self._last_now:.3f} s to {now:.3f} s "
                                 "(replay restarted?): synchronisation and health restart")
-            jumped_from = self._last_now
-            self.restart(now)
-            self._jumped_from = jumped_from
-        if self._jumped_from is not None and now >= self._jumped_from:
-            self._jumped_from = None
+            tolerance, jumped_from = self.params["health.future_tolerance_s"], self._last_now
+            self.restart(now)  # messages stamped in the last second before the jump, arriving in the next one:
+            self._stragglers = (jumped_from - CLOCK_JUMP_BACK_S, jumped_from + tolerance, now + CLOCK_JUMP_BACK_S)
         self._last_now = now
         return True
 

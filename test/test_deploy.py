@@ -217,7 +217,8 @@ def test_without_an_onnx_file_the_checkpoint_is_exported_once_into_the_cache(che
 
     intact = cached.read_bytes()  # bytes flipped in the weights (a bad sector): the metadata still matches
     middle = len(intact) // 2
-    cached.write_bytes(intact[:middle] + bytes(255 - byte for byte in intact[middle:middle + 200]) + intact[middle + 200:])
+    flipped = bytes(255 - byte for byte in intact[middle:middle + 200])
+    cached.write_bytes(intact[:middle] + flipped + intact[middle + 200:])
     load_backend("onnxruntime", "cpu", checkpoint=checkpoint)
     assert cached.read_bytes() == intact, "a damaged export is exported again, not used"
 

@@ -225,7 +225,7 @@ def test_a_signal_while_the_node_starts_stops_the_warm_up_and_leaves_it_inactive
 
     def interrupted() -> bool:
         asked.append(True)
-        return len(asked) > 2  # the signal comes during the third warm-up frame
+        return len(asked) > 2  # the signal came during the second warm-up frame: the third does not start
 
     overrides = {"checkpoint": checkpoint, "device": "cpu", "warmup_iterations": 100, "warmup_width": 64,
                  "warmup_height": 48}
@@ -247,8 +247,8 @@ def test_a_node_in_a_namespace_names_its_diagnostics_after_itself(context, check
     from robustseg_ros.node import PerceptionNode
 
     node = PerceptionNode(namespace="/robot1", context=context,
-                          parameter_overrides=[Parameter("checkpoint", value=checkpoint),
-                                               Parameter("device", value="cpu"), Parameter("warmup_iterations", value=0)])
+                          parameter_overrides=[Parameter(name, value=value) for name, value in (
+                              ("checkpoint", checkpoint), ("device", "cpu"), ("warmup_iterations", 0))])
     listener = Node("diagnostics_listener", context=context)
     received = []
     listener.create_subscription(DiagnosticArray, "/diagnostics", received.append, 10)

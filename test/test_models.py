@@ -272,6 +272,13 @@ def test_a_checkpoint_with_flipped_bytes_is_refused_not_loaded_as_wrong_weights(
     model = build_segmentor("mit_cpu", embed_dim=32)
     save_checkpoint(checkpoint, {"model": model.state_dict(), "architecture": model.architecture})
     load_checkpoint(checkpoint)
+    unchecked = tmp_path / "without_checksums.pt"
+    torch.serialization.set_crc32_options(False)
+    try:  # a file written without checksums (CRC 0) cannot be checked: it loads
+        torch.save({"model": model.state_dict(), "architecture": model.architecture}, unchecked)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    load_checkpoint(unchecked)
     flip_middle_bytes(checkpoint)
     with pytest.raises(CheckpointError, match=r"student.pt: a damaged checkpoint \(.* does not match its CRC-32"):
         load_checkpoint(checkpoint)

@@ -559,6 +559,8 @@ def test_a_looped_replay_drops_what_was_sent_before_the_clock_jumped_back(segmen
     assert pipeline.process(feed(pipeline, drive_messages(frame, 100.1), 100.11)) is not None
     assert feed(pipeline, drive_messages(frame, 110.3), 100.12) is None
     assert pipeline.health["rgb"].anomaly_counts["future_stamp"] == 1, "past the old loop's end: a future stamp"
+    assert feed(pipeline, drive_messages(frame, 100.7), 100.13) is None
+    assert pipeline.health["rgb"].anomaly_counts["future_stamp"] == 2, "0.5 s ahead in the new loop: a future stamp"
 
 
 def test_a_failure_before_the_clock_jumped_back_does_not_hold_the_model_in_error(segmenter, drive, frame):

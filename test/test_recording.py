@@ -146,10 +146,11 @@ def test_a_second_recorder_for_one_bag_is_refused_and_a_failed_recording_is_not_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["failed.partial", "outputs"]
 
 
-def test_messages_before_the_first_clock_take_the_time_of_the_next_one(tmp_path):
+def test_messages_before_the_first_clock_take_the_time_of_the_next_one(tmp_path, monkeypatch, capsys):
     """A recorder on sim time wrote what came before /clock at 0: a replay then waited 100 s before the drive."""
     from std_msgs.msg import String
 
+    from robustseg_ros.bagtools import recorder as recorder_module
     from robustseg_ros.bagtools.recorder import BagRecorder
 
     recorder = BagRecorder(tmp_path / "sim_time")
@@ -160,6 +161,14 @@ def test_messages_before_the_first_clock_take_the_time_of_the_next_one(tmp_path)
     with BagReader(tmp_path / "sim_time") as bag:
         assert {timestamp for _, timestamp, _ in bag.messages(raw=True)} == {100_000_000_000}
         assert bag.message_counts == {"/perception_node/class_names": 1, "/diagnostics_note": 1, "/note": 1}
+
+    monkeypatch.setattr(recorder_module, "HOLD_AT_ZERO_S", -1.0)  # no /clock ever: not held without bound
+    recorder = BagRecorder(tmp_path / "no_clock")
+    for index in range(3):
+        recorder.write("/note", 0, String(data=str(index)))
+    assert not recorder._held, "written at 0 once the wait is over"
+    recorder.close()
+    assert "no time after -1 s (use_sim_time without /clock?)" in capsys.readouterr().err
 
 
 def test_the_inputs_of_a_namespaced_node_are_recorded_in_its_namespace():

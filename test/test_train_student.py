@@ -162,6 +162,7 @@ def test_checkpoints_of_another_stage_or_data_set_are_refused(mini_dataset, tmp_
     with pytest.raises(UsageError, match=f"--data-root {other_data}: not the data set .*student/best.pt was "
                                          "trained on"):
         recalibrate(run / "best.pt", other_data, tmp_path / "recalibrated.pt", workers=0)
+    recalibrate(run / "best.pt", other_data, tmp_path / "recalibrated.pt", workers=0, other_data=True)
     other_run = load_checkpoint(run / "best.pt")
     other_run["meta"]["input_sha256"] = {**other_run["meta"]["input_sha256"], "data.root": "0" * 64}
     save_checkpoint(tmp_path / "other_run.pt", other_run)

@@ -495,7 +495,11 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
         if logger is not None:
             logger.close()
     if ctx.is_distributed:  # leave together: rank 0 may still be writing; an early teardown aborts the others
-        torch.distributed.barrier()
+        try:
+            torch.distributed.barrier()
+        except KeyboardInterrupt:  # not "before its first epoch" (fit): every epoch is done and saved
+            raise TrainingInterrupted(f"training stopped after its last epoch ({last_path} holds it), while the "
+                                      "processes waited for each other") from None
     return {**best, "train_seconds": train_seconds, "steps": scheduler.last_epoch}
 
 

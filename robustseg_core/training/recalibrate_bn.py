@@ -93,7 +93,7 @@ def input_statistics(model: nn.Module, loader: DataLoader, device: torch.device,
 
 def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "train",
                 combination: str = FULL_COMBINATION, batch_size: int = 8, workers: int = 2, device: str = "auto",
-                command: str = "") -> dict:
+                command: str = "", other_data: bool = False) -> dict:
     """Write ``checkpoint`` with its head BatchNorm statistics recomputed (module docstring) to ``out``; returns
     what was written."""
     device = resolve_device(device)
@@ -105,10 +105,10 @@ def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "t
     meta = dict(state.get("meta") or {})
     trained_on = (meta.get("input_sha256") or state.get("input_sha256") or {}).get("data.root")
     found = input_file_digests({"data": {"root": str(data_root)}}).get("data.root")
-    if trained_on and found and found != trained_on:
+    if trained_on and found and found != trained_on and not other_data:
         raise UsageError(f"--data-root {data_root}: not the data set {checkpoint} was trained on (its meta.json has "
-                         f"sha256 {found[:12]}, the run's {trained_on[:12]}); statistics and scores of another data "
-                         "set would not be the model's")
+                         f"sha256 {found[:12]}, the run's {trained_on[:12]}); its scores before and after would come "
+                         "from two data sets. To adapt the statistics to new data on purpose, pass --other-data")
     eval_size = (meta.get("config") or {}).get("data", {}).get("eval_size")
     if not eval_size:
         raise CheckpointError(f"{checkpoint}: no data.eval_size in its config")
@@ -163,6 +163,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=non_negative_int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--other-data", action="store_true",
+                        help="recompute them on a data set the model was not trained on (adapting it to new data)")
     return parser
 
 
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "recalibrate_bn " + " ".join(sys.argv[1:] if argv is None else argv)
     result = recalibrate(args.checkpoint, args.data_root, args.out, split=args.split,
                          combination=args.combination, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, command=command)
+                         device=args.device, command=command, other_data=args.other_data)
     before = result["meta"]["recalibrated_from"]["scores"]
     after = result["meta"]["scores"]
     statistics = result["meta"]["recalibrated_from"]["statistics"]

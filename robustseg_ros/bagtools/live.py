@@ -76,8 +76,8 @@ class LiveEvaluation(Evaluation):
         self._camera_rgb: dict[int, np.ndarray] = {}
         self._camera_stamps: set[int] = set()
         self._model_diagnostics = None
-        self._status_prefix = status_prefix(absolute_topic(node_name).rstrip("/"))
         prefix = absolute_topic(node_name).rstrip("/")
+        self._status_prefix = status_prefix(prefix)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for name, message_type in (("segmentation", Image), ("confidence", Image), ("sensor_status", DiagnosticArray)):
             self.node.create_subscription(message_type, f"{prefix}/{name}",

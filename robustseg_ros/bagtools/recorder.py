@@ -16,6 +16,7 @@ import contextlib
 import shutil
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,8 @@ from robustseg_ros.params import NODE_NAME, absolute_topic
 #: The node name outputs are recorded under when no node runs (offline evaluation).
 DEFAULT_NODE = f"/{NODE_NAME}"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+#: Wall time (s) messages at time 0 are held for a time of their own (the first /clock of a replay).
+HOLD_AT_ZERO_S = 2.0
 OUTPUT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -82,17 +85,27 @@ class BagRecorder:
         self._declared: set[str] = set()
         self.counts: Counter[str] = Counter()
         self._held: list[tuple[str, object]] = []  # messages at time 0, waiting for a time
+        self._held_since = 0.0  # time.monotonic() of the first of them
+        self._holding = True
         self._closed = False
 
     def write(self, topic: str, timestamp_ns: int, message) -> None:
         """Write ``message`` on ``topic`` at ``timestamp_ns`` (the bag's time line); ignored once closed. A
         message at time 0 (a recorder on sim time before the first /clock) is held and written at the time of
-        the next one that has a time (at 0 if none comes), so the bag's time line does not start 0 s in."""
+        the next one that has a time, so the bag's time line does not start 0 s in; after ``HOLD_AT_ZERO_S`` of
+        wall time without one (no /clock at all), held messages and later ones are written at 0."""
         with self._lock:
             if self._closed:
                 return
-            if timestamp_ns == 0:
+            if timestamp_ns == 0 and self._holding:
                 self._held.append((topic, message))
+                if len(self._held) == 1:
+                    self._held_since = time.monotonic()
+                elif time.monotonic() - self._held_since > HOLD_AT_ZERO_S:
+                    print(f"bag {self.path}: no time after {HOLD_AT_ZERO_S:g} s (use_sim_time without /clock?): "
+                          "messages are written at time 0", file=sys.stderr)
+                    self._holding = False
+                    self._write_held(0)
                 return
             self._write_held(timestamp_ns)
             self._write(topic, timestamp_ns, message)
