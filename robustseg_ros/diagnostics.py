@@ -41,6 +41,7 @@ def status_prefix(node_name: str) -> str:
     two namespaces (one per camera) do not share names."""
     return DIAGNOSTIC_PREFIX if node_name == f"/{NODE_NAME}" else f"robustseg {node_name}: "
 
+
 #: Recent frames kept for the latency and stage-time statistics on /diagnostics.
 STATISTICS_WINDOW = 100
 #: Integer counters of the model status that the bag evaluation reports.

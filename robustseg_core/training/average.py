@@ -41,7 +41,7 @@ from ..models.checkpoint import (
     save_checkpoint,
 )
 from ..output_folder import check_not_an_input
-from .run_folder import run_stage
+from .run_folder import recorded_input_digests, run_stage
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float],
@@ -66,14 +66,14 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequ
     return averaged
 
 
-def run_identity(meta: dict) -> dict[str, object]:
-    """What the checkpoints of one training run share, from a checkpoint's ``meta``: the stage (``run_stage``),
-    ``train.seed``, ``student.recipe`` and the data set's digest (of its ``meta.json``); None when not recorded
-    (checkpoints of older versions record no digest: their data set is not compared)."""
-    config = meta.get("config") or {}
+def run_identity(checkpoint: dict) -> dict[str, object]:
+    """What the checkpoints of one training run share: the stage (``run_stage``), ``train.seed``,
+    ``student.recipe`` and the data set's digest (of its ``meta.json``); None when not recorded (a ``best.pt``
+    of an older version records no digest: its data set is not compared)."""
+    config = (checkpoint.get("meta") or {}).get("config") or {}
     return {"stage": run_stage(config), "train.seed": (config.get("train") or {}).get("seed"),
             "student.recipe": (config.get("student") or {}).get("recipe"),
-            "data set": (meta.get("input_sha256") or {}).get("data.root")}
+            "data set": recorded_input_digests(checkpoint).get("data.root")}
 
 
 def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None,
@@ -92,7 +92,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[floa
         differences = architecture_differences(model.architecture, models[0].architecture)
         if differences:
             raise CheckpointError(f"{path}: another architecture than {paths[0]}: " + "; ".join(differences))
-    identities = [run_identity(checkpoint.get("meta") or {}) for checkpoint in checkpoints]
+    identities = [run_identity(checkpoint) for checkpoint in checkpoints]
     for path, identity in zip(paths[1:], identities[1:]):
         differences = [f"{key} {identity[key]!r}, not {identities[0][key]!r}" for key in identity
                        if identity[key] != identities[0][key]

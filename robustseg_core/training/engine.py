@@ -471,7 +471,7 @@ def _fit(config: dict, ctx: DistributedContext, segmentor: torch.nn.Module, step
                              "input_sha256": input_digests},  # in best.pt too: the run's teacher and data set
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "best": best, "train_seconds": train_seconds,
-                    "steps_per_epoch": steps_per_epoch, "input_sha256": input_digests,
+                    "steps_per_epoch": steps_per_epoch,
                 }, stats, metrics if validated else None, logger, last_path)
                 saved_epoch = epoch
                 if best.get("epoch") == epoch:  # after last.pt: a resume rewrites it from there if cut short

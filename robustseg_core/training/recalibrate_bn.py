@@ -43,7 +43,7 @@ from ..models.checkpoint import CheckpointError, build_model_from_checkpoint, fi
 from ..output_folder import check_not_an_input, check_writable
 from .distributed import DistributedContext
 from .engine import validate
-from .run_folder import input_file_digests
+from .run_folder import input_file_digests, recorded_input_digests
 
 
 def head_batchnorm(model: nn.Module) -> nn.BatchNorm2d:
@@ -103,7 +103,7 @@ def recalibrate(checkpoint: Path, data_root: Path, out: Path, *, split: str = "t
         raise CheckpointError(f"{checkpoint}: recalibrate_bn uses the combinations of {', '.join(MODALITIES)}; this "
                               f"model takes {', '.join(model.modalities)}")
     meta = dict(state.get("meta") or {})
-    trained_on = (meta.get("input_sha256") or state.get("input_sha256") or {}).get("data.root")
+    trained_on = recorded_input_digests(state).get("data.root")
     found = input_file_digests({"data": {"root": str(data_root)}}).get("data.root")
     if trained_on and found and found != trained_on and not other_data:
         raise UsageError(f"--data-root {data_root}: not the data set {checkpoint} was trained on (its meta.json has "

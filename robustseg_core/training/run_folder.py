@@ -102,6 +102,12 @@ def check_stage(checkpoint: Mapping, path: Path, expected: str, use: str) -> Non
                               f"not a {expected}'s: {use}")
 
 
+def recorded_input_digests(checkpoint: Mapping) -> dict[str, str]:
+    """``section.key`` -> SHA-256 of the inputs (:data:`INPUT_FILES`) the run that wrote ``checkpoint`` read: from
+    its metadata (``best.pt`` too), or the top level of a ``last.pt`` of an older version; {} when not recorded."""
+    return dict((checkpoint.get("meta") or {}).get("input_sha256") or checkpoint.get("input_sha256") or {})
+
+
 def _input_digest(name: str, value: object) -> str | None:
     """The digest of input ``name`` with value ``value``; None when there is nothing to read."""
     return INPUT_FILES[name](value) if isinstance(value, (str, Path)) else None
@@ -196,7 +202,7 @@ def resume_checkpoint(output_dir: Path, resume: str | None, config: Mapping, all
         raise UsageError(f"{output_dir} already holds a run ({last_path}): resuming {path} there would overwrite it; "
                          "choose another train.output_dir, or continue that run with --resume auto")
     changes = check_resume_config(checkpoint.get("meta", {}).get("config", {}), config, path, allow_change,
-                                  checkpoint.get("input_sha256", {}))
+                                  recorded_input_digests(checkpoint))
     return checkpoint, path, changes
 
 
